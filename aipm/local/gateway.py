@@ -1,0 +1,249 @@
+"""The local stand-in for API Gateway and the Lambda event sources.
+
+`python -m aipm.local.gateway --port N` runs, in one process configured like the Lambdas' environment:
+- an HTTP server on 127.0.0.1 that turns each request into an API Gateway REST proxy event for the real
+  `lambda_src.handler.lambda_handler` (after checking the local token, as the Cognito authorizer would), and
+- a stream pump that reads the records table's DynamoDB stream from the local emulator and calls the real
+  `lambda_src.dispatch_handler.lambda_handler` with stream events, as Lambda's event source mapping does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hmac
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+
+log = logging.getLogger(__name__)
+
+LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+PUBLIC_ROUTES = {("GET", "/api/health"), ("GET", "/api/openapi.json")}
+LOCAL_USER_CLAIMS = {"sub": "local-user", "cognito:username": "local-user", "email": "local-user@localhost"}
+MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's own payload limit
+STREAM_POLL_S = 0.05  # Lambda's stream poller reads each shard several times a second
+
+
+@dataclass(frozen=True)
+class LambdaContext:
+    """The attributes of the Lambda context object that the handlers read."""
+
+    function_name: str
+    aws_request_id: str
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:000000000000:function:local"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 29_000
+
+
+def proxy_event(
+    method: str, raw_path: str, headers: Mapping[str, str], body: bytes, *, host: str, source_ip: str
+) -> dict[str, Any]:
+    """An API Gateway REST (v1) proxy event for this request, as API Gateway would send it."""
+    parts = urlsplit(raw_path)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    text: str | None
+    try:
+        text, is_b64 = (body.decode("utf-8"), False) if body else (None, False)
+    except UnicodeDecodeError:
+        text, is_b64 = base64.b64encode(body).decode(), True
+    return {
+        "resource": "/{proxy+}",
+        "path": parts.path,
+        "httpMethod": method,
+        "headers": dict(headers),
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": {k: v[-1] for k, v in query.items()} or None,
+        "multiValueQueryStringParameters": query or None,
+        "pathParameters": {"proxy": parts.path.lstrip("/")},
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": "/{proxy+}",
+            "httpMethod": method,
+            "path": parts.path,
+            "stage": "local",
+            "requestId": str(uuid.uuid4()),
+            "requestTimeEpoch": time.time_ns() // 1_000_000,
+            "domainName": host,
+            "protocol": "HTTP/1.1",
+            "accountId": "000000000000",
+            "apiId": "local",
+            "identity": {"sourceIp": source_ip},
+            "authorizer": {"claims": dict(LOCAL_USER_CLAIMS)},
+        },
+        "body": text,
+        "isBase64Encoded": is_b64,
+    }
+
+
+class Gateway:
+    """Serves the API on 127.0.0.1. Requests are handed to the handler one at a time, like one Lambda
+    container (the Powertools resolver keeps per-request state in module globals)."""
+
+    def __init__(self, handler: LambdaHandler, token: str, port: int = 0) -> None:
+        self._handler = handler
+        self._token = token
+        self._lock = threading.Lock()
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            server_version = "aipm-local-gateway"
+            sys_version = ""
+
+            def do_GET(self) -> None:
+                gateway.handle(self)
+
+            do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_GET  # noqa: N815 - http.server's names
+
+            def log_message(self, format: str, *args: Any) -> None:
+                log.debug("gateway " + format, *args)
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._httpd.daemon_threads = True
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def serve_forever(self) -> None:
+        self._httpd.serve_forever()
+
+    def shutdown(self) -> None:
+        self._httpd.shutdown()
+
+    def handle(self, req: BaseHTTPRequestHandler) -> None:
+        method, path = req.command, urlsplit(req.path).path
+        length = int(req.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            self._send(req, 413, {"Content-Type": "application/json"}, b'{"message":"Request Too Long"}')
+            return
+        body = req.rfile.read(length) if length else b""
+        if method != "OPTIONS" and (method, path) not in PUBLIC_ROUTES and not self._authorized(req):
+            self._send(req, 401, {"Content-Type": "application/json"}, b'{"message":"Unauthorized"}')
+            return
+        headers = {k: v for k, v in req.headers.items()}
+        headers["X-Forwarded-Proto"] = "http"
+        host = req.headers.get("Host") or self.url.removeprefix("http://")
+        event = proxy_event(method, req.path, headers, body, host=host, source_ip=req.client_address[0])
+        context = LambdaContext(function_name="aipm-api", aws_request_id=event["requestContext"]["requestId"])
+        with self._lock:
+            result = self._handler(event, context)
+        payload = result.get("body") or ""
+        data = base64.b64decode(payload) if result.get("isBase64Encoded") else payload.encode()
+        out_headers = dict(result.get("headers") or {})
+        for name, values in (result.get("multiValueHeaders") or {}).items():
+            out_headers[name] = ", ".join(values)
+        self._send(req, int(result.get("statusCode", 502)), out_headers, data)
+
+    def _authorized(self, req: BaseHTTPRequestHandler) -> bool:
+        scheme, _, presented = (req.headers.get("Authorization") or "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(presented.encode(), self._token.encode())
+
+    @staticmethod
+    def _send(req: BaseHTTPRequestHandler, status: int, headers: Mapping[str, str], data: bytes) -> None:
+        req.send_response(status)
+        for name, value in headers.items():
+            if name.lower() != "content-length":
+                req.send_header(name, value)
+        req.send_header("Content-Length", str(len(data)))
+        req.end_headers()
+        req.wfile.write(data)
+
+
+class StreamPump:
+    """Reads every shard of a DynamoDB stream and delivers batches to a handler, like Lambda's poller."""
+
+    def __init__(self, stream_arn: str, handler: LambdaHandler) -> None:
+        self._arn = stream_arn
+        self._handler = handler
+        self._streams = boto3.client("dynamodbstreams")
+        self._stop = threading.Event()
+        self._iterators: dict[str, str | None] = {}
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._refresh_shards()
+                delivered = self._pump_once()
+            except Exception:
+                log.exception("stream pump failed; retrying")
+                delivered = 0
+            if not delivered:
+                self._stop.wait(STREAM_POLL_S)
+
+    def _refresh_shards(self) -> None:
+        shards = self._streams.describe_stream(StreamArn=self._arn)["StreamDescription"].get("Shards", [])
+        for shard in shards:
+            shard_id = shard["ShardId"]
+            if shard_id not in self._iterators:
+                self._iterators[shard_id] = self._streams.get_shard_iterator(
+                    StreamArn=self._arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+                )["ShardIterator"]
+
+    def _pump_once(self) -> int:
+        delivered = 0
+        for shard_id, iterator in list(self._iterators.items()):
+            if iterator is None:
+                continue
+            resp = self._streams.get_records(ShardIterator=iterator, Limit=100)
+            self._iterators[shard_id] = resp.get("NextShardIterator")
+            records = resp.get("Records", [])
+            if records:
+                event = {"Records": [self._lambda_record(r) for r in records]}
+                context = LambdaContext(function_name="aipm-dispatch", aws_request_id=str(uuid.uuid4()))
+                self._handler(json.loads(json.dumps(event, default=_jsonable)), context)
+                delivered += len(records)
+        return delivered
+
+    def _lambda_record(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        return {**record, "eventSourceARN": self._arn}
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, datetime):
+        return int(value.timestamp())
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Local API Gateway + Lambda event sources for the AIPM API")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--stream-arn", required=True)
+    parser.add_argument(
+        "--token-env", default="AIPM_LOCAL_API_TOKEN", help="environment variable with the token"
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    from lambda_src import dispatch_handler, handler
+
+    token = os.environ[args.token_env]
+    gateway = Gateway(handler.lambda_handler, token, args.port)
+    pump = StreamPump(args.stream_arn, dispatch_handler.lambda_handler)
+    threading.Thread(target=pump.run, name="stream-pump", daemon=True).start()
+    print(f"gateway ready {gateway.url}", flush=True)
+    try:
+        gateway.serve_forever()
+    finally:
+        pump.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,404 @@
+"""The local stack (SPEC §7): the whole pipeline on loopback with no AWS account and no GitHub.
+
+Processes: a moto server (DynamoDB, DynamoDB Streams, SSM, Secrets Manager), the git forge (real bare
+repositories + a GitHub-compatible API), the gateway process (API Gateway + the real Lambda handlers), and
+one or more real agents with the Kiro emulator profile. Only endpoints and credentials differ from the cloud.
+
+`python -m aipm.local.stack` keeps it up until Ctrl-C and prints the API's base URL on a line of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import boto3
+
+from aipm.local.bootstrap import (
+    create_idempotency_table,
+    create_records_table,
+    put_parameter,
+    put_token_secret,
+)
+from aipm.local.forge import Forge
+from aipm.local.moto_server import MotoServer, free_port
+
+log = logging.getLogger(__name__)
+
+REGION = "us-east-1"
+STAGE = "local"
+DEMO_OWNER = "aipm-demo"
+DEMO_REPO = "tools"
+DEMO_FILES = {
+    "README.md": "# tools\n\nA small repository that the AIPM local stack delegates tasks against.\n",
+    "tools/__init__.py": '"""Small tools."""\n',
+}
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    pool_size: int = 2
+    agents: int = 1
+    cli_profile: str = "emulator"
+    emulator_work_s: float = 0.3
+    job_timeout_s: float = 120
+    lease_s: float = 30
+    sweep_interval_s: float = 5
+    heartbeat_interval_s: float = 5
+    max_attempts: int = 3
+    agent_env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class AgentProcess:
+    """One agent child process and what reaches it."""
+
+    index: int
+    pool_port: int
+    processor_port: int
+    work_dir: Path
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def agent_id(self) -> str:
+        return f"local-agent-{self.index}"
+
+
+class LocalStack:
+    """Starts and stops every local process. Use as a context manager."""
+
+    def __init__(self, root: Path, options: StackOptions | None = None) -> None:
+        self.root = root
+        self.options = options or StackOptions()
+        self.api_token = secrets.token_urlsafe(24)
+        self.agent_token = secrets.token_urlsafe(24)
+        self.github_token = secrets.token_urlsafe(24)
+        self.records_table = "aipm-local-records"
+        self.idempotency_table = "aipm-local-idempotency"
+        self.logs = root / "logs"
+        self.moto = MotoServer(log_path=None)
+        self.forge = Forge(root / "forge", token=self.github_token)
+        self.agents: list[AgentProcess] = []
+        self._gateway: subprocess.Popen[bytes] | None = None
+        self.api_url = ""
+        self.demo_repo = Path()
+        self._log_files: list[IO[bytes]] = []
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def __enter__(self) -> LocalStack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start everything and wait until each part answers. Raises StackError naming the part at fault."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.moto.start()
+        aws = self.aws_env()
+        stream_arn = self._bootstrap(aws)
+        self.forge.start()
+        self.demo_repo = self.forge.create_repository(DEMO_OWNER, DEMO_REPO, files=DEMO_FILES)
+        for index in range(1, self.options.agents + 1):
+            self.start_agent(index)
+        first = self.agents[0]
+        ssm = self._client("ssm")
+        put_parameter(ssm, f"/aipm/{STAGE}/agent/endpoint", f"http://127.0.0.1:{first.processor_port}")
+        put_parameter(ssm, f"/aipm/{STAGE}/agent/pool-port", str(first.pool_port))
+        put_parameter(ssm, f"/aipm/{STAGE}/agent/processor-port", str(first.processor_port))
+        self._start_gateway(stream_arn)
+
+    def stop(self) -> None:
+        """Stop every process (agents first, gracefully). Idempotent."""
+        for agent in self.agents:
+            self._terminate(agent.proc, grace_s=30)
+        self._terminate(self._gateway, grace_s=5)
+        self.forge.stop()
+        self.moto.stop()
+        for f in self._log_files:
+            f.close()
+        self._log_files.clear()
+
+    # -- parts ------------------------------------------------------------------------------------
+
+    def aws_env(self) -> dict[str, str]:
+        """Environment that points boto3 at the local emulator."""
+        return {
+            "AWS_ENDPOINT_URL": self.moto.endpoint_url,
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+        }
+
+    def _client(self, service: str) -> Any:
+        return boto3.client(
+            service,  # type: ignore[call-overload]
+            endpoint_url=self.moto.endpoint_url,
+            region_name=REGION,
+            aws_access_key_id="local",
+            aws_secret_access_key="local",  # noqa: S106 - the local emulator accepts any key
+        )
+
+    def _bootstrap(self, aws: Mapping[str, str]) -> str:
+        ddb = self._client("dynamodb")
+        stream_arn = create_records_table(ddb, self.records_table)
+        create_idempotency_table(ddb, self.idempotency_table)
+        sm = self._client("secretsmanager")
+        put_token_secret(sm, f"aipm/{STAGE}/github", self.github_token)
+        put_token_secret(sm, f"aipm/{STAGE}/agent-token", self.agent_token)
+        return stream_arn
+
+    def _base_env(self) -> dict[str, str]:
+        keep = {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH"}
+        env = {k: v for k, v in os.environ.items() if k in keep}
+        env.update(self.aws_env())
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def start_agent(self, index: int) -> AgentProcess:
+        """Start (or restart) agent `index` and wait until its API answers."""
+        existing = next((a for a in self.agents if a.index == index), None)
+        if existing is None:
+            work_dir = self.root / f"agent-{index}"
+            env = self._base_env()
+            env.update(
+                AIPM_AGENT_ID=f"local-agent-{index}",
+                AIPM_RECORDS_TABLE=self.records_table,
+                AIPM_GITHUB_SECRET_ID=f"aipm/{STAGE}/github",
+                AIPM_AGENT_TOKEN_SECRET_ID=f"aipm/{STAGE}/agent-token",
+                AIPM_GITHUB_API_URL=self.forge.api_url,
+                AIPM_GIT_BASE_URL=self.forge.base_url,
+                AIPM_BIND_HOST="127.0.0.1",
+                AIPM_POOL_SIZE=str(self.options.pool_size),
+                AIPM_CLI_PROFILE=self.options.cli_profile,
+                AIPM_WORK_DIR=str(work_dir),
+                AIPM_JOB_TIMEOUT_S=str(self.options.job_timeout_s),
+                AIPM_LEASE_S=str(self.options.lease_s),
+                AIPM_SWEEP_INTERVAL_S=str(self.options.sweep_interval_s),
+                AIPM_HEARTBEAT_INTERVAL_S=str(self.options.heartbeat_interval_s),
+                KIRO_EMULATOR_WORK_S=str(self.options.emulator_work_s),
+            )
+            env.update(self.options.agent_env)
+            existing = AgentProcess(
+                index=index,
+                pool_port=free_port(),
+                processor_port=free_port(),
+                work_dir=work_dir,
+                env=env,
+                log_path=self.logs / f"agent-{index}.log",
+            )
+            self.agents.append(existing)
+        existing.env["AIPM_POOL_PORT"] = str(existing.pool_port)
+        existing.env["AIPM_PROCESSOR_PORT"] = str(existing.processor_port)
+        out = existing.log_path.open("ab")
+        self._log_files.append(out)
+        existing.proc = subprocess.Popen(
+            [sys.executable, "-m", "ec2_agent"], env=existing.env, stdout=out, stderr=subprocess.STDOUT
+        )
+        self._wait_agent(existing)
+        return existing
+
+    def _wait_agent(self, agent: AgentProcess, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert agent.proc is not None
+            if agent.proc.poll() is not None:
+                raise StackError(f"agent {agent.index} exited at start-up; see {agent.log_path}")
+            health = self.agent_health(agent)
+            if health is not None and all(w["ready"] for w in health["workers"]):
+                return
+            time.sleep(0.05)
+        raise StackError(
+            f"agent {agent.index} did not become ready within {timeout_s} s; see {agent.log_path}"
+        )
+
+    def agent_health(self, agent: AgentProcess) -> dict[str, Any] | None:
+        """The agent's /health on its pool port, or None if it does not answer."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{agent.pool_port}/health",
+            headers={"Authorization": f"Bearer {self.agent_token}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=2) as resp:  # noqa: S310
+                return dict(json.load(resp))
+        except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
+            return None
+
+    def _start_gateway(self, stream_arn: str) -> None:
+        env = self._base_env()
+        env.update(
+            RECORDS_TABLE=self.records_table,
+            IDEMPOTENCY_TABLE=self.idempotency_table,
+            GITHUB_SECRET_ID=f"aipm/{STAGE}/github",
+            GITHUB_API_URL=self.forge.api_url,
+            ALLOWED_ORIGIN="http://127.0.0.1",
+            JOB_MAX_ATTEMPTS=str(self.options.max_attempts),
+            AGENT_ENDPOINT_PARAM=f"/aipm/{STAGE}/agent/endpoint",
+            AGENT_TOKEN_SECRET_ID=f"aipm/{STAGE}/agent-token",
+            AIPM_LOCAL_API_TOKEN=self.api_token,
+            POWERTOOLS_LOG_LEVEL="WARNING",
+        )
+        out = (self.logs / "gateway.log").open("ab")
+        self._log_files.append(out)
+        self._gateway = subprocess.Popen(
+            [sys.executable, "-m", "aipm.local.gateway", "--port", "0", "--stream-arn", stream_arn],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=out,
+        )
+        assert self._gateway.stdout is not None
+        ready = _read_ready_line(self._gateway.stdout, "gateway ready ", timeout_s=30)
+        if ready is None:
+            raise StackError(f"the gateway did not start; see {self.logs / 'gateway.log'}")
+        self.api_url = ready
+        threading.Thread(target=_drain, args=(self._gateway.stdout, out), daemon=True).start()
+
+    @staticmethod
+    def _terminate(proc: subprocess.Popen[bytes] | None, *, grace_s: float) -> None:
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+    # -- calling the API --------------------------------------------------------------------------
+
+    def api(
+        self, method: str, path: str, body: Mapping[str, Any] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """Call the local API as the frontend would; returns (status, JSON body)."""
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(  # noqa: S310 - loopback URL we built
+            f"{self.api_url}{path}",
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {self.api_token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310
+                return resp.status, dict(json.load(resp))
+        except urllib.error.HTTPError as err:
+            return err.code, dict(json.load(err))
+
+
+TERMINAL_STATUSES = frozenset({"completed", "failed", "timed_out", "cancelled", "no_changes"})
+
+
+def wait_for_job(
+    stack: LocalStack,
+    job_id: str,
+    *,
+    timeout_s: float = 120,
+    interval_s: float = 0.1,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Follow a job through the API, as the frontend does, until it ends; returns the final job.
+
+    `on_step` sees each new timeline entry once. Raises StackError if the API fails or time runs out.
+    """
+    seen = 0
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status, job = stack.api("GET", f"/api/jobs/{job_id}")
+        if status != 200:
+            raise StackError(f"GET /api/jobs/{job_id} answered {status}: {job}")
+        for entry in job["timeline"][seen:]:
+            if on_step is not None:
+                on_step(entry)
+        seen = len(job["timeline"])
+        if job["status"] in TERMINAL_STATUSES:
+            return job
+        time.sleep(interval_s)
+    raise StackError(f"job {job_id} did not end within {timeout_s} s")
+
+
+def _read_ready_line(stream: IO[bytes], prefix: str, *, timeout_s: float) -> str | None:
+    """The rest of the first line starting with `prefix`, read within `timeout_s`; None otherwise."""
+    found: list[str] = []
+
+    def read() -> None:
+        for raw in stream:
+            line = raw.decode(errors="replace").strip()
+            if line.startswith(prefix):
+                found.append(line.removeprefix(prefix))
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout_s)
+    return found[0] if found else None
+
+
+def _drain(stream: IO[bytes], sink: IO[bytes]) -> None:
+    for line in stream:
+        sink.write(line)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the AIPM local stack until Ctrl-C.")
+    parser.add_argument("--slots", type=int, default=2, help="slots per agent (default 2)")
+    parser.add_argument("--agents", type=int, default=1, help="agent processes on the one queue (default 1)")
+    parser.add_argument(
+        "--work-s", type=float, default=2.0, help="seconds of simulated work per emulator task"
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    root = Path(tempfile.mkdtemp(prefix="aipm-local-"))
+    options = StackOptions(pool_size=args.slots, agents=args.agents, emulator_work_s=args.work_s)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with LocalStack(root, options) as stack:
+        print(f"API token:  {stack.api_token}")
+        print(f"Forge:      {stack.forge.base_url}  (repository {DEMO_OWNER}/{DEMO_REPO})")
+        print(f"Logs:       {stack.logs}")
+        print("Try:")
+        print(
+            f"  curl -s -X POST {stack.api_url}/api/personal-delegate "
+            f"-H 'Authorization: Bearer {stack.api_token}' "
+            f"""-H 'Content-Type: application/json' -d '{{"owner":"{DEMO_OWNER}","repo":"{DEMO_REPO}","""
+            """"branchName":"feature/hello","taskTitle":"Add hello","objective":"Say hello","""
+            """"prTitle":"feat: hello","acceptanceCriteria":["It greets"]}'"""
+        )
+        print(stack.api_url, flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
+    print("stopped")
+
+
+if __name__ == "__main__":
+    main()

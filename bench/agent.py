@@ -1,0 +1,163 @@
+"""Agent benchmarks on the local stack: dispatch latency, overhead, throughput, scale-out, memory.
+
+Every figure is measured in this run on this machine; the targets are ratios or bounds from issue 3:
+- dispatch: API response → the agent sending the prompt to the CLI (the `generating` timeline entry, written
+  just before the prompt is sent), idle pool, one job at a time. Baseline: the prototype polls every 5 s.
+- overhead: job wall time (created → completed) minus the emulator's own working time, one job at a time.
+- throughput: N jobs of 1 s emulator work on 2 slots, submitted together; efficiency = ideal / actual, where
+  ideal = N x 1 s / 2 slots. `refused` counts requests not answered 201.
+- scale-out: 3 agents x 2 slots on one table; efficiency as above; `scaleout_double_runs` counts jobs claimed
+  more than once or whose branch holds more than one agent commit.
+- agent_rss_mb: resident memory of the agent process (CLI children excluded) after the throughput run.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from aipm.local.stack import DEMO_OWNER, DEMO_REPO, LocalStack, StackOptions, wait_for_job
+
+LATENCY_SAMPLES = int(os.environ.get("BENCH_LATENCY_SAMPLES", "40"))
+THROUGHPUT_JOBS = int(os.environ.get("BENCH_THROUGHPUT_JOBS", "100"))
+SCALEOUT_JOBS = int(os.environ.get("BENCH_SCALEOUT_JOBS", "300"))
+LATENCY_WORK_S = 0.3
+JOB_WORK_S = 1.0
+SUBMITTERS = 8
+
+
+def task(n: int, prefix: str) -> dict[str, Any]:
+    return {
+        "owner": DEMO_OWNER,
+        "repo": DEMO_REPO,
+        "branchName": f"bench/{prefix}-{n}",
+        "taskTitle": f"Bench {prefix} {n}",
+        "objective": "Measure the pipeline",
+        "prTitle": f"bench: {prefix} {n}",
+        "acceptanceCriteria": ["It is measured"],
+    }
+
+
+def epoch_s(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def step_at(job: dict[str, Any], step: str) -> float:
+    return epoch_s(next(e["at"] for e in job["timeline"] if e["step"] == step))
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+
+
+def latency(root: Path) -> dict[str, float]:
+    dispatch_ms: list[float] = []
+    overhead_ms: list[float] = []
+    with LocalStack(root, StackOptions(emulator_work_s=LATENCY_WORK_S)) as stack:
+        for n in range(LATENCY_SAMPLES):
+            status, answer = stack.api("POST", "/api/personal-delegate", task(n, "latency"))
+            answered = time.time()
+            assert status == 201, answer
+            job = wait_for_job(stack, answer["jobId"], interval_s=0.02)
+            assert job["status"] == "completed", job
+            dispatch_ms.append((step_at(job, "generating") - answered) * 1000)
+            wall = step_at(job, "completed") - step_at(job, "queued")
+            overhead_ms.append((wall - LATENCY_WORK_S) * 1000)
+    return {
+        "dispatch_p50_ms": round(statistics.median(dispatch_ms), 1),
+        "dispatch_p99_ms": round(percentile(dispatch_ms, 99), 1),
+        "dispatch_baseline_poll_ms": 5000.0,
+        "overhead_p50_ms": round(statistics.median(overhead_ms), 1),
+    }
+
+
+def submit_all(stack: LocalStack, count: int, prefix: str) -> tuple[float, list[str], int]:
+    """Submit `count` tasks from SUBMITTERS threads; returns (start time, job ids, refused count)."""
+    started = time.time()
+    with ThreadPoolExecutor(SUBMITTERS) as pool:
+        answers = list(
+            pool.map(lambda n: stack.api("POST", "/api/personal-delegate", task(n, prefix)), range(count))
+        )
+    refused = sum(1 for status, _ in answers if status != 201)
+    return started, [a["jobId"] for status, a in answers if status == 201], refused
+
+
+def collect(stack: LocalStack, job_ids: list[str]) -> list[dict[str, Any]]:
+    with ThreadPoolExecutor(SUBMITTERS) as pool:
+        return list(pool.map(lambda j: wait_for_job(stack, j, timeout_s=1800, interval_s=0.5), job_ids))
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def throughput(root: Path) -> dict[str, float | int]:
+    with LocalStack(root, StackOptions(emulator_work_s=JOB_WORK_S, sweep_interval_s=1)) as stack:
+        started, job_ids, refused = submit_all(stack, THROUGHPUT_JOBS, "throughput")
+        jobs = collect(stack, job_ids)
+        finished = max(step_at(j, "completed") for j in jobs if j["status"] == "completed")
+        completed = sum(1 for j in jobs if j["status"] == "completed")
+        assert stack.agents[0].proc is not None
+        memory = rss_mb(stack.agents[0].proc.pid)
+    ideal = completed * JOB_WORK_S / 2
+    return {
+        "throughput_jobs": THROUGHPUT_JOBS,
+        "throughput_completed": completed,
+        "throughput_efficiency": round(ideal / (finished - started), 3),
+        "refused": refused,
+        "agent_rss_mb": round(memory, 1),
+    }
+
+
+def scaleout(root: Path) -> dict[str, float | int]:
+    options = StackOptions(emulator_work_s=JOB_WORK_S, agents=3, sweep_interval_s=1)
+    with LocalStack(root, options) as stack:
+        started, job_ids, refused = submit_all(stack, SCALEOUT_JOBS, "scaleout")
+        jobs = collect(stack, job_ids)
+        completed = [j for j in jobs if j["status"] == "completed"]
+        finished = max(step_at(j, "completed") for j in completed)
+        double = 0
+        for job in jobs:
+            claims = sum(1 for e in job["timeline"] if e["step"] == "claimed")
+            agent_commits = subprocess.run(
+                [
+                    "git",
+                    "--git-dir",
+                    str(stack.demo_repo),
+                    "rev-list",
+                    "--count",
+                    f"main..{job['branchName']}",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            if claims > 1 or int(agent_commits) > 2:
+                double += 1
+    ideal = len(completed) * JOB_WORK_S / 6
+    return {
+        "scaleout_jobs": SCALEOUT_JOBS,
+        "scaleout_completed": len(completed),
+        "scaleout_efficiency": round(ideal / (finished - started), 3),
+        "scaleout_double_runs": double,
+        "scaleout_refused": refused,
+    }
+
+
+def run() -> dict[str, float | int]:
+    results: dict[str, float | int] = {}
+    with tempfile.TemporaryDirectory(prefix="aipm-bench-") as tmp:
+        for name, suite in (("latency", latency), ("throughput", throughput), ("scaleout", scaleout)):
+            results.update(suite(Path(tmp) / name))
+    return results

@@ -1,0 +1,64 @@
+"""The agent's configuration: one validated model, read once at start from `AIPM_*` environment variables."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ProfileName = Literal["kiro-interactive", "kiro-headless", "generic", "emulator"]
+
+
+class ConfigError(RuntimeError):
+    """The agent cannot start with this configuration; the message names the settings at fault."""
+
+
+class AgentSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AIPM_", frozen=True, extra="ignore")
+
+    agent_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=100)
+    records_table: str = Field(min_length=3)
+    github_secret_id: str = Field(min_length=1)
+    github_api_url: str = "https://api.github.com"
+    git_base_url: str = "https://github.com"
+    agent_token_secret_id: str = Field(min_length=1)
+
+    bind_host: str = "127.0.0.1"
+    pool_port: int = Field(default=8081, ge=0, le=65535)
+    processor_port: int = Field(default=8082, ge=0, le=65535)
+
+    pool_size: int = Field(default=2, ge=1, le=16)
+    cli_profile: ProfileName = "kiro-interactive"
+    kiro_command: str = "kiro-cli"
+    generic_profile: dict[str, Any] | None = None
+    transcript_limit_bytes: int = Field(default=64 * 1024, ge=4096)
+
+    work_dir: Path = Path("/var/lib/aipm/work")
+    job_timeout_s: float = Field(default=1800, gt=0)
+    lease_s: float = Field(default=60, ge=1)
+    sweep_interval_s: float = Field(default=15, gt=0)
+    heartbeat_interval_s: float = Field(default=15, gt=0)
+    drain_timeout_s: float = Field(default=60, ge=0)
+    session_restart_backoff_s: float = Field(default=1.0, gt=0)
+    session_restart_backoff_max_s: float = Field(default=60.0, gt=0)
+    git_timeout_s: float = Field(default=120, gt=0)
+    git_author_name: str = "AIPM Agent"
+    git_author_email: str = "aipm-agent@users.noreply.github.com"
+
+    @model_validator(mode="after")
+    def _generic_needs_profile(self) -> AgentSettings:
+        if self.cli_profile == "generic" and not self.generic_profile:
+            raise ValueError("AIPM_GENERIC_PROFILE (JSON) is required when AIPM_CLI_PROFILE=generic")
+        return self
+
+
+def load_settings() -> AgentSettings:
+    """Read and validate the environment. Raises ConfigError naming every invalid or missing setting."""
+    try:
+        return AgentSettings()
+    except ValidationError as err:
+        names = ", ".join("AIPM_" + str(e["loc"][0]).upper() if e["loc"] else e["msg"] for e in err.errors())
+        raise ConfigError(f"invalid agent configuration: {names}") from err

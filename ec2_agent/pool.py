@@ -1,0 +1,242 @@
+"""The slot pool: N slots, each a thread with its own CLI session and workspace, fed from the job table.
+
+Scheduling is event driven: a slot that frees takes the oldest queued job at once; a nudge wakes idle
+slots at once; a periodic sweep requeues expired leases and wakes everyone in case a nudge was lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+
+from ec2_agent.jsonlog import job_context, slot_var
+from ec2_agent.runner import JobRunner, SlotState
+from ec2_agent.session import SessionError
+from lambda_src.records.models import Heartbeat, Job, utc_now_iso
+from lambda_src.records.models import SlotState as SlotRecord
+from lambda_src.records.store import JobStore
+
+log = logging.getLogger(__name__)
+
+MAX_HINTS = 256
+
+
+def agent_version() -> str:
+    try:
+        return version("aipm-delegate")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    agent_id: str
+    lease_s: float
+    sweep_interval_s: float
+    heartbeat_interval_s: float
+    restart_backoff_s: float
+    restart_backoff_max_s: float
+
+
+class AgentPool:
+    """Owns the slot threads, the sweeper and the heartbeat. `start()`, then `drain()` to stop."""
+
+    def __init__(
+        self, config: PoolConfig, store: JobStore, runner: JobRunner, slots: Sequence[SlotState]
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._runner = runner
+        self.slots = list(slots)
+        self._wake = threading.Condition()
+        self._hints: deque[str] = deque(maxlen=MAX_HINTS)
+        self._draining = threading.Event()
+        self._stopped = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._busy: dict[int, str] = {}
+        self._heal_at: dict[int, float] = {}
+        self._heal_delay: dict[int, float] = {}
+        self.started_at = time.monotonic()
+        self.queued_seen = 0
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for slot in self.slots:
+            self._spawn(f"slot-{slot.id}", self._slot_loop, slot)
+        self._spawn("sweeper", self._periodic, self._config.sweep_interval_s, self._sweep)
+        self._spawn("heartbeat", self._periodic, self._config.heartbeat_interval_s, self.write_heartbeat)
+
+    def _spawn(self, name: str, target: object, *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)  # type: ignore[arg-type]
+        thread.start()
+        self._threads.append(thread)
+
+    def drain(self, deadline_s: float) -> None:
+        """Stop claiming; let running jobs finish for up to `deadline_s`, then interrupt them and hand
+        them back to the queue. Closes every session. Returns when all slot threads have stopped."""
+        self._draining.set()
+        self.nudge(None)
+        deadline = time.monotonic() + deadline_s
+        for thread in self._threads:
+            if thread.name.startswith("slot-"):
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        for slot in self.slots:
+            slot.cancel.set()
+        self._stopped.set()
+        with self._wake:
+            self._wake.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        for slot in self.slots:
+            slot.drop_session()
+        self.write_heartbeat()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining.is_set()
+
+    # -- scheduling -------------------------------------------------------------------------------
+
+    def nudge(self, job_id: str | None) -> None:
+        """Wake idle slots now; `job_id` (from the dispatcher) is tried before the oldest queued job."""
+        with self._wake:
+            if job_id:
+                self._hints.append(job_id)
+            self._wake.notify_all()
+
+    def _slot_loop(self, slot: SlotState) -> None:
+        slot_var.set(slot.id)
+        self._warm(slot)
+        while not self._draining.is_set():
+            job = self._claim_next(slot)
+            if job is not None:
+                self._run(slot, job)
+                continue
+            self._heal(slot)
+            with self._wake:
+                if self._draining.is_set() or self._hints:
+                    continue
+                self._wake.wait(timeout=self._wait_s(slot))
+
+    def _wait_s(self, slot: SlotState) -> float:
+        heal_at = self._heal_at.get(slot.id)
+        wait = self._config.sweep_interval_s
+        if heal_at is not None:
+            wait = min(wait, max(0.05, heal_at - time.monotonic()))
+        return wait
+
+    def _claim_next(self, slot: SlotState) -> Job | None:
+        worker = self._runner.worker_id(slot)
+        while True:
+            with self._wake:
+                hint = self._hints.popleft() if self._hints else None
+            if hint is None:
+                break
+            job = self._store.claim(hint, worker, self._config.lease_s)
+            if job is not None:
+                return job
+        for candidate in self._store.oldest_queued(limit=len(self.slots) + 1):
+            job = self._store.claim(candidate.job_id, worker, self._config.lease_s)
+            if job is not None:
+                return job
+        return None
+
+    def _run(self, slot: SlotState, job: Job) -> None:
+        self._busy[slot.id] = job.job_id
+        slot.current_job = job.job_id
+        try:
+            with job_context(job.job_id):
+                log.info("claimed", extra={"attempt": job.attempts, "branch": job.branch_name})
+                try:
+                    self._runner.run(slot, job)
+                except Exception:
+                    log.exception("job runner failed; the lease will expire and the job will be retried")
+                    slot.drop_session()
+        finally:
+            self._busy.pop(slot.id, None)
+            slot.current_job = None
+            slot.idle_since = time.monotonic()
+
+    # -- health -----------------------------------------------------------------------------------
+
+    def _warm(self, slot: SlotState) -> None:
+        """Start the slot's session in its own directory so the pool reports ready CLIs at boot."""
+        slot.workspace.root.mkdir(parents=True, exist_ok=True)
+        self._heal(slot, force=True)
+
+    def _heal(self, slot: SlotState, *, force: bool = False) -> None:
+        """Restart a dead idle session, with exponential backoff between failed attempts."""
+        if slot.session is not None and slot.session.alive:
+            return
+        if not force and time.monotonic() < self._heal_at.get(slot.id, 0.0):
+            return
+        tree = slot.session_dir or slot.workspace.root
+        try:
+            slot.drop_session()
+            slot.ensure_session(tree)
+        except SessionError as err:
+            delay = min(
+                self._heal_delay.get(slot.id, self._config.restart_backoff_s / 2) * 2,
+                self._config.restart_backoff_max_s,
+            )
+            self._heal_delay[slot.id] = delay
+            self._heal_at[slot.id] = time.monotonic() + delay
+            log.warning(
+                "CLI session failed to start; retrying", extra={"retry_in_s": delay, "error": str(err)}
+            )
+            return
+        self._heal_delay.pop(slot.id, None)
+        self._heal_at.pop(slot.id, None)
+
+    # -- periodic work ----------------------------------------------------------------------------
+
+    def _periodic(self, interval_s: float, action: object) -> None:
+        while not self._stopped.wait(interval_s):
+            try:
+                action()  # type: ignore[operator]
+            except Exception:
+                log.exception("periodic task failed")
+
+    def _sweep(self) -> None:
+        for job_id, status in self._store.requeue_expired():
+            log.warning(
+                "reclaimed a job with an expired lease", extra={"job_id": job_id, "status": status.value}
+            )
+        self.queued_seen = self._store.count_queued()
+        if self.queued_seen:
+            self.nudge(None)
+
+    def slot_records(self) -> list[SlotRecord]:
+        now = time.monotonic()
+        return [
+            SlotRecord(
+                id=slot.id,
+                busy=slot.id in self._busy,
+                ready=slot.ready,
+                current_job=self._busy.get(slot.id),
+                idle_s=0.0 if slot.id in self._busy else round(now - slot.idle_since, 1),
+                restarts=slot.restarts,
+            )
+            for slot in self.slots
+        ]
+
+    def write_heartbeat(self) -> None:
+        now_ms = time.time_ns() // 1_000_000
+        self._store.put_heartbeat(
+            Heartbeat(
+                agent_id=self._config.agent_id,
+                created_at=utc_now_iso(),
+                at_ms=now_ms,
+                version=agent_version(),
+                slots=self.slot_records(),
+                queued_seen=self.queued_seen,
+                draining=self.draining,
+                ttl=now_ms // 1000 + 7 * 86_400,
+            )
+        )

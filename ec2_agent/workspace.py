@@ -1,0 +1,199 @@
+"""Git workspaces: one clone per slot and repository, driven with argument lists only.
+
+Pushes go to the job's branch only, with an explicit refspec; credentials come from a credential helper
+fed through the environment, never from the remote URL.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from lambda_src.models import check_branch_name
+
+log = logging.getLogger(__name__)
+
+PUSH_ATTEMPTS = 3
+_STDERR_TAIL = 2000
+
+
+class GitError(RuntimeError):
+    """A git command failed. The message carries the command (no secrets) and the tail of its stderr."""
+
+    def __init__(self, args: Sequence[str], returncode: int, stderr: str) -> None:
+        super().__init__(f"git {' '.join(args[:2])} failed ({returncode}): {stderr[-_STDERR_TAIL:].strip()}")
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+class PushRejected(GitError):
+    pass
+
+
+class UnsafeReference(ValueError):
+    """An owner, repository or branch from a job record that must not be handed to git."""
+
+
+@dataclass(frozen=True)
+class Commit:
+    sha: str
+    changed_files: list[str]
+
+
+def install_credential_helper(bin_dir: Path) -> Path:
+    """Write the executable that git runs as its credential helper; returns its path."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    helper = bin_dir / "git-credential-aipm"
+    if " " in str(helper):
+        raise ValueError(f"the credential helper path must not contain spaces: {helper}")
+    helper.write_text(
+        f"#!{sys.executable}\nfrom ec2_agent.git_credential import main\nraise SystemExit(main())\n",
+        encoding="utf-8",
+    )
+    helper.chmod(0o700)
+    return helper
+
+
+class Git:
+    """Runs git with a fixed, safe configuration. Every command has a timeout (GitError on expiry)."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        token_provider: Callable[[], str],
+        credential_helper: Path,
+        author_name: str,
+        author_email: str,
+        timeout_s: float,
+    ) -> None:
+        parts = urlsplit(base_url)
+        if parts.username or parts.password:
+            raise ValueError("the git base URL must not carry credentials")
+        self.base_url = base_url.rstrip("/")
+        self._host = parts.netloc
+        self._protocol = parts.scheme
+        self._token_provider = token_provider
+        self._config = [
+            "-c", "credential.helper=",
+            "-c", f"credential.helper={credential_helper}",
+            "-c", f"user.name={author_name}",
+            "-c", f"user.email={author_email}",
+            "-c", "core.hooksPath=/dev/null",
+            "-c", "commit.gpgsign=false",
+            "-c", "protocol.file.allow=never",
+            "-c", "advice.detachedHead=false",
+        ]  # fmt: skip
+        self._timeout_s = timeout_s
+
+    def run(self, args: Sequence[str], cwd: Path, *, auth: bool = False) -> str:
+        """Run `git <args>` in `cwd`; returns stdout. Raises GitError (PushRejected for rejected pushes)."""
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k in {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT"}
+        }
+        env.update(GIT_TERMINAL_PROMPT="0", GIT_CONFIG_NOSYSTEM="1", GIT_ASKPASS="", SSH_ASKPASS="")
+        token = ""
+        if auth:
+            token = self._token_provider()
+            env.update(AIPM_GIT_TOKEN=token, AIPM_GIT_HOST=self._host, AIPM_GIT_PROTOCOL=self._protocol)
+        argv = ["git", *self._config, *args]
+        try:
+            proc = subprocess.run(
+                argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=self._timeout_s, check=False
+            )
+        except subprocess.TimeoutExpired as err:
+            raise GitError(args, -1, f"timed out after {self._timeout_s} s") from err
+        if proc.returncode != 0:
+            stderr = proc.stderr.replace(token, "***") if token else proc.stderr
+            if args[0] == "push" and (
+                "[rejected]" in stderr or "non-fast-forward" in stderr or "fetch first" in stderr
+            ):
+                raise PushRejected(args, proc.returncode, stderr)
+            raise GitError(args, proc.returncode, stderr)
+        return proc.stdout
+
+    def clone_url(self, owner: str, repo: str) -> str:
+        return f"{self.base_url}/{owner}/{repo}.git"
+
+
+def check_job_reference(owner: str, repo: str, branch: str) -> None:
+    """Refuse names that could be read as options or paths. Raises UnsafeReference."""
+    for label, value in (("owner", owner), ("repo", repo)):
+        if not value or value.startswith(("-", ".")) or any(c in value for c in "/\\ \0\n"):
+            raise UnsafeReference(f"{label} {value!r} is not a safe repository name")
+    try:
+        check_branch_name(branch)
+    except ValueError as err:
+        raise UnsafeReference(f"branch {branch!r}: {err}") from None
+
+
+class Workspace:
+    """A slot's working trees, one per repository, under `root`. Never shared with another slot."""
+
+    def __init__(self, root: Path, git: Git) -> None:
+        self.root = root
+        self._git = git
+
+    def path_for(self, owner: str, repo: str) -> Path:
+        return self.root / owner / repo
+
+    def prepare(self, owner: str, repo: str, branch: str) -> Path:
+        """Check `branch` out, clean, at the remote's tip. Returns the working tree. Raises GitError."""
+        check_job_reference(owner, repo, branch)
+        tree = self.path_for(owner, repo)
+        git = self._git
+        if not (tree / ".git").is_dir():
+            tree.parent.mkdir(parents=True, exist_ok=True)
+            git.run(
+                ["clone", "--no-checkout", "--", git.clone_url(owner, repo), str(tree)], self.root, auth=True
+            )
+        remote_ref = f"refs/remotes/origin/{branch}"
+        git.run(
+            ["fetch", "--prune", "--no-tags", "origin", f"+refs/heads/{branch}:{remote_ref}"], tree, auth=True
+        )
+        git.run(["checkout", "--force", "-B", branch, remote_ref], tree)
+        git.run(["reset", "--hard", remote_ref], tree)
+        git.run(["clean", "-ffdx"], tree)
+        return tree
+
+    def commit_all(self, tree: Path, message: str) -> Commit | None:
+        """Commit every change in the tree; None when there is nothing to commit."""
+        self._git.run(["add", "--all"], tree)
+        if not self._git.run(["status", "--porcelain"], tree).strip():
+            return None
+        self._git.run(["commit", "--quiet", "--no-verify", "-m", message], tree)
+        sha = self._git.run(["rev-parse", "HEAD"], tree).strip()
+        changed = self._git.run(["diff", "--name-only", "HEAD~1", "HEAD"], tree).split()
+        return Commit(sha=sha, changed_files=changed)
+
+    def push(self, tree: Path, branch: str) -> str:
+        """Push HEAD to the job's branch only. If the branch moved, fetch, rebase and push again.
+
+        Returns the pushed commit's sha. Raises PushRejected after PUSH_ATTEMPTS, GitError otherwise.
+        """
+        remote_ref = f"refs/remotes/origin/{branch}"
+        for attempt in range(1, PUSH_ATTEMPTS + 1):
+            try:
+                self._git.run(["push", "--porcelain", "origin", f"HEAD:refs/heads/{branch}"], tree, auth=True)
+                return self._git.run(["rev-parse", "HEAD"], tree).strip()
+            except PushRejected:
+                if attempt == PUSH_ATTEMPTS:
+                    raise
+                log.info("push rejected: the branch moved; rebasing", extra={"attempt": attempt})
+                self._git.run(
+                    ["fetch", "--no-tags", "origin", f"+refs/heads/{branch}:{remote_ref}"], tree, auth=True
+                )
+                try:
+                    self._git.run(["rebase", remote_ref], tree)
+                except GitError:
+                    self._git.run(["rebase", "--abort"], tree)
+                    raise
+        raise AssertionError("unreachable")

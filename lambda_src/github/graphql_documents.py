@@ -1,0 +1,130 @@
+"""The GraphQL documents the client sends, their variables, and where GitHub's GraphQL endpoint is.
+
+Field and input names follow GitHub's published schema (checked against a vendored excerpt in tests/github).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+# Round trip 1: the repository's node id, the base branch's tip, and whether the new branch exists already.
+TARGET_QUERY = """
+query OpenTaskPullRequestTarget($owner: String!, $name: String!, $baseRef: String!, $headRef: String!) {
+  repository(owner: $owner, name: $name) {
+    id
+    baseRef: ref(qualifiedName: $baseRef) {
+      target {
+        oid
+      }
+    }
+    headRef: ref(qualifiedName: $headRef) {
+      id
+    }
+  }
+}
+"""
+
+# Round trip 2: one document; GitHub runs the mutation fields one after the other, in this order.
+OPEN_PULL_REQUEST_MUTATION = """
+mutation OpenTaskPullRequest(
+  $createRef: CreateRefInput!
+  $createCommit: CreateCommitOnBranchInput!
+  $createPullRequest: CreatePullRequestInput!
+) {
+  createRef(input: $createRef) {
+    ref {
+      id
+    }
+  }
+  createCommitOnBranch(input: $createCommit) {
+    commit {
+      oid
+    }
+  }
+  createPullRequest(input: $createPullRequest) {
+    pullRequest {
+      number
+      url
+      headRefName
+      headRefOid
+      baseRefName
+    }
+  }
+}
+"""
+
+MUTATION_FIELDS = ("createRef", "createCommitOnBranch", "createPullRequest")
+
+
+def graphql_url_for(api_url: str) -> str:
+    """GitHub's GraphQL endpoint for a REST base URL.
+
+    https://api.github.com -> https://api.github.com/graphql; https://ghe.example/api/v3 -> https://ghe.example/api/graphql.
+    """
+    parts = urlsplit(api_url.rstrip("/"))
+    path = parts.path
+    path = path[: -len("/v3")] + "/graphql" if path.endswith("/api/v3") else path + "/graphql"
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def target_variables(*, owner: str, repo: str, base_branch: str, branch: str) -> dict[str, str]:
+    """Variables of TARGET_QUERY."""
+    return {
+        "owner": owner,
+        "name": repo,
+        "baseRef": f"refs/heads/{base_branch}",
+        "headRef": f"refs/heads/{branch}",
+    }
+
+
+def open_pull_request_variables(
+    *,
+    repository_id: str,
+    owner: str,
+    repo: str,
+    base_branch: str,
+    base_oid: str,
+    branch: str,
+    files: Mapping[str, str],
+    commit_message: str,
+    title: str,
+    body: str,
+) -> dict[str, Any]:
+    """Variables of OPEN_PULL_REQUEST_MUTATION: branch at `base_oid`, one commit adding `files`, the PR."""
+    headline, _, rest = commit_message.strip().partition("\n")
+    message: dict[str, str] = {"headline": headline.strip()}
+    if rest.strip():
+        message["body"] = rest.strip()
+    additions = [
+        {"path": path, "contents": base64.b64encode(text.encode("utf-8")).decode("ascii")}
+        for path, text in files.items()
+    ]
+    return {
+        "createRef": {"repositoryId": repository_id, "name": f"refs/heads/{branch}", "oid": base_oid},
+        "createCommit": {
+            "branch": {"repositoryNameWithOwner": f"{owner}/{repo}", "branchName": branch},
+            "expectedHeadOid": base_oid,
+            "fileChanges": {"additions": additions},
+            "message": message,
+        },
+        "createPullRequest": {
+            "repositoryId": repository_id,
+            "baseRefName": base_branch,
+            "headRefName": branch,
+            "title": title,
+            "body": body,
+        },
+    }
+
+
+def errors_at(errors: list[dict[str, Any]], field_name: str) -> list[dict[str, Any]]:
+    """The GraphQL errors of top-level field `field_name`, plus those of no field (document errors)."""
+    found = []
+    for error in errors:
+        path = error.get("path")
+        if not path or path[0] == field_name:
+            found.append(error)
+    return found

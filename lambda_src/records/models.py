@@ -1,0 +1,144 @@
+"""Job, pull-request and heartbeat records: the shapes stored in the records table.
+
+Shared by the API Lambda and the agent. No AWS imports here; `store.py` is the only module that talks to
+DynamoDB.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+OUTPUT_TAIL_MAX_CHARS = 8 * 1024
+
+
+class JobStatus(StrEnum):
+    """Where a job is. The happy path runs queued → … → completed; the last five are terminal."""
+
+    QUEUED = "queued"
+    CLAIMED = "claimed"
+    PREPARING = "preparing"
+    GENERATING = "generating"
+    COMMITTING = "committing"
+    PUSHED = "pushed"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    NO_CHANGES = "no_changes"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+    @property
+    def active(self) -> bool:
+        """True while a worker holds the job under a lease."""
+        return self in ACTIVE_STATUSES
+
+
+ACTIVE_STATUSES = frozenset(
+    {JobStatus.CLAIMED, JobStatus.PREPARING, JobStatus.GENERATING, JobStatus.COMMITTING, JobStatus.PUSHED}
+)
+TERMINAL_STATUSES = frozenset(
+    {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.TIMED_OUT, JobStatus.CANCELLED, JobStatus.NO_CHANGES}
+)
+RETRYABLE_STATUSES = frozenset(
+    {JobStatus.FAILED, JobStatus.TIMED_OUT, JobStatus.CANCELLED, JobStatus.NO_CHANGES}
+)
+
+
+def utc_now_iso() -> str:
+    """Current UTC time as ISO-8601 with milliseconds and a `Z` (sorts lexically in time order)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Record(BaseModel):
+    """Base for stored records: camelCase attribute names, snake_case Python names."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def to_item(self) -> dict[str, Any]:
+        """The attributes to store, by their stored (camelCase) names, without `None` values."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class TimelineEntry(Record):
+    step: str
+    at: str
+    detail: str = ""
+
+
+class Job(Record):
+    """A job: the unit of work the agent claims. Also the queue entry."""
+
+    job_id: str
+    kind: str = "job"
+    status: JobStatus
+    repo: str
+    owner: str
+    repo_name: str
+    branch_name: str
+    base_branch: str
+    pr_number: int
+    pr_url: str
+    task_title: str
+    created_at: str
+    updated_at: str
+    attempts: int = 0
+    max_attempts: int = 3
+    lease_owner: str | None = None
+    lease_expires_at_ms: int | None = None
+    timeline: list[TimelineEntry] = Field(default_factory=list)
+    error: str | None = None
+    reason: str | None = None
+    commit_sha: str | None = None
+    changed_files: list[str] | None = None
+    output_tail: str | None = None
+    requested_by: str | None = None
+    ttl: int | None = None
+
+    @property
+    def worker(self) -> str | None:
+        return self.lease_owner
+
+
+class PullRequestRecord(Record):
+    kind: str = "pr"
+    owner: str
+    repo_name: str
+    number: int
+    html_url: str
+    branch_name: str
+    base_branch: str
+    job_id: str
+    created_at: str
+    requested_by: str | None = None
+    ttl: int | None = None
+
+
+class SlotState(Record):
+    id: int
+    busy: bool
+    ready: bool
+    current_job: str | None = None
+    idle_s: float = 0.0
+    restarts: int = 0
+
+
+class Heartbeat(Record):
+    """What an agent reports about itself; the API serves these as the worker-pool status."""
+
+    kind: str = "heartbeat"
+    agent_id: str
+    created_at: str
+    at_ms: int
+    version: str
+    slots: list[SlotState]
+    queued_seen: int = 0
+    draining: bool = False
+    ttl: int | None = None

@@ -1,0 +1,573 @@
+"""Data-access layer for the records table (the only module in `lambda_src` that calls DynamoDB).
+
+Every state change is one conditional write, so concurrent API calls, workers and agent hosts cannot
+interleave badly: a claim succeeds for exactly one worker; a worker's later writes need its lease; an
+expired lease is reclaimed by one sweeper at most.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from lambda_src.records.models import (
+    ACTIVE_STATUSES,
+    OUTPUT_TAIL_MAX_CHARS,
+    RETRYABLE_STATUSES,
+    TERMINAL_STATUSES,
+    Heartbeat,
+    Job,
+    JobStatus,
+    PullRequestRecord,
+    TimelineEntry,
+    utc_now_iso,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+APPEND_TIMELINE = "timeline = list_append(if_not_exists(timeline, :empty), :entry)"
+STATUS_INDEX = "status-index"
+REPO_INDEX = "repo-index"
+KIND_INDEX = "kind-index"
+MAX_PAGE_SIZE = 100
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+class RecordError(Exception):
+    """Base of the records layer's errors."""
+
+
+class JobNotFound(RecordError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} does not exist")
+        self.job_id = job_id
+
+
+class LeaseLost(RecordError):
+    """The worker no longer holds the job: it was cancelled, reclaimed after expiry, or finished elsewhere."""
+
+    def __init__(self, job_id: str, worker: str) -> None:
+        super().__init__(f"worker {worker} no longer holds the lease on job {job_id}")
+        self.job_id = job_id
+
+
+class InvalidTransition(RecordError):
+    def __init__(self, job_id: str, action: str, status: JobStatus) -> None:
+        super().__init__(f"cannot {action} job {job_id}: it is {status.value}")
+        self.job_id = job_id
+        self.status = status
+
+
+class InvalidCursor(RecordError):
+    pass
+
+
+def job_key(job_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"JOB#{job_id}"}, "sk": {"S": "JOB"}}
+
+
+def _serialize(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _serializer.serialize(_storable(v)) for k, v in item.items()}
+
+
+def _storable(value: Any) -> Any:
+    """DynamoDB takes Decimal, not float."""
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _storable(v) for k, v in value.items()}
+    return value
+
+
+def _deserialize(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _plain(_deserializer.deserialize(v)) for k, v in item.items()}
+
+
+def _plain(value: Any) -> Any:
+    """DynamoDB numbers come back as Decimal; records hold ints."""
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, Decimal):
+        return int(value) if value == int(value) else float(value)
+    return value
+
+
+def _is_condition_failure(err: ClientError) -> bool:
+    return err.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+class JobStore:
+    """Reads and writes jobs, PR records and heartbeats in one DynamoDB table.
+
+    `clock_ms` returns the current epoch time in milliseconds (injectable for tests).
+    Errors: JobNotFound, LeaseLost, InvalidTransition, InvalidCursor; AWS faults surface as botocore errors.
+    """
+
+    def __init__(
+        self,
+        table_name: str,
+        client: DynamoDBClient,
+        *,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self.table_name = table_name
+        self._ddb = client
+        self._clock_ms = clock_ms
+
+    # -- creation and reads ---------------------------------------------------------------------------
+
+    def create_delegation(self, job: Job, pr: PullRequestRecord) -> None:
+        """Write the job and its PR record atomically; neither exists if this raises."""
+        job_item = {"pk": f"JOB#{job.job_id}", "sk": "JOB", **job.to_item()}
+        pr_item = {"pk": f"PR#{pr.owner}/{pr.repo_name}#{pr.number}", "sk": "PR", **pr.to_item()}
+        self._ddb.transact_write_items(
+            TransactItems=[
+                {
+                    "Put": {
+                        "TableName": self.table_name,
+                        "Item": _serialize(item),
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                }
+                for item in (job_item, pr_item)
+            ]
+        )
+
+    def get_job(self, job_id: str) -> Job:
+        """The job as last written (strongly consistent). Raises JobNotFound."""
+        resp = self._ddb.get_item(TableName=self.table_name, Key=job_key(job_id), ConsistentRead=True)
+        if "Item" not in resp:
+            raise JobNotFound(job_id)
+        return Job.model_validate(_deserialize(resp["Item"]))
+
+    def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        repo: str | None = None,
+        limit: int = 25,
+        cursor: str | None = None,
+        oldest_first: bool = False,
+    ) -> JobPage:
+        """Jobs newest first (or oldest first), filtered by status and/or repo, one page at a time.
+
+        `cursor` is the opaque `next_cursor` of the previous page. Raises InvalidCursor.
+        """
+        limit = max(1, min(limit, MAX_PAGE_SIZE))
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        filters: list[str] = []
+        if status is not None and repo is not None:
+            index, key_cond = REPO_INDEX, "#repo = :repo"
+            names["#repo"], values[":repo"] = "repo", {"S": repo}
+            filters.append("#status = :status")
+            names["#status"], values[":status"] = "status", {"S": status.value}
+        elif status is not None:
+            index, key_cond = STATUS_INDEX, "#status = :status"
+            names["#status"], values[":status"] = "status", {"S": status.value}
+        elif repo is not None:
+            index, key_cond = REPO_INDEX, "#repo = :repo"
+            names["#repo"], values[":repo"] = "repo", {"S": repo}
+        else:
+            index, key_cond = KIND_INDEX, "#kind = :kind"
+            names["#kind"], values[":kind"] = "kind", {"S": "job"}
+        query: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": index,
+            "KeyConditionExpression": key_cond,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": oldest_first,
+            "Limit": limit,
+        }
+        if filters:
+            query["FilterExpression"] = " AND ".join(filters)
+        if cursor:
+            query["ExclusiveStartKey"] = _decode_cursor(cursor)
+        jobs: list[Job] = []
+        while True:
+            resp = self._ddb.query(**query)
+            jobs.extend(Job.model_validate(_deserialize(i)) for i in resp.get("Items", []))
+            last = resp.get("LastEvaluatedKey")
+            if not last or len(jobs) >= limit:
+                break
+            query["ExclusiveStartKey"] = last
+            query["Limit"] = limit - len(jobs)
+        next_cursor = _encode_cursor(last) if last else None
+        return JobPage(jobs=jobs[:limit], next_cursor=next_cursor)
+
+    def oldest_queued(self, limit: int = 10) -> list[Job]:
+        """The oldest queued jobs, oldest first (eventually consistent: a claim re-checks)."""
+        return self.list_jobs(status=JobStatus.QUEUED, limit=limit, oldest_first=True).jobs
+
+    def count_queued(self) -> int:
+        resp = self._ddb.query(
+            TableName=self.table_name,
+            IndexName=STATUS_INDEX,
+            KeyConditionExpression="#status = :status",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={":status": {"S": JobStatus.QUEUED.value}},
+            Select="COUNT",
+        )
+        return int(resp.get("Count", 0))
+
+    # -- worker side: claim, lease, progress, finish ------------------------------------------------
+
+    def claim(self, job_id: str, worker: str, lease_s: float) -> Job | None:
+        """Take a queued job for `worker` under a lease; None if someone else has it or it is not queued."""
+        now = self._clock_ms()
+        try:
+            resp = self._ddb.update_item(
+                TableName=self.table_name,
+                Key=job_key(job_id),
+                UpdateExpression=(
+                    "SET #status = :claimed, leaseOwner = :me, leaseExpiresAtMs = :exp, updatedAt = :now, "
+                    "attempts = if_not_exists(attempts, :zero) + :one, " + APPEND_TIMELINE
+                ),
+                ConditionExpression="#status = :queued AND attempts < maxAttempts",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=_serialize(
+                    {
+                        ":claimed": JobStatus.CLAIMED.value,
+                        ":queued": JobStatus.QUEUED.value,
+                        ":me": worker,
+                        ":exp": now + int(lease_s * 1000),
+                        ":now": utc_now_iso(),
+                        ":zero": 0,
+                        ":one": 1,
+                        ":empty": [],
+                        ":entry": [_entry(JobStatus.CLAIMED.value, f"by {worker}")],
+                    }
+                ),
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as err:
+            if _is_condition_failure(err):
+                return None
+            raise
+        return Job.model_validate(_deserialize(resp["Attributes"]))
+
+    def renew(self, job_id: str, worker: str, lease_s: float, *, output_tail: str | None = None) -> None:
+        """Extend the lease (and store the latest output tail). Raises LeaseLost if the job is not ours."""
+        values: dict[str, Any] = {
+            ":me": worker,
+            ":exp": self._clock_ms() + int(lease_s * 1000),
+            ":now": utc_now_iso(),
+            **_active_values(),
+        }
+        update = "SET leaseExpiresAtMs = :exp, updatedAt = :now"
+        if output_tail is not None:
+            update += ", outputTail = :tail"
+            values[":tail"] = output_tail[-OUTPUT_TAIL_MAX_CHARS:]
+        self._worker_update(job_id, worker, update, values)
+
+    def advance(self, job_id: str, worker: str, to: JobStatus, detail: str = "", **fields: Any) -> None:
+        """Move a job we hold to the next active status, with a timeline entry. Raises LeaseLost."""
+        if not to.active:
+            raise ValueError(f"{to.value} is not an active status; use finish()")
+        self._transition(job_id, worker, to, detail, fields, remove_lease=False)
+
+    def finish(self, job_id: str, worker: str, to: JobStatus, reason: str, **fields: Any) -> None:
+        """End a job we hold in a terminal status with its reason; releases the lease. Raises LeaseLost."""
+        if not to.terminal:
+            raise ValueError(f"{to.value} is not a terminal status")
+        self._transition(job_id, worker, to, reason, {"reason": reason, **fields}, remove_lease=True)
+
+    def release(self, job_id: str, worker: str, reason: str) -> JobStatus:
+        """Hand a job we hold back to the queue (or fail it when its attempts are used up).
+
+        Returns the status it ended in. Raises LeaseLost.
+        """
+        job = self.get_job(job_id)
+        if job.attempts >= job.max_attempts:
+            self.finish(job_id, worker, JobStatus.FAILED, f"{reason} (after {job.attempts} attempts)")
+            return JobStatus.FAILED
+        values = {
+            ":me": worker,
+            ":queued": JobStatus.QUEUED.value,
+            ":now": utc_now_iso(),
+            ":empty": [],
+            ":entry": [_entry("requeued", reason)],
+            **_active_values(),
+        }
+        self._worker_update(
+            job_id,
+            worker,
+            f"SET #status = :queued, updatedAt = :now, {APPEND_TIMELINE} REMOVE leaseOwner, leaseExpiresAtMs",
+            values,
+        )
+        return JobStatus.QUEUED
+
+    def _transition(
+        self,
+        job_id: str,
+        worker: str,
+        to: JobStatus,
+        detail: str,
+        fields: Mapping[str, Any],
+        *,
+        remove_lease: bool,
+    ) -> None:
+        values: dict[str, Any] = {
+            ":me": worker,
+            ":to": to.value,
+            ":now": utc_now_iso(),
+            ":empty": [],
+            ":entry": [_entry(to.value, detail)],
+            **_active_values(),
+        }
+        names: dict[str, str] = {}
+        sets = [
+            "#status = :to",
+            "updatedAt = :now",
+            APPEND_TIMELINE,
+        ]
+        for i, (name, value) in enumerate(fields.items()):
+            if value is None:
+                continue
+            attr = _camel(name)
+            names[f"#f{i}"] = attr
+            sets.append(f"#f{i} = :f{i}")
+            values[f":f{i}"] = value[-OUTPUT_TAIL_MAX_CHARS:] if attr == "outputTail" else value
+        update = "SET " + ", ".join(sets)
+        if remove_lease:
+            update += " REMOVE leaseOwner, leaseExpiresAtMs"
+        self._worker_update(job_id, worker, update, values, names)
+
+    def _worker_update(
+        self,
+        job_id: str,
+        worker: str,
+        update: str,
+        values: Mapping[str, Any],
+        names: Mapping[str, str] | None = None,
+    ) -> None:
+        """Apply `update` to a job only while `worker` holds its lease and it is active. Raises LeaseLost."""
+        condition = "leaseOwner = :me AND #status IN (" + ", ".join(_active_values()) + ")"
+        try:
+            self._ddb.update_item(
+                TableName=self.table_name,
+                Key=job_key(job_id),
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#status": "status", **(names or {})},
+                ExpressionAttributeValues=_serialize(values),
+            )
+        except ClientError as err:
+            if _is_condition_failure(err):
+                raise LeaseLost(job_id, worker) from None
+            raise
+
+    def requeue_expired(self) -> list[tuple[str, JobStatus]]:
+        """Return every job whose lease has expired to the queue, or fail it when out of attempts.
+
+        Safe to run from any number of agents at once: each reclaim is conditional on the lease it saw.
+        Returns (job id, new status) for each job this call reclaimed.
+        """
+        now = self._clock_ms()
+        reclaimed: list[tuple[str, JobStatus]] = []
+        for status in sorted(ACTIVE_STATUSES):
+            for job in self._expired_in(status, now):
+                outcome = self._reclaim(job, now)
+                if outcome is not None:
+                    reclaimed.append((job.job_id, outcome))
+        return reclaimed
+
+    def _expired_in(self, status: JobStatus, now: int) -> Iterable[Job]:
+        query: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": STATUS_INDEX,
+            "KeyConditionExpression": "#status = :status",
+            "FilterExpression": "leaseExpiresAtMs < :now",
+            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeValues": _serialize({":status": status.value, ":now": now}),
+        }
+        while True:
+            resp = self._ddb.query(**query)
+            for item in resp.get("Items", []):
+                yield Job.model_validate(_deserialize(item))
+            if "LastEvaluatedKey" not in resp:
+                return
+            query["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def _reclaim(self, job: Job, now: int) -> JobStatus | None:
+        exhausted = job.attempts >= job.max_attempts
+        to = JobStatus.FAILED if exhausted else JobStatus.QUEUED
+        reason = (
+            f"lease expired after {job.attempts} attempts (worker {job.lease_owner} stopped renewing)"
+            if exhausted
+            else f"lease of {job.lease_owner} expired; back in the queue"
+        )
+        values: dict[str, Any] = {
+            ":to": to.value,
+            ":seen": job.status.value,
+            ":owner": job.lease_owner or "",
+            ":now": now,
+            ":at": utc_now_iso(),
+            ":empty": [],
+            ":entry": [_entry("failed" if exhausted else "requeued", reason)],
+        }
+        update = f"SET #status = :to, updatedAt = :at, {APPEND_TIMELINE}"
+        if exhausted:
+            update += ", reason = :reason, #error = :reason"
+            values[":reason"] = reason
+        update += " REMOVE leaseOwner, leaseExpiresAtMs"
+        names = {"#status": "status"}
+        if exhausted:
+            names["#error"] = "error"
+        try:
+            self._ddb.update_item(
+                TableName=self.table_name,
+                Key=job_key(job.job_id),
+                UpdateExpression=update,
+                ConditionExpression="#status = :seen AND leaseOwner = :owner AND leaseExpiresAtMs < :now",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=_serialize(values),
+            )
+        except ClientError as err:
+            if _is_condition_failure(err):
+                return None
+            raise
+        return to
+
+    # -- user side: cancel and retry --------------------------------------------------------------
+
+    def cancel(self, job_id: str, by: str) -> Job:
+        """Cancel a job that has not ended. A running worker sees it at its next lease renewal.
+
+        Raises JobNotFound, InvalidTransition (already ended).
+        """
+        values = {
+            ":cancelled": JobStatus.CANCELLED.value,
+            ":now": utc_now_iso(),
+            ":reason": f"cancelled by {by}",
+            ":empty": [],
+            ":entry": [_entry(JobStatus.CANCELLED.value, f"by {by}")],
+            **{f":t{i}": s.value for i, s in enumerate(sorted(TERMINAL_STATUSES))},
+        }
+        terminal = ", ".join(f":t{i}" for i in range(len(TERMINAL_STATUSES)))
+        return self._user_update(
+            job_id,
+            "cancel",
+            f"SET #status = :cancelled, updatedAt = :now, reason = :reason, {APPEND_TIMELINE} "
+            "REMOVE leaseOwner, leaseExpiresAtMs",
+            f"attribute_exists(pk) AND NOT (#status IN ({terminal}))",
+            values,
+        )
+
+    def retry(self, job_id: str, by: str) -> Job:
+        """Queue an ended, unsuccessful job again, attempts reset. Raises JobNotFound, InvalidTransition."""
+        values = {
+            ":queued": JobStatus.QUEUED.value,
+            ":now": utc_now_iso(),
+            ":zero": 0,
+            ":empty": [],
+            ":entry": [_entry("retried", f"by {by}")],
+            **{f":r{i}": s.value for i, s in enumerate(sorted(RETRYABLE_STATUSES))},
+        }
+        retryable = ", ".join(f":r{i}" for i in range(len(RETRYABLE_STATUSES)))
+        return self._user_update(
+            job_id,
+            "retry",
+            f"SET #status = :queued, updatedAt = :now, attempts = :zero, {APPEND_TIMELINE} "
+            "REMOVE reason, #error",
+            f"attribute_exists(pk) AND #status IN ({retryable})",
+            values,
+            extra_names={"#error": "error"},
+        )
+
+    def _user_update(
+        self,
+        job_id: str,
+        action: str,
+        update: str,
+        condition: str,
+        values: Mapping[str, Any],
+        *,
+        extra_names: Mapping[str, str] | None = None,
+    ) -> Job:
+        try:
+            resp = self._ddb.update_item(
+                TableName=self.table_name,
+                Key=job_key(job_id),
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#status": "status", **(extra_names or {})},
+                ExpressionAttributeValues=_serialize(values),
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as err:
+            if not _is_condition_failure(err):
+                raise
+            old: Mapping[str, Any] | None = err.response.get("Item")  # type: ignore[assignment]
+            if not old:
+                raise JobNotFound(job_id) from None
+            raise InvalidTransition(job_id, action, JobStatus(_deserialize(old)["status"])) from None
+        return Job.model_validate(_deserialize(resp["Attributes"]))
+
+    # -- heartbeats -----------------------------------------------------------------------------------
+
+    def put_heartbeat(self, heartbeat: Heartbeat) -> None:
+        item = {"pk": f"AGENT#{heartbeat.agent_id}", "sk": "HEARTBEAT", **heartbeat.to_item()}
+        self._ddb.put_item(TableName=self.table_name, Item=_serialize(item))
+
+    def list_heartbeats(self, limit: int = 50) -> list[Heartbeat]:
+        resp = self._ddb.query(
+            TableName=self.table_name,
+            IndexName=KIND_INDEX,
+            KeyConditionExpression="#kind = :kind",
+            ExpressionAttributeNames={"#kind": "kind"},
+            ExpressionAttributeValues={":kind": {"S": "heartbeat"}},
+            ScanIndexForward=False,
+            Limit=limit,
+        )
+        return [Heartbeat.model_validate(_deserialize(i)) for i in resp.get("Items", [])]
+
+
+def _entry(step: str, detail: str) -> dict[str, Any]:
+    return TimelineEntry(step=step, at=utc_now_iso(), detail=detail).to_item()
+
+
+def _active_values() -> dict[str, str]:
+    return {f":a{i}": s.value for i, s in enumerate(sorted(ACTIVE_STATUSES))}
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _encode_cursor(key: Mapping[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> dict[str, Any]:
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, json.JSONDecodeError) as err:
+        raise InvalidCursor("cursor is not one this API issued") from err
+    if not isinstance(decoded, dict) or not all(isinstance(v, dict) for v in decoded.values()):
+        raise InvalidCursor("cursor is not one this API issued")
+    return decoded

@@ -1,0 +1,61 @@
+"""The Lambdas' configuration: one validated model, read from the environment once per container."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ConfigurationError(RuntimeError):
+    """The function was deployed with missing or invalid settings."""
+
+
+class ApiSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    records_table: str = Field(min_length=3)
+    idempotency_table: str | None = None
+    github_secret_id: str = Field(min_length=1)
+    github_api_url: str = "https://api.github.com"
+    allowed_origin: str = ""
+    allowed_owners: frozenset[str] = frozenset()
+    job_max_attempts: int = Field(default=3, ge=1, le=10)
+    record_ttl_days: int = Field(default=90, ge=1)
+    github_timeout_s: float = Field(default=8.0, gt=0)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> ApiSettings:
+        """Read RECORDS_TABLE, GITHUB_SECRET_ID, … Raises ConfigurationError naming what is wrong."""
+        raw: dict[str, object] = {
+            name.lower(): value
+            for name, value in environ.items()
+            if name.lower() in cls.model_fields and value != ""
+        }
+        if isinstance(raw.get("allowed_owners"), str):
+            raw["allowed_owners"] = frozenset(
+                o.strip().lower() for o in str(raw["allowed_owners"]).split(",") if o.strip()
+            )
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as err:
+            fields = ", ".join(str(e["loc"][0]).upper() for e in err.errors())
+            raise ConfigurationError(f"invalid or missing settings: {fields}") from err
+
+
+class DispatchSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    agent_endpoint_param: str = Field(min_length=1)
+    agent_token_secret_id: str = Field(min_length=1)
+    nudge_timeout_s: float = Field(default=2.0, gt=0)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> DispatchSettings:
+        raw = {name.lower(): value for name, value in environ.items() if name.lower() in cls.model_fields}
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as err:
+            fields = ", ".join(str(e["loc"][0]).upper() for e in err.errors())
+            raise ConfigurationError(f"invalid or missing settings: {fields}") from err

@@ -1,0 +1,142 @@
+"""POST /api/personal-delegate and GET /api/jobs/{id} through the real handler, moto and the forge."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from tests.api.conftest import VALID_TASK, ApiHarness
+
+USER = {"sub": "u-1", "email": "ada@example.test"}
+
+
+def test_delegate_opens_pr_with_task_md_and_queues_job(api: ApiHarness) -> None:
+    status, body = api.call("POST", "/api/personal-delegate", VALID_TASK, claims=USER)
+    assert status == 201, body
+    assert body["type"] == "pull_request"
+    assert body["branchName"].startswith("feature/add-export-")
+    assert body["confirmationCode"] == "PR" + body["branchName"].rsplit("-", 1)[1]
+    assert body["statusUrl"] == f"https://api.example.test/prod/api/jobs/{body['jobId']}"
+    assert api.branches() == sorted(["main", body["branchName"]])
+    task_md = subprocess.run(
+        ["git", "--git-dir", str(api.repo_path), "show", f"{body['branchName']}:TASK.md"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert task_md.startswith("# Add export button\n")
+    assert "- [ ] Button appears" in task_md and "Use existing button patterns" in task_md
+    [pr] = api.forge.pull_requests("acme", "tools")
+    assert pr["number"] == body["number"] and pr["head"]["ref"] == body["branchName"]
+    assert pr["html_url"] == body["html_url"]
+
+    status, job = api.call("GET", f"/api/jobs/{body['jobId']}", claims=USER)
+    assert status == 200
+    assert job["status"] == "queued"
+    assert job["prNumber"] == body["number"]
+    assert job["requestedBy"] == "ada@example.test"
+    assert [e["step"] for e in job["timeline"]] == ["queued"]
+    kinds = sorted(item["kind"]["S"] for item in api.records())
+    assert kinds == ["job", "pr"]
+
+
+def test_alias_route_and_default_base_branch(api: ApiHarness) -> None:
+    status, body = api.call(
+        "POST", "/api/delegate/personal", {**VALID_TASK, "baseBranch": "main"}, claims=USER
+    )
+    assert status == 201, body
+    status, job = api.call("GET", f"/api/jobs/{body['jobId']}", claims=USER)
+    assert job["baseBranch"] == "main"
+
+
+def _without(field: str) -> dict[str, object]:
+    return {k: v for k, v in VALID_TASK.items() if k != field}
+
+
+BAD_REQUESTS = [
+    pytest.param(_without("owner"), "owner", id="missing-owner"),
+    pytest.param(_without("repo"), "repo", id="missing-repo"),
+    pytest.param(_without("branchName"), "branchName", id="missing-branch"),
+    pytest.param(_without("taskTitle"), "taskTitle", id="missing-title"),
+    pytest.param(_without("objective"), "objective", id="missing-objective"),
+    pytest.param(_without("prTitle"), "prTitle", id="missing-pr-title"),
+    pytest.param({**VALID_TASK, "owner": "-acme"}, "owner", id="owner-leading-hyphen"),
+    pytest.param({**VALID_TASK, "owner": "a" * 40}, "owner", id="owner-too-long"),
+    pytest.param({**VALID_TASK, "owner": "ac_me"}, "owner", id="owner-underscore"),
+    pytest.param({**VALID_TASK, "repo": ".."}, "repo", id="repo-dotdot"),
+    pytest.param({**VALID_TASK, "repo": "tools.git"}, "repo", id="repo-dotgit"),
+    pytest.param({**VALID_TASK, "repo": "to ols"}, "repo", id="repo-space"),
+    pytest.param({**VALID_TASK, "branchName": "a..b"}, "branchName", id="branch-dotdot"),
+    pytest.param({**VALID_TASK, "branchName": "a~1"}, "branchName", id="branch-tilde"),
+    pytest.param({**VALID_TASK, "branchName": "a^b"}, "branchName", id="branch-caret"),
+    pytest.param({**VALID_TASK, "branchName": "a:b"}, "branchName", id="branch-colon"),
+    pytest.param({**VALID_TASK, "branchName": "a b"}, "branchName", id="branch-space"),
+    pytest.param({**VALID_TASK, "branchName": "-rf"}, "branchName", id="branch-leading-dash"),
+    pytest.param({**VALID_TASK, "branchName": "x.lock"}, "branchName", id="branch-lock"),
+    pytest.param({**VALID_TASK, "branchName": "a\x07b"}, "branchName", id="branch-control"),
+    pytest.param({**VALID_TASK, "branchName": "feature/"}, "branchName", id="branch-trailing-slash"),
+    pytest.param({**VALID_TASK, "branchName": ".hidden"}, "branchName", id="branch-dot-component"),
+    pytest.param({**VALID_TASK, "baseBranch": "ma in"}, "baseBranch", id="base-branch-space"),
+    pytest.param({**VALID_TASK, "taskTitle": "x\x1b[31m"}, "taskTitle", id="title-escape"),
+    pytest.param({**VALID_TASK, "taskTitle": "a" * 201}, "taskTitle", id="title-too-long"),
+    pytest.param({**VALID_TASK, "objective": ""}, "objective", id="objective-empty"),
+    pytest.param({**VALID_TASK, "acceptanceCriteria": 5}, "acceptanceCriteria", id="criteria-wrong-type"),
+    pytest.param(
+        {**VALID_TASK, "acceptanceCriteria": ["ok"] * 51}, "acceptanceCriteria", id="criteria-too-many"
+    ),
+    pytest.param({**VALID_TASK, "surprise": 1}, "surprise", id="unknown-field"),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), BAD_REQUESTS)
+def test_bad_input_is_refused_naming_the_field_and_writes_nothing(
+    api: ApiHarness, body: dict, field: str
+) -> None:
+    status, answer = api.call("POST", "/api/personal-delegate", body, claims=USER)
+    assert status == 400, answer
+    assert answer["field"].startswith(field), answer
+    assert field in answer["message"]
+    assert api.branches() == ["main"]
+    assert api.forge.pull_requests("acme", "tools") == []
+    assert api.records() == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [(b"{not json", 400), (b"[1, 2]", 400), (b'{"owner": "' + b"a" * 70_000 + b'"}', 413)],
+    ids=["not-json", "not-an-object", "oversized"],
+)
+def test_unparseable_or_oversized_bodies_are_refused(api: ApiHarness, raw: bytes, status: int) -> None:
+    got, answer = api.call("POST", "/api/personal-delegate", raw=raw, claims=USER)
+    assert got == status, answer
+    assert answer["message"]
+    assert api.branches() == ["main"] and api.records() == []
+
+
+def test_unknown_repository_is_404_naming_repo_and_writes_nothing(api: ApiHarness) -> None:
+    status, answer = api.call(
+        "POST", "/api/personal-delegate", {**VALID_TASK, "repo": "missing"}, claims=USER
+    )
+    assert status == 404 and answer["field"] == "repo"
+    assert api.records() == []
+
+
+def test_unknown_base_branch_is_refused_naming_it(api: ApiHarness) -> None:
+    status, answer = api.call(
+        "POST", "/api/personal-delegate", {**VALID_TASK, "baseBranch": "nope"}, claims=USER
+    )
+    assert status == 422 and answer["field"] == "baseBranch"
+    assert api.branches() == ["main"] and api.records() == []
+
+
+def test_caller_must_be_authenticated(api: ApiHarness) -> None:
+    status, answer = api.call("POST", "/api/personal-delegate", VALID_TASK, claims={})
+    assert status == 401, answer
+    assert api.branches() == ["main"] and api.records() == []
+
+
+def test_job_lookup_errors(api: ApiHarness) -> None:
+    assert api.call("GET", "/api/jobs/" + "0" * 32, claims=USER)[0] == 404
+    status, answer = api.call("GET", "/api/jobs/not-an-id", claims=USER)
+    assert status == 400 and answer["field"] == "job_id"

@@ -1,0 +1,167 @@
+"""The records layer against a real moto DynamoDB server: claims, leases, transitions, paging."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from lambda_src.records.models import Heartbeat, JobStatus, SlotState, utc_now_iso
+from lambda_src.records.store import InvalidCursor, InvalidTransition, JobNotFound, JobStore, LeaseLost
+from tests.factories import make_job
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.ms = 1_700_000_000_000
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(ddb, records_table: str, clock: FakeClock) -> JobStore:
+    return JobStore(records_table, ddb, clock_ms=clock)
+
+
+def test_create_writes_job_and_pr_and_refuses_duplicates(store: JobStore) -> None:
+    job, pr = make_job()
+    store.create_delegation(job, pr)
+    assert store.get_job(job.job_id).status is JobStatus.QUEUED
+    with pytest.raises(Exception, match="TransactionCanceled"):
+        store.create_delegation(job, pr)
+
+
+def test_missing_job_raises(store: JobStore) -> None:
+    with pytest.raises(JobNotFound):
+        store.get_job("nope")
+
+
+def test_exactly_one_of_many_concurrent_claims_wins(store: JobStore) -> None:
+    job, pr = make_job()
+    store.create_delegation(job, pr)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda w: store.claim(job.job_id, f"w{w}", 30), range(8)))
+    winners = [r for r in results if r is not None]
+    assert len(winners) == 1
+    claimed = winners[0]
+    assert claimed.status is JobStatus.CLAIMED
+    assert claimed.attempts == 1
+    assert [e.step for e in claimed.timeline] == ["claimed"]
+
+
+def test_worker_writes_need_the_lease(store: JobStore) -> None:
+    job, pr = make_job()
+    store.create_delegation(job, pr)
+    store.claim(job.job_id, "w1", 30)
+    store.advance(job.job_id, "w1", JobStatus.PREPARING, "checkout")
+    with pytest.raises(LeaseLost):
+        store.advance(job.job_id, "w2", JobStatus.GENERATING)
+    store.renew(job.job_id, "w1", 30, output_tail="x" * 20_000)
+    assert len(store.get_job(job.job_id).output_tail or "") == 8 * 1024
+    store.finish(
+        job.job_id, "w1", JobStatus.COMPLETED, "pushed abc", commit_sha="abc", changed_files=["a.py"]
+    )
+    done = store.get_job(job.job_id)
+    assert done.status is JobStatus.COMPLETED
+    assert done.commit_sha == "abc"
+    assert done.changed_files == ["a.py"]
+    assert done.lease_owner is None
+    assert [e.step for e in done.timeline] == ["claimed", "preparing", "completed"]
+    with pytest.raises(LeaseLost):
+        store.renew(job.job_id, "w1", 30)
+
+
+def test_cancel_takes_the_lease_away(store: JobStore) -> None:
+    job, pr = make_job()
+    store.create_delegation(job, pr)
+    store.claim(job.job_id, "w1", 30)
+    cancelled = store.cancel(job.job_id, "alice")
+    assert cancelled.status is JobStatus.CANCELLED
+    assert cancelled.reason == "cancelled by alice"
+    with pytest.raises(LeaseLost):
+        store.renew(job.job_id, "w1", 30)
+    with pytest.raises(InvalidTransition, match="it is cancelled"):
+        store.cancel(job.job_id, "alice")
+    with pytest.raises(JobNotFound):
+        store.cancel("missing", "alice")
+
+
+def test_expired_lease_requeues_then_fails_after_max_attempts(store: JobStore, clock: FakeClock) -> None:
+    job, pr = make_job(max_attempts=2)
+    store.create_delegation(job, pr)
+    for attempt in (1, 2):
+        assert store.claim(job.job_id, f"w{attempt}", 10) is not None
+        assert store.requeue_expired() == []
+        clock.ms += 11_000
+        expected = JobStatus.QUEUED if attempt == 1 else JobStatus.FAILED
+        assert store.requeue_expired() == [(job.job_id, expected)]
+    failed = store.get_job(job.job_id)
+    assert failed.status is JobStatus.FAILED
+    assert failed.attempts == 2
+    assert "lease expired after 2 attempts" in (failed.reason or "")
+    assert store.claim(job.job_id, "w3", 10) is None
+
+
+def test_retry_requeues_with_fresh_attempts(store: JobStore) -> None:
+    job, pr = make_job(max_attempts=1)
+    store.create_delegation(job, pr)
+    store.claim(job.job_id, "w1", 10)
+    with pytest.raises(InvalidTransition):
+        store.retry(job.job_id, "bob")
+    store.finish(job.job_id, "w1", JobStatus.FAILED, "boom", error="boom")
+    retried = store.retry(job.job_id, "bob")
+    assert retried.status is JobStatus.QUEUED
+    assert retried.attempts == 0
+    assert retried.error is None
+    assert store.claim(job.job_id, "w2", 10) is not None
+
+
+def test_release_hands_back_or_fails(store: JobStore) -> None:
+    job, pr = make_job(max_attempts=2)
+    store.create_delegation(job, pr)
+    store.claim(job.job_id, "w1", 10)
+    assert store.release(job.job_id, "w1", "agent shutting down") is JobStatus.QUEUED
+    store.claim(job.job_id, "w2", 10)
+    assert store.release(job.job_id, "w2", "agent shutting down") is JobStatus.FAILED
+
+
+def test_listing_filters_pages_and_orders(store: JobStore) -> None:
+    ids = []
+    for i in range(5):
+        job, pr = make_job(repo="acme/a" if i % 2 else "acme/b")
+        store.create_delegation(job, pr)
+        ids.append(job.job_id)
+    first = store.list_jobs(limit=2)
+    assert len(first.jobs) == 2 and first.next_cursor
+    rest = store.list_jobs(limit=10, cursor=first.next_cursor)
+    assert [j.job_id for j in first.jobs + rest.jobs] == list(reversed(ids))
+    assert {j.repo for j in store.list_jobs(repo="acme/a").jobs} == {"acme/a"}
+    store.claim(ids[0], "w", 10)
+    assert [j.job_id for j in store.oldest_queued()] == ids[1:]
+    assert [j.job_id for j in store.list_jobs(status=JobStatus.CLAIMED, repo="acme/b").jobs] == [ids[0]]
+    assert store.count_queued() == 4
+    with pytest.raises(InvalidCursor):
+        store.list_jobs(cursor="not-a-cursor")
+
+
+def test_heartbeats_round_trip(store: JobStore) -> None:
+    hb = Heartbeat(
+        agent_id="host-1",
+        created_at=utc_now_iso(),
+        at_ms=1,
+        version="0.1.0",
+        slots=[
+            SlotState(id=1, busy=True, ready=True, current_job="j1"),
+            SlotState(id=2, busy=False, ready=True),
+        ],
+    )
+    store.put_heartbeat(hb)
+    store.put_heartbeat(hb.model_copy(update={"at_ms": 2}))
+    [got] = store.list_heartbeats()
+    assert got.at_ms == 2 and got.slots[0].current_job == "j1"

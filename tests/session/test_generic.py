@@ -1,0 +1,52 @@
+"""A profile made only of configuration drives a program this project did not write: Python's REPL."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ec2_agent.profiles import generic_profile
+from ec2_agent.session import CliSession
+
+
+@pytest.fixture
+def repl(tmp_path: Path) -> Iterator[CliSession]:
+    profile = generic_profile(
+        {
+            "name": "python-repl",
+            "command": [sys.executable, "-I", "-q", "-i"],
+            "ready_pattern": r"(?m)^>>> \Z",
+            "quit_command": "exit()",
+            "interrupt_timeout_s": 3,
+            "startup_timeout_s": 10,
+        }
+    )
+    cli = CliSession(profile, tmp_path)
+    cli.start()
+    yield cli
+    cli.close()
+
+
+def test_runs_a_line_and_sees_the_prompt_return(repl: CliSession) -> None:
+    outcome = repl.run_task("print(6 * 7)", timeout_s=10)
+    assert outcome.kind == "completed"
+    assert "\n42\n" in outcome.output_tail
+
+
+def test_timeout_interrupts_and_keeps_the_session(repl: CliSession) -> None:
+    pid = repl.pid
+    outcome = repl.run_task("import time; time.sleep(60)", timeout_s=0.3)
+    assert outcome.kind == "timed_out"
+    assert "KeyboardInterrupt" in outcome.output_tail
+    assert repl.alive and repl.pid == pid
+    assert repl.run_task("print('still here')", timeout_s=10).kind == "completed"
+
+
+def test_exit_is_crashed_with_status(repl: CliSession) -> None:
+    outcome = repl.run_task("import os; os._exit(5)", timeout_s=10)
+    assert (outcome.kind, outcome.exit_status) == ("crashed", 5)
+    repl.restart()
+    assert repl.run_task("1 + 1", timeout_s=10).kind == "completed"

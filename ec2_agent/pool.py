@@ -159,6 +159,8 @@ class AgentPool:
                     log.exception("job runner failed; the lease will expire and the job will be retried")
                     slot.drop_session()
         finally:
+            slot.output_listener = None
+            slot.tidy()
             self._busy.pop(slot.id, None)
             slot.current_job = None
             slot.idle_since = time.monotonic()

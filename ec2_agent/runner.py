@@ -34,12 +34,15 @@ class SlotState:
     idle_since: float = field(default_factory=time.monotonic)
     restarts: int = 0
     ready: bool = False
+    clean: bool = True
     cancel: threading.Event = field(default_factory=threading.Event)
 
     def ensure_session(self, tree: Path) -> CliSession:
         """A live session in `tree`, reset so nothing leaks from the previous job. Raises SessionError."""
         if self.session is not None and self.session.alive and self.session_dir == tree:
-            self.session.reset()
+            if not self.clean:
+                self.session.reset()
+                self.clean = True
             return self.session
         if self.session is not None:
             self.session.close()
@@ -49,7 +52,23 @@ class SlotState:
         self.session_dir = tree
         self.session.start()
         self.ready = True
+        self.clean = True
         return self.session
+
+    def tidy(self) -> None:
+        """Reset the conversation as soon as a job ends, so the next job starts without waiting for it.
+        A session that does not come back from the reset is dropped (the pool's healing restarts it)."""
+        if self.session is None or self.clean:
+            return
+        if not self.session.alive:
+            self.drop_session()
+            return
+        try:
+            self.session.reset()
+            self.clean = True
+        except SessionError:
+            log.warning("CLI session did not come back from its reset; restarting it")
+            self.drop_session()
 
     def emit(self, chunk: str) -> None:
         """Forward the session's output to whoever listens for the current job."""
@@ -163,6 +182,7 @@ class JobRunner:
 
         slot.output_listener = on_output
         store.advance(job.job_id, worker, JobStatus.GENERATING, f"prompt sent to the CLI on slot {slot.id}")
+        slot.clean = False
         outcome = session.run_task(task_prompt(), timeout_s=self._config.job_timeout_s, cancel=slot.cancel)
         log.info("CLI finished", extra={"outcome": outcome.kind, "duration_s": round(outcome.duration_s, 3)})
         return self._after_cli(slot, job, worker, tree, outcome, keeper)
@@ -205,7 +225,7 @@ class JobRunner:
         # A job cancelled while the CLI worked must not reach the PR: confirm the lease right before pushing.
         self._store.renew(job.job_id, worker, self._config.lease_s, output_tail=tail or None)
         try:
-            sha = slot.workspace.push(tree, job.branch_name)
+            sha = slot.workspace.push(tree, job.branch_name, commit.sha)
         except PushRejected as err:
             return self._finish(job, worker, JobStatus.FAILED, f"push rejected: {err}", output_tail=tail)
         except GitError as err:

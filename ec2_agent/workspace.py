@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -47,15 +47,13 @@ class Commit:
 
 
 def install_credential_helper(bin_dir: Path) -> Path:
-    """Write the executable that git runs as its credential helper; returns its path."""
+    """Install the credential helper git runs (`git-credential-aipm`, shipped with this package); returns its
+    path. Raises ValueError if the path would contain a space (git would split it)."""
     bin_dir.mkdir(parents=True, exist_ok=True)
     helper = bin_dir / "git-credential-aipm"
     if " " in str(helper):
         raise ValueError(f"the credential helper path must not contain spaces: {helper}")
-    helper.write_text(
-        f"#!{sys.executable}\nfrom ec2_agent.git_credential import main\nraise SystemExit(main())\n",
-        encoding="utf-8",
-    )
+    helper.write_bytes(resources.files("ec2_agent").joinpath("git-credential-aipm").read_bytes())
     helper.chmod(0o700)
     return helper
 
@@ -160,30 +158,32 @@ class Workspace:
             ["fetch", "--prune", "--no-tags", "origin", f"+refs/heads/{branch}:{remote_ref}"], tree, auth=True
         )
         git.run(["checkout", "--force", "-B", branch, remote_ref], tree)
-        git.run(["reset", "--hard", remote_ref], tree)
         git.run(["clean", "-ffdx"], tree)
         return tree
 
     def commit_all(self, tree: Path, message: str) -> Commit | None:
         """Commit every change in the tree; None when there is nothing to commit."""
         self._git.run(["add", "--all"], tree)
-        if not self._git.run(["status", "--porcelain"], tree).strip():
+        listed = self._git.run(["diff", "--cached", "--name-only", "-z"], tree).split("\0")
+        changed = [name for name in listed if name]
+        if not changed:
             return None
         self._git.run(["commit", "--quiet", "--no-verify", "-m", message], tree)
-        sha = self._git.run(["rev-parse", "HEAD"], tree).strip()
-        changed = self._git.run(["diff", "--name-only", "HEAD~1", "HEAD"], tree).split()
-        return Commit(sha=sha, changed_files=changed)
+        return Commit(sha=self._git.run(["rev-parse", "HEAD"], tree).strip(), changed_files=changed)
 
-    def push(self, tree: Path, branch: str) -> str:
-        """Push HEAD to the job's branch only. If the branch moved, fetch, rebase and push again.
+    def push(self, tree: Path, branch: str, sha: str) -> str:
+        """Push commit `sha` to the job's branch only. If the branch moved, fetch, rebase and push again.
 
-        Returns the pushed commit's sha. Raises PushRejected after PUSH_ATTEMPTS, GitError otherwise.
+        Returns the pushed commit's sha. Raises PushRejected after PUSH_ATTEMPTS (a rebase that conflicts is
+        aborted and raised as GitError), GitError otherwise.
         """
         remote_ref = f"refs/remotes/origin/{branch}"
         for attempt in range(1, PUSH_ATTEMPTS + 1):
             try:
-                self._git.run(["push", "--porcelain", "origin", f"HEAD:refs/heads/{branch}"], tree, auth=True)
-                return self._git.run(["rev-parse", "HEAD"], tree).strip()
+                self._git.run(
+                    ["push", "--porcelain", "origin", f"{sha}:refs/heads/{branch}"], tree, auth=True
+                )
+                return sha
             except PushRejected:
                 if attempt == PUSH_ATTEMPTS:
                     raise
@@ -196,4 +196,5 @@ class Workspace:
                 except GitError:
                     self._git.run(["rebase", "--abort"], tree)
                     raise
+                sha = self._git.run(["rev-parse", "HEAD"], tree).strip()
         raise AssertionError("unreachable")

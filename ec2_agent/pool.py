@@ -87,13 +87,15 @@ class AgentPool:
             if thread.name.startswith("slot-"):
                 thread.join(timeout=max(0.0, deadline - time.monotonic()))
         for slot in self.slots:
-            slot.cancel.set()
+            if slot.running is not None:
+                slot.running.hand_back()
         self._stopped.set()
         with self._wake:
             self._wake.notify_all()
         for thread in self._threads:
             thread.join(timeout=30)
         for slot in self.slots:
+            slot.publisher.shutdown(wait=True)
             slot.drop_session()
         self.write_heartbeat()
 
@@ -159,7 +161,6 @@ class AgentPool:
                     log.exception("job runner failed; the lease will expire and the job will be retried")
                     slot.drop_session()
         finally:
-            slot.output_listener = None
             slot.tidy()
             self._busy.pop(slot.id, None)
             slot.current_job = None

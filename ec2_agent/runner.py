@@ -1,4 +1,6 @@
-"""Runs one claimed job on one slot: checkout, CLI task, commit, push, PR comment — each step recorded."""
+"""Runs claimed jobs on a slot: checkout, CLI task, commit on the slot's thread; push, records and the PR
+comment on the slot's publisher thread, so the slot's CLI can start its next job while the last one is
+published. Every step is recorded in the job's timeline."""
 
 from __future__ import annotations
 
@@ -6,15 +8,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ec2_agent.jsonlog import job_context
 from ec2_agent.prompting import strip_control, task_prompt
 from ec2_agent.session import CliSession, SessionError, TaskOutcome
 from ec2_agent.workspace import Commit, GitError, PushRejected, UnsafeReference, Workspace
 from lambda_src.github.client import GitHubClient
 from lambda_src.github.errors import GitHubError
-from lambda_src.records.models import Job, JobStatus
+from lambda_src.records.models import OUTPUT_TAIL_MAX_CHARS, Job, JobStatus
 from lambda_src.records.store import JobStore, LeaseLost, RecordError
 
 log = logging.getLogger(__name__)
@@ -35,7 +39,11 @@ class SlotState:
     restarts: int = 0
     ready: bool = False
     clean: bool = True
-    cancel: threading.Event = field(default_factory=threading.Event)
+    running: JobHandle | None = None
+    publisher: ThreadPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"publish-{self.id}")
 
     def ensure_session(self, tree: Path) -> CliSession:
         """A live session in `tree`, reset so nothing leaks from the previous job. Raises SessionError."""
@@ -91,7 +99,7 @@ class RunnerConfig:
 
 
 class LeaseKeeper:
-    """Renews a job's lease every lease_s/3 while it runs, storing the output tail.
+    """Renews a job's lease every lease_s/3 until stopped, storing the output tail.
 
     If the lease is lost (the job was cancelled or reclaimed) it sets `cancel`, which interrupts the CLI.
     """
@@ -108,14 +116,12 @@ class LeaseKeeper:
         self.lost = False
         self.tail = ""
         self._thread = threading.Thread(target=self._run, name=f"lease-{job_id[:8]}", daemon=True)
-
-    def __enter__(self) -> LeaseKeeper:
         self._thread.start()
-        return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
 
     def _run(self) -> None:
         while not self._stop.wait(self._lease_s / 3):
@@ -130,8 +136,38 @@ class LeaseKeeper:
                 log.exception("lease renewal failed; retrying", extra={"job_id": self._job_id})
 
 
+@dataclass
+class JobHandle:
+    """A job while this agent holds it: its lease keeper, its own cancel event, when it started."""
+
+    job: Job
+    worker: str
+    keeper: LeaseKeeper
+    cancel: threading.Event
+    started: float = field(default_factory=time.monotonic)
+    shutting_down: bool = False
+
+    def record_output(self, chunk: str) -> None:
+        self.keeper.tail = (self.keeper.tail + chunk)[-OUTPUT_TAIL_MAX_CHARS:]
+
+    def hand_back(self) -> None:
+        """Interrupt the job because the agent is stopping; it goes back to the queue."""
+        self.shutting_down = True
+        self.cancel.set()
+
+
+@dataclass(frozen=True)
+class Publication:
+    """A committed job waiting to be pushed."""
+
+    handle: JobHandle
+    tree: Path
+    commit: Commit
+    tail: str
+
+
 class JobRunner:
-    """Takes a claimed job through its steps. Every exit path leaves the job terminal, queued, or lost."""
+    """Takes claimed jobs through their steps. Every exit path leaves a job terminal, queued, or lost."""
 
     def __init__(self, store: JobStore, github: GitHubClient, config: RunnerConfig) -> None:
         self._store = store
@@ -141,24 +177,34 @@ class JobRunner:
     def worker_id(self, slot: SlotState) -> str:
         return f"{self._config.worker_prefix}/slot-{slot.id}"
 
-    def run(self, slot: SlotState, job: Job) -> JobStatus | None:
-        """Run `job` (already claimed by this slot). Returns the status it ended in, or None if lost."""
-        worker = self.worker_id(slot)
-        started = time.monotonic()
-        slot.cancel.clear()
-        keeper = LeaseKeeper(self._store, job.job_id, worker, self._config.lease_s, slot.cancel)
-        try:
-            with keeper:
-                status = self._steps(slot, job, worker, keeper)
-        except LeaseLost:
-            status = None
-        if status is None:
-            status = self._after_lost_lease(job)
-        if status is not None and status.terminal:
-            self._comment(job, status, time.monotonic() - started)
-        return status
+    def run(self, slot: SlotState, job: Job) -> None:
+        """Run `job` (already claimed by this slot) up to its commit, then queue it on the slot's publisher.
 
-    def _steps(self, slot: SlotState, job: Job, worker: str, keeper: LeaseKeeper) -> JobStatus | None:
+        Returns when the slot's CLI is free for the next job.
+        """
+        cancel = threading.Event()
+        worker = self.worker_id(slot)
+        keeper = LeaseKeeper(self._store, job.job_id, worker, self._config.lease_s, cancel)
+        handle = JobHandle(job=job, worker=worker, keeper=keeper, cancel=cancel)
+        slot.running = handle
+        slot.output_listener = handle.record_output
+        try:
+            result = self._generate(slot, handle)
+        except LeaseLost:
+            result = None
+        except Exception:
+            keeper.stop()
+            raise
+        finally:
+            slot.running = None
+            slot.output_listener = None
+        if isinstance(result, Publication):
+            slot.publisher.submit(self._publish, slot, result)
+        else:
+            self._close(handle, result)
+
+    def _generate(self, slot: SlotState, handle: JobHandle) -> Publication | JobStatus | None:
+        job, worker = handle.job, handle.worker
         store = self._store
         store.advance(
             job.job_id, worker, JobStatus.PREPARING, f"checking out {job.branch_name} on slot {slot.id}"
@@ -166,99 +212,117 @@ class JobRunner:
         try:
             tree = slot.workspace.prepare(job.owner, job.repo_name, job.branch_name)
         except UnsafeReference as err:
-            return self._finish(job, worker, JobStatus.FAILED, f"refused: {err}")
+            return self._finish(handle, JobStatus.FAILED, f"refused: {err}")
         except GitError as err:
-            return self._release(job, worker, f"checkout failed: {err}")
+            return self._release(handle, f"checkout failed: {err}")
         if not (tree / "TASK.md").is_file():
-            return self._finish(job, worker, JobStatus.FAILED, "TASK.md is missing from the branch")
+            return self._finish(handle, JobStatus.FAILED, "TASK.md is missing from the branch")
         try:
             session = slot.ensure_session(tree)
         except SessionError as err:
             slot.drop_session()
-            return self._release(job, worker, f"the CLI session could not start: {err}")
-
-        def on_output(chunk: str) -> None:
-            keeper.tail = (keeper.tail + chunk)[-8192:]
-
-        slot.output_listener = on_output
+            return self._release(handle, f"the CLI session could not start: {err}")
         store.advance(job.job_id, worker, JobStatus.GENERATING, f"prompt sent to the CLI on slot {slot.id}")
         slot.clean = False
-        outcome = session.run_task(task_prompt(), timeout_s=self._config.job_timeout_s, cancel=slot.cancel)
+        outcome = session.run_task(task_prompt(), timeout_s=self._config.job_timeout_s, cancel=handle.cancel)
         log.info("CLI finished", extra={"outcome": outcome.kind, "duration_s": round(outcome.duration_s, 3)})
-        return self._after_cli(slot, job, worker, tree, outcome, keeper)
+        return self._after_cli(slot, handle, tree, outcome)
 
     def _after_cli(
-        self, slot: SlotState, job: Job, worker: str, tree: Path, outcome: TaskOutcome, keeper: LeaseKeeper
-    ) -> JobStatus | None:
-        tail = outcome.output_tail
+        self, slot: SlotState, handle: JobHandle, tree: Path, outcome: TaskOutcome
+    ) -> Publication | JobStatus | None:
+        job, tail = handle.job, outcome.output_tail
         if outcome.kind == "cancelled":
             if not slot.session or not slot.session.alive:
                 slot.drop_session()
-            if keeper.lost:
+            if handle.keeper.lost:
                 return None
-            return self._release(job, worker, "the agent is shutting down; handed back to the queue")
+            return self._release(handle, "the agent is shutting down; handed back to the queue")
         if outcome.kind == "timed_out":
             slot.drop_session()
             reason = f"the CLI did not finish within {self._config.job_timeout_s:g} s; it was interrupted"
-            return self._finish(job, worker, JobStatus.TIMED_OUT, reason, output_tail=tail)
+            return self._finish(handle, JobStatus.TIMED_OUT, reason, output_tail=tail)
         if outcome.kind == "crashed":
             slot.drop_session()
-            return self._release(
-                job, worker, f"the CLI exited unexpectedly (status {outcome.exit_status})", tail
-            )
-        self._store.advance(job.job_id, worker, JobStatus.COMMITTING, "committing the CLI's changes")
+            return self._release(handle, f"the CLI exited unexpectedly (status {outcome.exit_status})", tail)
+        self._store.advance(job.job_id, handle.worker, JobStatus.COMMITTING, "committing the CLI's changes")
         title = strip_control(job.task_title).replace("\n", " ")
         try:
             commit = slot.workspace.commit_all(
                 tree, f"feat: {title}\n\nGenerated by the AIPM agent (job {job.job_id})."
             )
         except GitError as err:
-            return self._finish(job, worker, JobStatus.FAILED, f"commit failed: {err}", output_tail=tail)
+            return self._finish(handle, JobStatus.FAILED, f"commit failed: {err}", output_tail=tail)
         if commit is None:
             reason = "the CLI finished without changing any file"
-            return self._finish(job, worker, JobStatus.NO_CHANGES, reason, output_tail=tail)
-        return self._push(slot, job, worker, tree, commit, tail)
+            return self._finish(handle, JobStatus.NO_CHANGES, reason, output_tail=tail)
+        return Publication(handle=handle, tree=tree, commit=commit, tail=tail)
 
-    def _push(
-        self, slot: SlotState, job: Job, worker: str, tree: Path, commit: Commit, tail: str
-    ) -> JobStatus:
+    def _publish(self, slot: SlotState, pub: Publication) -> None:
+        """On the slot's publisher thread: push, record, comment. Never raises (the lease expiry covers a
+        failure here: the job is retried)."""
+        handle = pub.handle
+        with job_context(handle.job.job_id):
+            try:
+                status = self._push(slot, pub)
+            except LeaseLost:
+                status = None
+            except Exception:
+                log.exception("publishing failed; the lease will expire and the job will be retried")
+                handle.keeper.stop()
+                return
+            self._close(handle, status)
+
+    def _push(self, slot: SlotState, pub: Publication) -> JobStatus:
+        handle, commit, job = pub.handle, pub.commit, pub.handle.job
         # A job cancelled while the CLI worked must not reach the PR: confirm the lease right before pushing.
-        self._store.renew(job.job_id, worker, self._config.lease_s, output_tail=tail or None)
+        self._store.renew(job.job_id, handle.worker, self._config.lease_s, output_tail=pub.tail or None)
         try:
-            sha = slot.workspace.push(tree, job.branch_name, commit.sha)
+            sha = slot.workspace.push(pub.tree, job.branch_name, commit.sha)
         except PushRejected as err:
-            return self._finish(job, worker, JobStatus.FAILED, f"push rejected: {err}", output_tail=tail)
+            return self._finish(handle, JobStatus.FAILED, f"push rejected: {err}", output_tail=pub.tail)
         except GitError as err:
-            return self._release(job, worker, f"push failed: {err}", tail)
+            return self._release(handle, f"push failed: {err}", pub.tail)
         self._store.advance(
-            job.job_id, worker, JobStatus.PUSHED, f"pushed {sha[:12]} to {job.branch_name}", commit_sha=sha
+            job.job_id,
+            handle.worker,
+            JobStatus.PUSHED,
+            f"pushed {sha[:12]} to {job.branch_name}",
+            commit_sha=sha,
         )
         files = ", ".join(commit.changed_files[:20])
         return self._finish(
-            job,
-            worker,
+            handle,
             JobStatus.COMPLETED,
             f"{len(commit.changed_files)} file(s) changed: {files}",
             commit_sha=sha,
             changed_files=commit.changed_files,
-            output_tail=tail,
+            output_tail=pub.tail,
         )
 
-    def _finish(self, job: Job, worker: str, status: JobStatus, reason: str, **fields: object) -> JobStatus:
+    def _finish(self, handle: JobHandle, status: JobStatus, reason: str, **fields: object) -> JobStatus:
         if status is not JobStatus.COMPLETED:
             fields.setdefault("error", reason)
-        self._store.finish(job.job_id, worker, status, reason, **fields)
+        self._store.finish(handle.job.job_id, handle.worker, status, reason, **fields)
         log.info("job ended", extra={"status": status.value, "reason": reason})
         return status
 
-    def _release(self, job: Job, worker: str, reason: str, tail: str | None = None) -> JobStatus:
+    def _release(self, handle: JobHandle, reason: str, tail: str | None = None) -> JobStatus:
         if tail:
-            self._store.renew(job.job_id, worker, self._config.lease_s, output_tail=tail)
-        status = self._store.release(job.job_id, worker, reason)
+            self._store.renew(handle.job.job_id, handle.worker, self._config.lease_s, output_tail=tail)
+        status = self._store.release(handle.job.job_id, handle.worker, reason)
         log.info("job handed back", extra={"status": status.value, "reason": reason})
         return status
 
-    def _after_lost_lease(self, job: Job) -> JobStatus | None:
+    def _close(self, handle: JobHandle, status: JobStatus | None) -> None:
+        """Stop renewing; if the job ended here (or was cancelled), say so on the PR."""
+        handle.keeper.stop()
+        if status is None:
+            status = self._cancelled_elsewhere(handle.job)
+        if status is not None and status.terminal:
+            self._comment(handle.job, status, time.monotonic() - handle.started)
+
+    def _cancelled_elsewhere(self, job: Job) -> JobStatus | None:
         try:
             current = self._store.get_job(job.job_id).status
         except RecordError:

@@ -1,0 +1,1 @@
+"""Single-concern constructs composed by `AipmStack`; names and sizes in `constants`."""

@@ -1,0 +1,112 @@
+"""Names, ports, sizes and defaults of the deployment, in one place (docs/architecture.md is the contract)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+REPO_ROOT: Final = Path(__file__).resolve().parents[2]
+HOST_FILES_DIR: Final = Path(__file__).resolve().parent.parent / "host"
+
+PROJECT: Final = "aipm"
+METRIC_NAMESPACE: Final = "AIPM"
+
+# --- agent ports (docs/architecture.md) ---
+POOL_PORT: Final = 8081
+PROCESSOR_PORT: Final = 8082
+ATTACH_PORT: Final = 8083
+# The dispatcher talks to these; the attach port is reachable only through SSM port forwarding.
+DISPATCH_PORTS: Final = (POOL_PORT, PROCESSOR_PORT)
+AGENT_PORTS: Final = (POOL_PORT, PROCESSOR_PORT, ATTACH_PORT)
+
+# --- records table (single-table design) ---
+PK: Final = "pk"
+SK: Final = "sk"
+TTL_ATTRIBUTE: Final = "ttl"
+CREATED_AT: Final = "createdAt"
+STATUS_INDEX: Final = "status-index"
+REPO_INDEX: Final = "repo-index"
+KIND_INDEX: Final = "kind-index"
+GSI_HASH_KEYS: Final = {STATUS_INDEX: "status", REPO_INDEX: "repo", KIND_INDEX: "kind"}
+# Statuses in which a worker holds a lease (see the job state machine in docs/architecture.md).
+LEASED_STATUSES: Final = ("claimed", "preparing", "generating", "committing", "pushed")
+FAILED_STATUSES: Final = ("failed", "timed_out")
+HEARTBEAT_SK: Final = "HEARTBEAT"
+
+# --- idempotency table (Powertools idempotency defaults) ---
+IDEMPOTENCY_KEY: Final = "id"
+IDEMPOTENCY_TTL_ATTRIBUTE: Final = "expiration"
+
+# --- Lambda ---
+LAMBDA_RUNTIME_NAME: Final = "python3.12"
+API_HANDLER: Final = "lambda_src.handler.lambda_handler"
+DISPATCH_HANDLER: Final = "lambda_src.dispatch_handler.lambda_handler"
+API_MEMORY_MB: Final = 512
+API_TIMEOUT_S: Final = 29  # API Gateway's integration timeout
+DISPATCH_MEMORY_MB: Final = 256
+DISPATCH_TIMEOUT_S: Final = 30
+DISPATCH_BATCH_SIZE: Final = 10
+# Public Powertools for AWS Lambda (Python) v3 layer, built with every extra (pydantic v2, aws-xray-sdk).
+POWERTOOLS_LAYER_ACCOUNT: Final = "017000801446"
+POWERTOOLS_LAYER_NAME: Final = "AWSLambdaPowertoolsPythonV3-python312-x86_64"
+POWERTOOLS_LAYER_VERSION: Final = 27
+# The Lambda asset: only the lambda_src package (Docker-style ignore patterns over the repository root).
+LAMBDA_ASSET_EXCLUDE: Final = ("*", "!lambda_src", "**/__pycache__", "**/*.pyc", "**/tests", "**/.DS_Store")
+# The agent's source distribution, uploaded for the host to `pip install '<src>[agent]'`.
+AGENT_SOURCE_EXCLUDE: Final = (
+    "*",
+    "!pyproject.toml",
+    "!README.md",
+    "!lambda_src",
+    "!ec2_agent",
+    "!aipm",
+    "**/__pycache__",
+    "**/*.pyc",
+    "**/*.egg-info",
+    "**/tests",
+    "**/.DS_Store",
+)
+
+# --- API ---
+API_PREFIX: Final = "api"
+HEALTH_PATH: Final = "health"
+DELEGATE_PATHS: Final = (("personal-delegate",), ("delegate", "personal"))
+API_THROTTLE_RATE: Final = 20
+API_THROTTLE_BURST: Final = 40
+WAF_RATE_LIMIT_PER_5_MIN: Final = 1000
+JOB_MAX_ATTEMPTS: Final = 3
+RECORD_TTL_DAYS: Final = 90
+DEFAULT_GITHUB_API_URL: Final = "https://api.github.com"
+DEFAULT_GIT_BASE_URL: Final = "https://github.com"
+
+# --- agent host ---
+AGENT_HOME: Final = "/var/lib/aipm"
+AGENT_WORK_DIR: Final = "/var/lib/aipm/work"
+AGENT_ENV_FILE: Final = "/etc/aipm/agent.env"
+BOOTSTRAP_ENV_FILE: Final = "/etc/aipm/bootstrap.env"
+HOST_FILES_TARGET: Final = "/opt/aipm/host"
+AGENT_LOG_FILE: Final = "/var/log/aipm/agent.log"
+AGENT_SERVICE: Final = "aipm-agent.service"
+HOST_FILES: Final = ("bootstrap.sh", AGENT_SERVICE, "aipm-agent.logrotate")
+AGENT_ROOT_VOLUME_GB: Final = 30
+DEFAULT_KIRO_INSTALL_COMMAND: Final = "curl -fsSL https://cli.kiro.dev/install | bash"
+USER_DATA_LIMIT_BYTES: Final = 16 * 1024
+ASG_COOLDOWN_S: Final = 300
+
+# --- monitoring ---
+LOG_RETENTION_DAYS: Final = 30
+STUCK_CHECK_MINUTES: Final = 5
+STUCK_GRACE_MINUTES: Final = 10
+HEARTBEAT_ALARM_MINUTES: Final = 5
+HEARTBEAT_INTERVAL_S: Final = 15
+
+
+def ssm_parameter_names(stage: str) -> dict[str, str]:
+    """SSM parameter names of the agent's endpoint and ports for a stage."""
+    base = f"/{PROJECT}/{stage}/agent"
+    return {
+        "endpoint": f"{base}/endpoint",
+        "pool-port": f"{base}/pool-port",
+        "processor-port": f"{base}/processor-port",
+        "attach-port": f"{base}/attach-port",
+    }

@@ -1,0 +1,56 @@
+"""Storage: the records table (jobs, PRs, heartbeats; the queue) and the Powertools idempotency table."""
+
+from __future__ import annotations
+
+from aws_cdk import RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
+from constructs import Construct
+
+from cdk.aipm_cdk import constants as c
+from cdk.aipm_cdk.config import AipmConfig
+
+_S = dynamodb.AttributeType.STRING
+
+
+class Storage(Construct):
+    """Two on-demand tables, KMS-encrypted, with point-in-time recovery and TTL."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: AipmConfig) -> None:
+        super().__init__(scope, construct_id)
+        removal = RemovalPolicy.RETAIN if config.retain_data else RemovalPolicy.DESTROY
+        self.records = dynamodb.TableV2(
+            self,
+            "Records",
+            partition_key=dynamodb.Attribute(name=c.PK, type=_S),
+            sort_key=dynamodb.Attribute(name=c.SK, type=_S),
+            billing=dynamodb.Billing.on_demand(),
+            encryption=dynamodb.TableEncryptionV2.aws_managed_key(),
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            time_to_live_attribute=c.TTL_ATTRIBUTE,
+            dynamo_stream=dynamodb.StreamViewType.NEW_AND_OLD_IMAGES,
+            deletion_protection=config.retain_data,
+            removal_policy=removal,
+            global_secondary_indexes=[
+                dynamodb.GlobalSecondaryIndexPropsV2(
+                    index_name=index,
+                    partition_key=dynamodb.Attribute(name=hash_key, type=_S),
+                    sort_key=dynamodb.Attribute(name=c.CREATED_AT, type=_S),
+                    projection_type=dynamodb.ProjectionType.ALL,
+                )
+                for index, hash_key in c.GSI_HASH_KEYS.items()
+            ],
+        )
+        self.idempotency = dynamodb.TableV2(
+            self,
+            "Idempotency",
+            partition_key=dynamodb.Attribute(name=c.IDEMPOTENCY_KEY, type=_S),
+            billing=dynamodb.Billing.on_demand(),
+            encryption=dynamodb.TableEncryptionV2.aws_managed_key(),
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            time_to_live_attribute=c.IDEMPOTENCY_TTL_ATTRIBUTE,
+            removal_policy=RemovalPolicy.DESTROY,
+        )

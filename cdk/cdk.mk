@@ -1,0 +1,33 @@
+# CDK targets, included by the root Makefile (which defines $(INSTALLED) and $(BIN)).
+CDK_DIR := cdk
+CDK_CLI := $(CDK_DIR)/node_modules/.bin/cdk
+CDK_OUT := cdk.out
+# Node 20 is past its end of life for jsii; the notice would drown the synth output.
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION ?= 20
+export CDK_DISABLE_CLI_TELEMETRY ?= true
+
+.PHONY: synth cdk-test cdk-lint systemd-analyze
+
+$(CDK_CLI): $(CDK_DIR)/package.json $(CDK_DIR)/package-lock.json
+	npm ci --prefix $(CDK_DIR) --no-audit --no-fund --loglevel=error
+	touch $@
+
+# cfn-lint W3005 (a DependsOn next to a GetAtt on the same resource) is emitted by CDK itself: harmless.
+synth: $(INSTALLED) $(CDK_CLI) ## synthesize the stack offline with the real CDK CLI (cdk-nag runs inside), then cfn-lint
+	rm -rf $(CDK_OUT)
+	$(CDK_CLI) synth --quiet --no-notices --output $(CDK_OUT)
+	$(BIN)/cfn-lint --ignore-checks W3005 -- $(CDK_OUT)/*.template.json
+
+# The user-data test runs `systemd-analyze verify` on the agent's unit.
+systemd-analyze:
+	@command -v systemd-analyze >/dev/null || { \
+		test "$$(id -u)" = 0 || { echo "systemd-analyze missing: apt-get install systemd" >&2; exit 1; }; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd; }
+
+cdk-test: $(INSTALLED) systemd-analyze ## template, nag and user-data tests of the CDK app
+	$(BIN)/python -m pytest tests/cdk $(PYTEST_ARGS)
+
+cdk-lint: $(INSTALLED)
+	$(BIN)/ruff check cdk tests/cdk
+	$(BIN)/ruff format --check cdk tests/cdk
+	$(BIN)/mypy cdk

@@ -1,0 +1,76 @@
+"""Context parsing and validation (no synthesis)."""
+
+from __future__ import annotations
+
+import pytest
+from aws_cdk import App
+
+from cdk.aipm_cdk.config import DEFAULTS, AipmConfig, ConfigError
+
+
+def from_context(**context: object) -> AipmConfig:
+    return AipmConfig.from_context(App(context=dict(context)).node)
+
+
+def test_defaults_when_no_context() -> None:
+    config = from_context()
+    assert config == AipmConfig()
+    assert config.stage == DEFAULTS["stage"]
+    assert config.github_owners == ()
+    assert config.kiro_install_command == DEFAULTS["kiroInstallCommand"]
+    assert not config.agent_auto_scaling and config.agent_host_count == 1
+
+
+def test_cli_strings_are_parsed() -> None:
+    """`-c key=value` gives strings: booleans, integers and comma lists are converted."""
+    config = from_context(
+        githubOwners="ebaejun, acme",
+        poolSize="4",
+        agentAutoScaling="true",
+        agentHostCount="3",
+        kiroInstall="false",
+        frontendOrigin="https://app.example.com/",
+        vpcEndpoints="0",
+    )
+    assert config.github_owners == ("ebaejun", "acme")
+    assert config.pool_size == 4
+    assert config.agent_auto_scaling and config.agent_host_count == 3
+    assert config.kiro_install_command == ""  # kiroInstall=false: user-data skips the install
+    assert config.frontend_origin == "https://app.example.com"
+    assert not config.vpc_endpoints
+
+
+def test_json_types_from_cdk_json() -> None:
+    config = from_context(githubOwners=["acme"], poolSize=3, retainData=False)
+    assert config.github_owners == ("acme",)
+    assert config.pool_size == 3
+    assert not config.retain_data
+
+
+@pytest.mark.parametrize(
+    ("context", "key"),
+    [
+        ({"stage": "Prod!"}, "stage"),
+        ({"frontendOrigin": "app.example.com"}, "frontendOrigin"),
+        ({"githubOwners": "bad owner"}, "githubOwners"),
+        ({"poolSize": "0"}, "poolSize"),
+        ({"poolSize": "many"}, "poolSize"),
+        ({"agentHostCount": "2"}, "agentAutoScaling"),
+        ({"vpcId": "vpc-nope"}, "vpcId"),
+        ({"agentSubnet": "private"}, "natGateways"),
+        ({"agentSubnet": "dmz"}, "agentSubnet"),
+        ({"cliProfile": "vim"}, "cliProfile"),
+        ({"kiroInstallCommand": "echo 'hi'"}, "kiroInstallCommand"),
+        ({"logRetentionDays": "10"}, "logRetentionDays"),
+        ({"alarmEmail": "ops"}, "alarmEmail"),
+        ({"apiWaf": "maybe"}, "apiWaf"),
+    ],
+)
+def test_invalid_context_names_the_key(context: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        from_context(**context)
+
+
+def test_private_agent_subnet_with_nat_or_existing_vpc() -> None:
+    assert from_context(agentSubnet="private", natGateways="1").agent_subnet == "private"
+    assert from_context(agentSubnet="private", vpcId="vpc-0123456789abcdef0").vpc_id

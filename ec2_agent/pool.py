@@ -171,6 +171,7 @@ class AgentPool:
     def _warm(self, slot: SlotState) -> None:
         """Start the slot's session in its own directory so the pool reports ready CLIs at boot."""
         slot.workspace.root.mkdir(parents=True, exist_ok=True)
+        slot.reap_orphan()
         self._heal(slot, force=True)
 
     def _heal(self, slot: SlotState, *, force: bool = False) -> None:

@@ -4,7 +4,10 @@ published. Every step is recorded in the job's timeline."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -59,9 +62,30 @@ class SlotState:
         self.session = self.session_factory(tree, self.emit)
         self.session_dir = tree
         self.session.start()
+        if self.session.pid is not None:
+            self._pidfile.write_text(str(self.session.pid))
         self.ready = True
         self.clean = True
         return self.session
+
+    @property
+    def _pidfile(self) -> Path:
+        return self.workspace.root / ".cli.pid"
+
+    def reap_orphan(self) -> None:
+        """Kill the process group of a CLI left running by an earlier agent process that died (kill -9,
+        OOM): it would otherwise keep writing into this slot's workspace. Only a process whose working
+        directory lies inside this slot's workspace is touched."""
+        try:
+            pid = int(self._pidfile.read_text())
+            cwd = Path(f"/proc/{pid}/cwd").resolve(strict=True)
+        except (OSError, ValueError):
+            return
+        if cwd.is_relative_to(self.workspace.root.resolve()):
+            log.warning("killing an orphaned CLI from a previous agent process", extra={"pid": pid})
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        self._pidfile.unlink(missing_ok=True)
 
     def tidy(self) -> None:
         """Reset the conversation as soon as a job ends, so the next job starts without waiting for it.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -20,6 +21,8 @@ from lambda_src.models import check_branch_name
 log = logging.getLogger(__name__)
 
 PUSH_ATTEMPTS = 3
+# How git reports a push refused because the branch moved (porcelain status lines go to stdout).
+_REJECTION_MARKS = ("[rejected]", "non-fast-forward", "fetch first")
 _STDERR_TAIL = 2000
 
 
@@ -111,9 +114,7 @@ class Git:
             raise GitError(args, -1, f"timed out after {self._timeout_s} s") from err
         if proc.returncode != 0:
             stderr = proc.stderr.replace(token, "***") if token else proc.stderr
-            if args[0] == "push" and (
-                "[rejected]" in stderr or "non-fast-forward" in stderr or "fetch first" in stderr
-            ):
+            if args[0] == "push" and any(mark in proc.stdout + stderr for mark in _REJECTION_MARKS):
                 raise PushRejected(args, proc.returncode, stderr)
             raise GitError(args, proc.returncode, stderr)
         return proc.stdout
@@ -154,9 +155,7 @@ class Workspace:
                 ["clone", "--no-checkout", "--", git.clone_url(owner, repo), str(tree)], self.root, auth=True
             )
         remote_ref = f"refs/remotes/origin/{branch}"
-        git.run(
-            ["fetch", "--prune", "--no-tags", "origin", f"+refs/heads/{branch}:{remote_ref}"], tree, auth=True
-        )
+        git.run(["fetch", "--no-tags", "origin", f"+refs/heads/{branch}:{remote_ref}"], tree, auth=True)
         git.run(["checkout", "--force", "-B", branch, remote_ref], tree)
         git.run(["clean", "-ffdx"], tree)
         return tree
@@ -172,29 +171,44 @@ class Workspace:
         return Commit(sha=self._git.run(["rev-parse", "HEAD"], tree).strip(), changed_files=changed)
 
     def push(self, tree: Path, branch: str, sha: str) -> str:
-        """Push commit `sha` to the job's branch only. If the branch moved, fetch, rebase and push again.
+        """Push commit `sha` to the job's branch only (never the working tree's HEAD: the slot may already
+        be preparing its next job in `tree`). If the branch moved meanwhile, rebase `sha` onto it in a
+        scratch worktree and push again.
 
-        Returns the pushed commit's sha. Raises PushRejected after PUSH_ATTEMPTS (a rebase that conflicts is
-        aborted and raised as GitError), GitError otherwise.
+        Returns the pushed commit's sha. Raises PushRejected after PUSH_ATTEMPTS, GitError otherwise (a
+        rebase that conflicts is aborted).
         """
+        try:
+            self._push_sha(tree, branch, sha)
+            return sha
+        except PushRejected:
+            log.info("push rejected: the branch moved; rebasing onto it", extra={"branch": branch})
+        scratch = self.root / ".scratch" / uuid.uuid4().hex
+        self._git.run(["worktree", "add", "--detach", str(scratch), sha], tree)
+        try:
+            return self._rebase_and_push(scratch, branch)
+        finally:
+            self._git.run(["worktree", "remove", "--force", str(scratch)], tree)
+
+    def _rebase_and_push(self, scratch: Path, branch: str) -> str:
         remote_ref = f"refs/remotes/origin/{branch}"
-        for attempt in range(1, PUSH_ATTEMPTS + 1):
+        for attempt in range(2, PUSH_ATTEMPTS + 1):
+            self._git.run(
+                ["fetch", "--no-tags", "origin", f"+refs/heads/{branch}:{remote_ref}"], scratch, auth=True
+            )
             try:
-                self._git.run(
-                    ["push", "--porcelain", "origin", f"{sha}:refs/heads/{branch}"], tree, auth=True
-                )
+                self._git.run(["rebase", remote_ref], scratch)
+            except GitError:
+                self._git.run(["rebase", "--abort"], scratch)
+                raise
+            sha = self._git.run(["rev-parse", "HEAD"], scratch).strip()
+            try:
+                self._push_sha(scratch, branch, sha)
                 return sha
             except PushRejected:
                 if attempt == PUSH_ATTEMPTS:
                     raise
-                log.info("push rejected: the branch moved; rebasing", extra={"attempt": attempt})
-                self._git.run(
-                    ["fetch", "--no-tags", "origin", f"+refs/heads/{branch}:{remote_ref}"], tree, auth=True
-                )
-                try:
-                    self._git.run(["rebase", remote_ref], tree)
-                except GitError:
-                    self._git.run(["rebase", "--abort"], tree)
-                    raise
-                sha = self._git.run(["rev-parse", "HEAD"], tree).strip()
         raise AssertionError("unreachable")
+
+    def _push_sha(self, cwd: Path, branch: str, sha: str) -> None:
+        self._git.run(["push", "--porcelain", "origin", f"{sha}:refs/heads/{branch}"], cwd, auth=True)

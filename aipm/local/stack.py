@@ -39,6 +39,7 @@ from aipm.local.bootstrap import (
 )
 from aipm.local.forge import Forge
 from aipm.local.moto_server import MotoServer, free_port
+from lambda_src.records.store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ class LocalStack:
         for index in range(1, self.options.agents + 1):
             self.start_agent(index)
         first = self.agents[0]
-        ssm = self._client("ssm")
+        ssm = self.client("ssm")
         put_parameter(ssm, f"/aipm/{STAGE}/agent/endpoint", f"http://127.0.0.1:{first.processor_port}")
         put_parameter(ssm, f"/aipm/{STAGE}/agent/pool-port", str(first.pool_port))
         put_parameter(ssm, f"/aipm/{STAGE}/agent/processor-port", str(first.processor_port))
@@ -162,7 +163,8 @@ class LocalStack:
             "AWS_REGION": REGION,
         }
 
-    def _client(self, service: str) -> Any:
+    def client(self, service: str) -> Any:
+        """A boto3 client for `service` pointed at the local emulator."""
         return boto3.client(
             service,  # type: ignore[call-overload]
             endpoint_url=self.moto.endpoint_url,
@@ -171,11 +173,15 @@ class LocalStack:
             aws_secret_access_key="local",  # noqa: S106 - the local emulator accepts any key
         )
 
+    def store(self) -> JobStore:
+        """The records layer on this stack's table (what the API and the agent use)."""
+        return JobStore(self.records_table, self.client("dynamodb"))
+
     def _bootstrap(self, aws: Mapping[str, str]) -> str:
-        ddb = self._client("dynamodb")
+        ddb = self.client("dynamodb")
         stream_arn = create_records_table(ddb, self.records_table)
         create_idempotency_table(ddb, self.idempotency_table)
-        sm = self._client("secretsmanager")
+        sm = self.client("secretsmanager")
         put_token_secret(sm, f"aipm/{STAGE}/github", self.github_token)
         put_token_secret(sm, f"aipm/{STAGE}/agent-token", self.agent_token)
         return stream_arn
@@ -369,14 +375,17 @@ def _drain(stream: IO[bytes], sink: IO[bytes]) -> None:
         sink.write(line)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Run the AIPM local stack until Ctrl-C.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The local stack's options (shared by `python -m aipm.local.stack` and `aipm local`)."""
     parser.add_argument("--slots", type=int, default=2, help="slots per agent (default 2)")
     parser.add_argument("--agents", type=int, default=1, help="agent processes on the one queue (default 1)")
     parser.add_argument(
         "--work-s", type=float, default=2.0, help="seconds of simulated work per emulator task"
     )
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the local stack until Ctrl-C or SIGTERM; the API's base URL is the last line printed."""
     logging.basicConfig(level=logging.WARNING)
     root = Path(tempfile.mkdtemp(prefix="aipm-local-"))
     options = StackOptions(pool_size=args.slots, agents=args.agents, emulator_work_s=args.work_s)
@@ -386,6 +395,12 @@ def main() -> None:
         print(f"API token:  {stack.api_token}")
         print(f"Forge:      {stack.forge.base_url}  (repository {DEMO_OWNER}/{DEMO_REPO})")
         print(f"Logs:       {stack.logs}")
+        print("CLI:")
+        print(f"  export AIPM_API_URL={stack.api_url} AIPM_API_TOKEN={stack.api_token}")
+        print(
+            f"  aipm delegate --repo {DEMO_OWNER}/{DEMO_REPO} --title 'Add hello' --objective 'Say hello' "
+            "--criterion 'It greets'"
+        )
         print("Try:")
         print(
             f"  curl -s -X POST {stack.api_url}/api/personal-delegate "
@@ -398,6 +413,13 @@ def main() -> None:
         with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
     print("stopped")
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the AIPM local stack until Ctrl-C.")
+    add_arguments(parser)
+    sys.exit(run(parser.parse_args()))
 
 
 if __name__ == "__main__":

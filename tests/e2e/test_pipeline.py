@@ -54,7 +54,7 @@ def branches(stack: LocalStack) -> list[str]:
 
 
 def job_count(stack: LocalStack) -> int:
-    ddb = stack._client("dynamodb")
+    ddb = stack.client("dynamodb")
     return int(ddb.scan(TableName=stack.records_table, Select="COUNT")["Count"])
 
 

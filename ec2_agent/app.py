@@ -9,6 +9,7 @@ from pathlib import Path
 
 import boto3
 
+from ec2_agent.attach import AttachServer
 from ec2_agent.config import AgentSettings
 from ec2_agent.http_api import ApiServer, pool_routes, processor_routes
 from ec2_agent.pool import AgentPool, PoolConfig
@@ -78,6 +79,17 @@ class Agent:
         self.processor_api = ApiServer(
             settings.bind_host, settings.processor_port, agent_token, processor_routes(self.pool)
         )
+        self.attach = AttachServer(
+            settings.bind_host,
+            settings.attach_port,
+            token_provider=agent_token,
+            work_dir=settings.work_dir / "attach",
+            workspace_factory=lambda root: Workspace(root, git),
+            session_factory=lambda tree: CliSession(
+                profile, tree, transcript_limit_bytes=settings.transcript_limit_bytes
+            ),
+            max_sessions=settings.attach_max_sessions,
+        )
         self._stopped = threading.Event()
 
     def _slot(self, slot_id: int, work_dir: Path, git: Git, profile: CliProfile) -> SlotState:
@@ -94,6 +106,7 @@ class Agent:
         self.pool.start()
         self.pool_api.start()
         self.processor_api.start()
+        self.attach.start()
         self.pool.write_heartbeat()
         log.info(
             "agent started",
@@ -103,6 +116,7 @@ class Agent:
                 "profile": self.settings.cli_profile,
                 "pool_port": self.pool_api.port,
                 "processor_port": self.processor_api.port,
+                "attach_port": self.attach.port,
             },
         )
 
@@ -111,6 +125,7 @@ class Agent:
         if self._stopped.is_set():
             return
         log.info("shutting down", extra={"drain_timeout_s": self.settings.drain_timeout_s})
+        self.attach.stop()
         self.pool.drain(self.settings.drain_timeout_s)
         self.pool_api.stop()
         self.processor_api.stop()

@@ -29,6 +29,8 @@ class AgentSettings(BaseSettings):
     bind_host: str = "127.0.0.1"
     pool_port: int = Field(default=8081, ge=0, le=65535)
     processor_port: int = Field(default=8082, ge=0, le=65535)
+    attach_port: int = Field(default=8083, ge=0, le=65535)
+    attach_max_sessions: int = Field(default=2, ge=1, le=16)
 
     pool_size: int = Field(default=2, ge=1, le=16)
     cli_profile: ProfileName = "kiro-interactive"

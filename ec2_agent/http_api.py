@@ -19,10 +19,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ec2_agent.pool import AgentPool
+from ec2_agent.prompting import strip_control
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+EXECUTE_QUEUE_WAIT_S = 600  # how long an /execute request may wait for a free slot before giving up
 Route = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
 
 
@@ -36,6 +38,15 @@ class ProcessPrRequest(BaseModel):
     branch: str = Field(min_length=1, max_length=255)
     owner: str = Field(min_length=1, max_length=39)
     repo: str = Field(min_length=1, max_length=100)
+
+
+class ExecuteRequest(BaseModel):
+    """The prototype's `/execute` body: a prompt for the CLI, with its tools auto-approved."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: str = Field(min_length=1, max_length=16_000)
+    timeout_ms: int = Field(default=300_000, alias="timeoutMs", ge=1_000, le=3_600_000)
 
 
 class ApiServer:
@@ -135,7 +146,8 @@ class ApiServer:
 
 
 def pool_routes(pool: AgentPool) -> dict[tuple[str, str], Route]:
-    """Port 8081: the prototype's worker-pool API."""
+    """Port 8081: the prototype's worker-pool API. `/execute` runs a prompt with auto-approved tools, so
+    like every route here it needs the agent token; it waits for a free slot instead of answering 503."""
 
     def health(_: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         workers = [
@@ -157,7 +169,30 @@ def pool_routes(pool: AgentPool) -> dict[tuple[str, str], Route]:
             "uptime": round(time.monotonic() - pool.started_at, 1),
         }
 
-    return {("GET", "/health"): health}
+    def execute(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        request = ExecuteRequest.model_validate(body)
+        prompt = strip_control(request.prompt).strip()
+        if not prompt:
+            return HTTPStatus.BAD_REQUEST, {
+                "error": "invalid_request",
+                "field": "prompt",
+                "message": "prompt is empty",
+            }
+        timeout_s = request.timeout_ms / 1000
+        task = pool.execute(prompt, timeout_s)
+        if not task.done.wait(timeout_s + EXECUTE_QUEUE_WAIT_S):
+            task.cancel.set()
+            return HTTPStatus.OK, {"success": False, "output": "", "timeout": True}
+        if task.outcome is None:
+            return HTTPStatus.OK, {"success": False, "output": task.error or "", "timeout": False}
+        outcome = task.outcome
+        return HTTPStatus.OK, {
+            "success": outcome.kind == "completed",
+            "output": outcome.output_tail,
+            "timeout": outcome.kind == "timed_out",
+        }
+
+    return {("GET", "/health"): health, ("POST", "/execute"): execute}
 
 
 def processor_routes(pool: AgentPool) -> dict[tuple[str, str], Route]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
 from ec2_agent.jsonlog import job_context, slot_var
-from ec2_agent.runner import JobRunner, SlotState
+from ec2_agent.runner import AdhocTask, JobRunner, SlotState
 from ec2_agent.session import SessionError
 from lambda_src.records.models import Heartbeat, Job, utc_now_iso
 from lambda_src.records.models import SlotState as SlotRecord
@@ -55,6 +55,7 @@ class AgentPool:
         self.slots = list(slots)
         self._wake = threading.Condition()
         self._hints: deque[str] = deque(maxlen=MAX_HINTS)
+        self._adhoc: deque[AdhocTask] = deque()
         self._draining = threading.Event()
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -112,17 +113,32 @@ class AgentPool:
                 self._hints.append(job_id)
             self._wake.notify_all()
 
+    def execute(self, prompt: str, timeout_s: float) -> AdhocTask:
+        """Queue an ad-hoc prompt for the next free slot (ahead of table jobs: someone is waiting on it)."""
+        task = AdhocTask(prompt=prompt, timeout_s=timeout_s)
+        with self._wake:
+            self._adhoc.append(task)
+            self._wake.notify_all()
+        return task
+
     def _slot_loop(self, slot: SlotState) -> None:
         slot_var.set(slot.id)
         self._warm(slot)
         while not self._draining.is_set():
+            with self._wake:
+                adhoc = self._adhoc.popleft() if self._adhoc else None
+            if adhoc is not None:
+                if not adhoc.cancel.is_set():
+                    slot.run_adhoc(adhoc)
+                    slot.tidy()
+                continue
             job = self._claim_next(slot)
             if job is not None:
                 self._run(slot, job)
                 continue
             self._heal(slot)
             with self._wake:
-                if self._draining.is_set() or self._hints:
+                if self._draining.is_set() or self._hints or self._adhoc:
                     continue
                 self._wake.wait(timeout=self._wait_s(slot))
 

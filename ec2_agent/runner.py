@@ -28,6 +28,18 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class AdhocTask:
+    """A prompt from POST /execute: it runs on the next free slot; `done` is set when it has run."""
+
+    prompt: str
+    timeout_s: float
+    cancel: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    outcome: TaskOutcome | None = None
+    error: str | None = None
+
+
+@dataclass
 class SlotState:
     """What one slot owns: its workspace and its CLI session. Only its own thread touches the session."""
 
@@ -101,6 +113,22 @@ class SlotState:
         except SessionError:
             log.warning("CLI session did not come back from its reset; restarting it")
             self.drop_session()
+
+    def run_adhoc(self, task: AdhocTask) -> None:
+        """Run a POST /execute prompt in this slot's scratch directory (not a job's tree); never raises."""
+        scratch = self.workspace.root / "scratch"
+        scratch.mkdir(parents=True, exist_ok=True)
+        try:
+            session = self.ensure_session(scratch)
+            self.clean = False
+            task.outcome = session.run_task(task.prompt, timeout_s=task.timeout_s, cancel=task.cancel)
+            if task.outcome.kind in ("timed_out", "crashed"):
+                self.drop_session()
+        except SessionError as err:
+            task.error = str(err)
+            self.drop_session()
+        finally:
+            task.done.set()
 
     def emit(self, chunk: str) -> None:
         """Forward the session's output to whoever listens for the current job."""

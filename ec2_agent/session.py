@@ -308,6 +308,27 @@ class CliSession:
                 self._wait_exit(self._profile.quit_timeout_s)
         self._kill("closing", signals=(signal.SIGINT, signal.SIGTERM, signal.SIGKILL))
 
+    # ----------------------------------------------------------------- a person at the keyboard
+
+    def read_raw(self, timeout_s: float) -> str | None:
+        """What the CLI printed within ``timeout_s``, escape sequences kept (for a terminal emulator in a
+        browser): ``""`` if nothing came, ``None`` once the CLI has exited."""
+        try:
+            return str(self._child.read_nonblocking(_READ_SIZE, timeout=max(timeout_s, 0.0)))
+        except pexpect.TIMEOUT:
+            return ""
+        except pexpect.EOF:
+            return None
+
+    def write_raw(self, keys: str) -> None:
+        """A person's keystrokes, as typed (their control keys are theirs to send). Raises OSError if the
+        terminal is gone."""
+        self._send(keys)
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Set the terminal size the CLI sees."""
+        self._child.setwinsize(rows, cols)
+
     # ----------------------------------------------------------------------------- internals
 
     def _spawn(self, argv: list[str]) -> None:

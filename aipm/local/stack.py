@@ -78,6 +78,7 @@ class AgentProcess:
     index: int
     pool_port: int
     processor_port: int
+    attach_port: int
     work_dir: Path
     env: dict[str, str]
     log_path: Path
@@ -221,6 +222,7 @@ class LocalStack:
                 index=index,
                 pool_port=free_port(),
                 processor_port=free_port(),
+                attach_port=free_port(),
                 work_dir=work_dir,
                 env=env,
                 log_path=self.logs / f"agent-{index}.log",
@@ -228,6 +230,7 @@ class LocalStack:
             self.agents.append(existing)
         existing.env["AIPM_POOL_PORT"] = str(existing.pool_port)
         existing.env["AIPM_PROCESSOR_PORT"] = str(existing.processor_port)
+        existing.env["AIPM_ATTACH_PORT"] = str(existing.attach_port)
         out = existing.log_path.open("ab")
         self._log_files.append(out)
         existing.proc = subprocess.Popen(

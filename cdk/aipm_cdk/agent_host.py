@@ -76,6 +76,7 @@ class AgentHost(Construct):
             "AIPM_AGENT_TOKEN_SECRET_ID": configuration.agent_token.secret_arn,
             "AIPM_POOL_PORT": str(c.POOL_PORT),
             "AIPM_PROCESSOR_PORT": str(c.PROCESSOR_PORT),
+            "AIPM_ATTACH_PORT": str(c.ATTACH_PORT),
             "AIPM_POOL_SIZE": str(config.pool_size),
             "AIPM_CLI_PROFILE": config.cli_profile,
             "AIPM_WORK_DIR": c.AGENT_WORK_DIR,

@@ -67,6 +67,7 @@ class Agent:
                 agent_id=settings.agent_id,
                 lease_s=settings.lease_s,
                 sweep_interval_s=settings.sweep_interval_s,
+                reclaim_interval_s=settings.reclaim_interval_s,
                 heartbeat_interval_s=settings.heartbeat_interval_s,
                 restart_backoff_s=settings.session_restart_backoff_s,
                 restart_backoff_max_s=settings.session_restart_backoff_max_s,

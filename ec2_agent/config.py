@@ -42,6 +42,7 @@ class AgentSettings(BaseSettings):
     job_timeout_s: float = Field(default=1800, gt=0)
     lease_s: float = Field(default=60, ge=1)
     sweep_interval_s: float = Field(default=15, gt=0)
+    reclaim_interval_s: float = Field(default=30, gt=0)
     heartbeat_interval_s: float = Field(default=15, gt=0)
     drain_timeout_s: float = Field(default=60, ge=0)
     session_restart_backoff_s: float = Field(default=1.0, gt=0)

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
 from ec2_agent.jsonlog import job_context, slot_var
-from ec2_agent.runner import AdhocTask, JobRunner, SlotState
+from ec2_agent.runner import AdhocTask, JobHandle, JobRunner, SlotState
 from ec2_agent.session import SessionError
+from ec2_agent.workspace import GitError, UnsafeReference
 from lambda_src.records.models import Heartbeat, Job, utc_now_iso
 from lambda_src.records.models import SlotState as SlotRecord
 from lambda_src.records.store import JobStore
@@ -24,6 +25,7 @@ from lambda_src.records.store import JobStore
 log = logging.getLogger(__name__)
 
 MAX_HINTS = 256
+IDLE_RECHECK_S = 60.0
 
 
 def agent_version() -> str:
@@ -38,6 +40,7 @@ class PoolConfig:
     agent_id: str
     lease_s: float
     sweep_interval_s: float
+    reclaim_interval_s: float
     heartbeat_interval_s: float
     restart_backoff_s: float
     restart_backoff_max_s: float
@@ -62,6 +65,7 @@ class AgentPool:
         self._busy: dict[int, str] = {}
         self._heal_at: dict[int, float] = {}
         self._heal_delay: dict[int, float] = {}
+        self._fleet: list[Heartbeat] = []
         self.started_at = time.monotonic()
         self.queued_seen = 0
 
@@ -71,6 +75,7 @@ class AgentPool:
         for slot in self.slots:
             self._spawn(f"slot-{slot.id}", self._slot_loop, slot)
         self._spawn("sweeper", self._periodic, self._config.sweep_interval_s, self._sweep)
+        self._spawn("reclaimer", self._periodic, self._config.reclaim_interval_s, self._reclaim)
         self._spawn("heartbeat", self._periodic, self._config.heartbeat_interval_s, self.write_heartbeat)
 
     def _spawn(self, name: str, target: object, *args: object) -> None:
@@ -90,6 +95,11 @@ class AgentPool:
         for slot in self.slots:
             if slot.running is not None:
                 slot.running.hand_back()
+            if slot.scout is not None:
+                slot.scout.join(timeout=30)
+            if slot.next is not None:
+                self._runner.release_held(slot.next, "the agent is shutting down; handed back to the queue")
+                slot.next = None
         self._stopped.set()
         with self._wake:
             self._wake.notify_all()
@@ -132,9 +142,9 @@ class AgentPool:
                     slot.run_adhoc(adhoc)
                     slot.tidy()
                 continue
-            job = self._claim_next(slot)
-            if job is not None:
-                self._run(slot, job)
+            handle = self._take_next(slot)
+            if handle is not None:
+                self._run(slot, handle)
                 continue
             self._heal(slot)
             with self._wake:
@@ -143,11 +153,12 @@ class AgentPool:
                 self._wake.wait(timeout=self._wait_s(slot))
 
     def _wait_s(self, slot: SlotState) -> float:
+        """An idle slot sleeps until a nudge (the sweeper nudges when it sees queued work), or until its
+        session is due for a restart attempt; IDLE_RECHECK_S is only a safety net."""
         heal_at = self._heal_at.get(slot.id)
-        wait = self._config.sweep_interval_s
         if heal_at is not None:
-            wait = min(wait, max(0.05, heal_at - time.monotonic()))
-        return wait
+            return min(IDLE_RECHECK_S, max(0.05, heal_at - time.monotonic()))
+        return IDLE_RECHECK_S
 
     def _claim_next(self, slot: SlotState) -> Job | None:
         worker = self._runner.worker_id(slot)
@@ -165,22 +176,76 @@ class AgentPool:
                 return job
         return None
 
-    def _run(self, slot: SlotState, job: Job) -> None:
+    def _take_next(self, slot: SlotState) -> JobHandle | None:
+        """The job this slot looked ahead to, else the next one it can claim."""
+        if slot.next is not None:
+            handle, slot.next = slot.next, None
+            return handle
+        job = self._claim_next(slot)
+        return self._runner.hold(slot, job) if job is not None else None
+
+    def _run(self, slot: SlotState, handle: JobHandle) -> None:
+        job = handle.job
         self._busy[slot.id] = job.job_id
         slot.current_job = job.job_id
         try:
             with job_context(job.job_id):
-                log.info("claimed", extra={"attempt": job.attempts, "branch": job.branch_name})
+                log.info("starting", extra={"attempt": job.attempts, "branch": job.branch_name})
                 try:
-                    self._runner.run(slot, job)
+                    self._runner.run(slot, handle, while_generating=lambda _tree: self._look_ahead(slot))
                 except Exception:
                     log.exception("job runner failed; the lease will expire and the job will be retried")
                     slot.drop_session()
         finally:
             slot.tidy()
+            if slot.scout is not None:
+                slot.scout.join(timeout=60)
+                slot.scout = None
             self._busy.pop(slot.id, None)
             slot.current_job = None
             slot.idle_since = time.monotonic()
+
+    # -- look-ahead -------------------------------------------------------------------------------
+
+    def _look_ahead(self, slot: SlotState) -> None:
+        """While the slot's CLI works, claim its next job and fetch that branch, so the CLI can start it
+        the moment it is free. Only when no slot anywhere is idle: an idle slot must never wait behind a
+        job held here."""
+        if self._draining.is_set() or slot.next is not None or not self._fleet_busy(slot):
+            return
+        slot.scout = threading.Thread(target=self._scout, args=(slot,), name=f"scout-{slot.id}", daemon=True)
+        slot.scout.start()
+
+    def _scout(self, slot: SlotState) -> None:
+        slot_var.set(slot.id)
+        try:
+            job = self._claim_next(slot)
+            if job is None:
+                return
+            handle = self._runner.hold(slot, job)
+            slot.next = handle
+            with job_context(job.job_id):
+                log.info("claimed ahead", extra={"branch": job.branch_name})
+                try:
+                    slot.workspace.fetch(job.owner, job.repo_name, job.branch_name)
+                    handle.fetched = True
+                except (GitError, UnsafeReference) as err:
+                    log.info("fetch ahead failed; the checkout will say why", extra={"error": str(err)})
+        except Exception:
+            log.exception("look-ahead failed")
+
+    def _fleet_busy(self, me: SlotState) -> bool:
+        """True when no other slot, here or (by their last heartbeats) on other agents, is free."""
+        if any(s is not me and s.id not in self._busy and s.ready for s in self.slots):
+            return False
+        now_ms = time.time_ns() // 1_000_000
+        fresh_ms = 3 * self._config.heartbeat_interval_s * 1000
+        for beat in self._fleet:
+            if beat.agent_id == self._config.agent_id or beat.draining or now_ms - beat.at_ms > fresh_ms:
+                continue
+            if any(not s.busy and s.ready for s in beat.slots):
+                return False
+        return True
 
     # -- health -----------------------------------------------------------------------------------
 
@@ -224,12 +289,21 @@ class AgentPool:
                 log.exception("periodic task failed")
 
     def _sweep(self) -> None:
-        for job_id, status in self._store.requeue_expired():
+        """Catch what a lost nudge missed: one cheap look at the queue, only while a slot is idle."""
+        if self._draining.is_set() or len(self._busy) == len(self.slots):
+            return
+        oldest = self._store.oldest_queued(limit=1)
+        if oldest:
+            self.nudge(oldest[0].job_id)
+
+    def _reclaim(self) -> None:
+        """Return jobs whose lease expired (their worker died) to the queue, or fail them."""
+        reclaimed = self._store.requeue_expired()
+        for job_id, status in reclaimed:
             log.warning(
                 "reclaimed a job with an expired lease", extra={"job_id": job_id, "status": status.value}
             )
-        self.queued_seen = self._store.count_queued()
-        if self.queued_seen:
+        if reclaimed:
             self.nudge(None)
 
     def slot_records(self) -> list[SlotRecord]:
@@ -247,6 +321,8 @@ class AgentPool:
         ]
 
     def write_heartbeat(self) -> None:
+        """Record this agent's slots, and refresh what it knows of the queue and the other agents."""
+        self.queued_seen = self._store.count_queued()
         now_ms = time.time_ns() // 1_000_000
         self._store.put_heartbeat(
             Heartbeat(
@@ -260,3 +336,4 @@ class AgentPool:
                 ttl=now_ms // 1000 + 7 * 86_400,
             )
         )
+        self._fleet = self._store.list_heartbeats()

@@ -55,6 +55,8 @@ class SlotState:
     ready: bool = False
     clean: bool = True
     running: JobHandle | None = None
+    next: JobHandle | None = None
+    scout: threading.Thread | None = None
     publisher: ThreadPoolExecutor = field(init=False)
 
     def __post_init__(self) -> None:
@@ -198,6 +200,7 @@ class JobHandle:
     cancel: threading.Event
     started: float = field(default_factory=time.monotonic)
     shutting_down: bool = False
+    fetched: bool = False
 
     def record_output(self, chunk: str) -> None:
         self.keeper.tail = (self.keeper.tail + chunk)[-OUTPUT_TAIL_MAX_CHARS:]
@@ -229,23 +232,29 @@ class JobRunner:
     def worker_id(self, slot: SlotState) -> str:
         return f"{self._config.worker_prefix}/slot-{slot.id}"
 
-    def run(self, slot: SlotState, job: Job) -> None:
-        """Run `job` (already claimed by this slot) up to its commit, then queue it on the slot's publisher.
-
-        Returns when the slot's CLI is free for the next job.
-        """
+    def hold(self, slot: SlotState, job: Job) -> JobHandle:
+        """Start holding a job this slot has claimed: its lease is renewed from now on."""
         cancel = threading.Event()
         worker = self.worker_id(slot)
         keeper = LeaseKeeper(self._store, job.job_id, worker, self._config.lease_s, cancel)
-        handle = JobHandle(job=job, worker=worker, keeper=keeper, cancel=cancel)
+        return JobHandle(job=job, worker=worker, keeper=keeper, cancel=cancel)
+
+    def run(
+        self, slot: SlotState, handle: JobHandle, *, while_generating: Callable[[Path], None] | None = None
+    ) -> None:
+        """Run a held job up to its commit, then queue it on the slot's publisher. `while_generating` is
+        called with the working tree once the CLI has the prompt (the pool looks ahead meanwhile).
+
+        Returns when the slot's CLI is free for the next job.
+        """
         slot.running = handle
         slot.output_listener = handle.record_output
         try:
-            result = self._generate(slot, handle)
+            result = self._generate(slot, handle, while_generating)
         except LeaseLost:
             result = None
         except Exception:
-            keeper.stop()
+            handle.keeper.stop()
             raise
         finally:
             slot.running = None
@@ -255,14 +264,27 @@ class JobRunner:
         else:
             self._close(handle, result)
 
-    def _generate(self, slot: SlotState, handle: JobHandle) -> Publication | JobStatus | None:
+    def release_held(self, handle: JobHandle, reason: str) -> None:
+        """Give back a job held but not started (the agent is stopping); never raises."""
+        try:
+            self._release(handle, reason)
+        except RecordError as err:
+            log.warning("could not hand a held job back; its lease will expire", extra={"error": str(err)})
+        finally:
+            handle.keeper.stop()
+
+    def _generate(
+        self, slot: SlotState, handle: JobHandle, while_generating: Callable[[Path], None] | None
+    ) -> Publication | JobStatus | None:
         job, worker = handle.job, handle.worker
+        if handle.cancel.is_set():
+            return None  # cancelled while it waited for this slot
         store = self._store
         store.advance(
             job.job_id, worker, JobStatus.PREPARING, f"checking out {job.branch_name} on slot {slot.id}"
         )
         try:
-            tree = slot.workspace.prepare(job.owner, job.repo_name, job.branch_name)
+            tree = slot.workspace.prepare(job.owner, job.repo_name, job.branch_name, fetched=handle.fetched)
         except UnsafeReference as err:
             return self._finish(handle, JobStatus.FAILED, f"refused: {err}")
         except GitError as err:
@@ -276,7 +298,12 @@ class JobRunner:
             return self._release(handle, f"the CLI session could not start: {err}")
         store.advance(job.job_id, worker, JobStatus.GENERATING, f"prompt sent to the CLI on slot {slot.id}")
         slot.clean = False
-        outcome = session.run_task(task_prompt(), timeout_s=self._config.job_timeout_s, cancel=handle.cancel)
+        outcome = session.run_task(
+            task_prompt(),
+            timeout_s=self._config.job_timeout_s,
+            cancel=handle.cancel,
+            on_prompt_sent=(lambda: while_generating(tree)) if while_generating else None,
+        )
         log.info("CLI finished", extra={"outcome": outcome.kind, "duration_s": round(outcome.duration_s, 3)})
         return self._after_cli(slot, handle, tree, outcome)
 

@@ -144,8 +144,17 @@ class Workspace:
     def path_for(self, owner: str, repo: str) -> Path:
         return self.root / owner / repo
 
-    def prepare(self, owner: str, repo: str, branch: str) -> Path:
-        """Check `branch` out, clean, at the remote's tip. Returns the working tree. Raises GitError."""
+    def prepare(self, owner: str, repo: str, branch: str, *, fetched: bool = False) -> Path:
+        """Check `branch` out, clean, at the remote's tip (skip the fetch if `fetch` already ran for it).
+        Returns the working tree. Raises UnsafeReference, GitError."""
+        tree = self.fetch(owner, repo, branch) if not fetched else self.path_for(owner, repo)
+        self._git.run(["checkout", "--force", "-B", branch, f"refs/remotes/origin/{branch}"], tree)
+        self._git.run(["clean", "-ffdx"], tree)
+        return tree
+
+    def fetch(self, owner: str, repo: str, branch: str) -> Path:
+        """Bring `branch` into the repository (cloning it first if needed) without touching the working
+        tree, so it is safe while a CLI works there. Returns the tree. Raises UnsafeReference, GitError."""
         check_job_reference(owner, repo, branch)
         tree = self.path_for(owner, repo)
         git = self._git
@@ -156,8 +165,6 @@ class Workspace:
             )
         remote_ref = f"refs/remotes/origin/{branch}"
         git.run(["fetch", "--no-tags", "origin", f"+refs/heads/{branch}:{remote_ref}"], tree, auth=True)
-        git.run(["checkout", "--force", "-B", branch, remote_ref], tree)
-        git.run(["clean", "-ffdx"], tree)
         return tree
 
     def commit_all(self, tree: Path, message: str) -> Commit | None:

@@ -15,7 +15,7 @@ from lambda_src.github.client import GitHubClient, PullRequest
 from lambda_src.github.errors import BranchAlreadyExists, GitHubError
 from lambda_src.models import DelegateRequest
 from lambda_src.records.models import Job, JobStatus, PullRequestRecord, TimelineEntry, utc_now_iso
-from lambda_src.records.store import JobStore
+from lambda_src.records.store import DelegationExists, JobStore
 from lambda_src.settings import ApiSettings
 from lambda_src.taskdoc import TASK_FILE, render_pr_body, render_task_md
 
@@ -62,7 +62,7 @@ class DelegationService:
         job = self._job(request, pull_request, job_id, requested_by)
         try:
             self._store.create_delegation(job, self._pr_record(request, pull_request, job, requested_by))
-        except (ClientError, BotoCoreError) as err:
+        except (ClientError, BotoCoreError, DelegationExists) as err:
             log.error("records not written; removing the branch", extra={"job_id": job_id, "error": str(err)})
             self._remove_branch(request, pull_request.branch)
             raise DelegationFailed(

@@ -19,9 +19,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from multiprocessing import get_context
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -89,14 +91,24 @@ def proxy_event(
     }
 
 
-class Gateway:
-    """Serves the API on 127.0.0.1. Requests are handed to the handler one at a time, like one Lambda
-    container (the Powertools resolver keeps per-request state in module globals)."""
+def _invoke_api(event: dict[str, Any]) -> dict[str, Any]:
+    """Run the API handler in this worker process (one request at a time, like a Lambda container)."""
+    from lambda_src import handler
 
-    def __init__(self, handler: LambdaHandler, token: str, port: int = 0) -> None:
-        self._handler = handler
+    run: LambdaHandler = handler.lambda_handler
+    return run(
+        event, LambdaContext(function_name="aipm-api", aws_request_id=event["requestContext"]["requestId"])
+    )
+
+
+class Gateway:
+    """Serves the API on 127.0.0.1, handing each request to one of `containers` worker processes: like
+    Lambda, each container runs one request at a time (the Powertools resolver keeps per-request state in
+    module globals), and several run side by side."""
+
+    def __init__(self, token: str, port: int = 0, *, containers: int = 4) -> None:
         self._token = token
-        self._lock = threading.Lock()
+        self._containers = ProcessPoolExecutor(max_workers=containers, mp_context=get_context("spawn"))
         gateway = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -124,6 +136,7 @@ class Gateway:
 
     def shutdown(self) -> None:
         self._httpd.shutdown()
+        self._containers.shutdown(cancel_futures=True)
 
     def handle(self, req: BaseHTTPRequestHandler) -> None:
         method, path = req.command, urlsplit(req.path).path
@@ -139,9 +152,7 @@ class Gateway:
         headers["X-Forwarded-Proto"] = "http"
         host = req.headers.get("Host") or self.url.removeprefix("http://")
         event = proxy_event(method, req.path, headers, body, host=host, source_ip=req.client_address[0])
-        context = LambdaContext(function_name="aipm-api", aws_request_id=event["requestContext"]["requestId"])
-        with self._lock:
-            result = self._handler(event, context)
+        result = self._containers.submit(_invoke_api, event).result()
         payload = result.get("body") or ""
         data = base64.b64decode(payload) if result.get("isBase64Encoded") else payload.encode()
         out_headers = dict(result.get("headers") or {})
@@ -229,13 +240,14 @@ def main() -> None:
     parser.add_argument(
         "--token-env", default="AIPM_LOCAL_API_TOKEN", help="environment variable with the token"
     )
+    parser.add_argument("--containers", type=int, default=4, help="API handler processes (default 4)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    from lambda_src import dispatch_handler, handler
+    from lambda_src import dispatch_handler
 
     token = os.environ[args.token_env]
-    gateway = Gateway(handler.lambda_handler, token, args.port)
+    gateway = Gateway(token, args.port, containers=args.containers)
     pump = StreamPump(args.stream_arn, dispatch_handler.lambda_handler)
     threading.Thread(target=pump.run, name="stream-pump", daemon=True).start()
     print(f"gateway ready {gateway.url}", flush=True)

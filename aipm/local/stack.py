@@ -66,6 +66,7 @@ class StackOptions:
     job_timeout_s: float = 120
     lease_s: float = 30
     sweep_interval_s: float = 5
+    reclaim_interval_s: float | None = None  # default: half the lease
     heartbeat_interval_s: float = 5
     max_attempts: int = 3
     agent_env: Mapping[str, str] = field(default_factory=dict)
@@ -214,6 +215,7 @@ class LocalStack:
                 AIPM_JOB_TIMEOUT_S=str(self.options.job_timeout_s),
                 AIPM_LEASE_S=str(self.options.lease_s),
                 AIPM_SWEEP_INTERVAL_S=str(self.options.sweep_interval_s),
+                AIPM_RECLAIM_INTERVAL_S=str(self.options.reclaim_interval_s or self.options.lease_s / 2),
                 AIPM_HEARTBEAT_INTERVAL_S=str(self.options.heartbeat_interval_s),
                 KIRO_EMULATOR_WORK_S=str(self.options.emulator_work_s),
             )

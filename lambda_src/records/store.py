@@ -73,6 +73,10 @@ class InvalidCursor(RecordError):
     pass
 
 
+class DelegationExists(RecordError):
+    """A job or PR record with this key is already stored."""
+
+
 def job_key(job_id: str) -> dict[str, Any]:
     return {"pk": {"S": f"JOB#{job_id}"}, "sk": {"S": "JOB"}}
 
@@ -138,21 +142,30 @@ class JobStore:
     # -- creation and reads ---------------------------------------------------------------------------
 
     def create_delegation(self, job: Job, pr: PullRequestRecord) -> None:
-        """Write the job and its PR record atomically; neither exists if this raises."""
-        job_item = {"pk": f"JOB#{job.job_id}", "sk": "JOB", **job.to_item()}
-        pr_item = {"pk": f"PR#{pr.owner}/{pr.repo_name}#{pr.number}", "sk": "PR", **pr.to_item()}
-        self._ddb.transact_write_items(
-            TransactItems=[
-                {
-                    "Put": {
-                        "TableName": self.table_name,
-                        "Item": _serialize(item),
-                        "ConditionExpression": "attribute_not_exists(pk)",
-                    }
-                }
-                for item in (job_item, pr_item)
-            ]
-        )
+        """Write the PR record, then the job: agents only ever see a job whose PR record exists. If the job
+        cannot be written, the PR record is removed again, so on any error neither is left behind.
+
+        Raises DelegationExists if either record already exists; AWS faults as botocore errors.
+        """
+        pr_key = {"pk": f"PR#{pr.owner}/{pr.repo_name}#{pr.number}", "sk": "PR"}
+        self._put_new({**pr_key, **pr.to_item()})
+        try:
+            self._put_new({"pk": f"JOB#{job.job_id}", "sk": "JOB", **job.to_item()})
+        except BaseException:
+            self._ddb.delete_item(TableName=self.table_name, Key=_serialize(pr_key))
+            raise
+
+    def _put_new(self, item: Mapping[str, Any]) -> None:
+        try:
+            self._ddb.put_item(
+                TableName=self.table_name,
+                Item=_serialize(item),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as err:
+            if _is_condition_failure(err):
+                raise DelegationExists(f"{item['pk']} already exists") from None
+            raise
 
     def get_job(self, job_id: str) -> Job:
         """The job as last written (strongly consistent). Raises JobNotFound."""

@@ -7,7 +7,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from lambda_src.records.models import Heartbeat, JobStatus, SlotState, utc_now_iso
-from lambda_src.records.store import InvalidCursor, InvalidTransition, JobNotFound, JobStore, LeaseLost
+from lambda_src.records.store import (
+    DelegationExists,
+    InvalidCursor,
+    InvalidTransition,
+    JobNotFound,
+    JobStore,
+    LeaseLost,
+)
 from tests.factories import make_job
 
 
@@ -29,12 +36,28 @@ def store(ddb, records_table: str, clock: FakeClock) -> JobStore:
     return JobStore(records_table, ddb, clock_ms=clock)
 
 
-def test_create_writes_job_and_pr_and_refuses_duplicates(store: JobStore) -> None:
+def test_create_writes_job_and_pr_and_refuses_duplicates(store: JobStore, ddb, records_table: str) -> None:
     job, pr = make_job()
     store.create_delegation(job, pr)
     assert store.get_job(job.job_id).status is JobStatus.QUEUED
-    with pytest.raises(Exception, match="TransactionCanceled"):
+    with pytest.raises(DelegationExists):
         store.create_delegation(job, pr)
+    other_job, _ = make_job()
+    with pytest.raises(DelegationExists):  # same PR, new job: refused, and the new job is not written
+        store.create_delegation(other_job, pr)
+    with pytest.raises(JobNotFound):
+        store.get_job(other_job.job_id)
+    assert ddb.scan(TableName=records_table, Select="COUNT")["Count"] == 2
+
+
+def test_a_job_that_cannot_be_written_leaves_no_pr_record(store: JobStore, ddb, records_table: str) -> None:
+    job, pr = make_job()
+    existing, other_pr = make_job()
+    store.create_delegation(existing, other_pr)
+    clash = job.model_copy(update={"job_id": existing.job_id})
+    with pytest.raises(DelegationExists):
+        store.create_delegation(clash, pr)
+    assert ddb.scan(TableName=records_table, Select="COUNT")["Count"] == 2  # only the first delegation
 
 
 def test_missing_job_raises(store: JobStore) -> None:

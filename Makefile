@@ -6,12 +6,12 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install sysdeps demo local test lint typecheck bench clean
+.PHONY: install sysdeps docs-diagram demo local test lint typecheck bench clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[agent,local,cdk,dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[agent,local,cdk,dev,cli]'
 	touch $@
 
 install: $(INSTALLED) ## create .venv and install the project with every extra
@@ -29,8 +29,21 @@ lint: $(INSTALLED)
 typecheck: $(INSTALLED)
 	$(BIN)/mypy
 
-# Debian packages the tests drive for real (installed when missing, as root; CI machines run as root).
+# Debian packages the tests drive for real (installed when missing, as root; CI machines run as root):
+# systemd-analyze (CDK user-data), chromium + chromedriver (tests/web), sshd (tests/cli/test_ssh.py), dot (docs).
 sysdeps: systemd-analyze
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	test -x /usr/sbin/sshd || missing="$$missing openssh-server"; \
+	command -v dot >/dev/null || missing="$$missing graphviz"; \
+	if [ -n "$$missing" ]; then \
+		test "$$(id -u)" = 0 || { echo "missing Debian packages:$$missing (as root: apt-get install$$missing)" >&2; exit 1; }; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing fonts-dejavu-core; \
+	fi
+
+docs-diagram: sysdeps ## re-render docs/architecture.png from docs/architecture.dot (Graphviz)
+	dot -Tpng -Gdpi=96 docs/architecture.dot -o docs/architecture.png
 
 test: sysdeps lint typecheck ## lint, type-check and run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

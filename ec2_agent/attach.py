@@ -119,7 +119,7 @@ class AttachServer:
                 extra={"repo": f"{request.owner}/{request.repo}", "branch": request.branch},
             )
             ws.send(json.dumps({"type": "ready"}))
-            self._bridge(ws, session, workspace, tree, request.branch)
+            self._bridge(ws, session, workspace, tree, request)
         except (UnsafeReference, GitError, SessionError) as err:
             _refuse(ws, str(err))
         finally:
@@ -129,7 +129,12 @@ class AttachServer:
             log.info("attach session closed")
 
     def _bridge(
-        self, ws: ServerConnection, session: CliSession, workspace: Workspace, tree: Path, branch: str
+        self,
+        ws: ServerConnection,
+        session: CliSession,
+        workspace: Workspace,
+        tree: Path,
+        request: AttachRequest,
     ) -> None:
         stop = threading.Event()
         pump = threading.Thread(
@@ -149,7 +154,7 @@ class AttachServer:
                 elif kind == "finish":
                     stop.set()
                     pump.join(timeout=5)
-                    ws.send(json.dumps({"type": "finished", "commit": _publish(workspace, tree, branch)}))
+                    ws.send(json.dumps({"type": "finished", "commit": _publish(workspace, tree, request)}))
                     ws.close()
                     return
         except ConnectionClosed:
@@ -172,13 +177,13 @@ def _pump_output(ws: ServerConnection, session: CliSession, stop: threading.Even
         return
 
 
-def _publish(workspace: Workspace, tree: Path, branch: str) -> str | None:
+def _publish(workspace: Workspace, tree: Path, request: AttachRequest) -> str | None:
     commit = workspace.commit_all(
         tree, "refine: changes from an interactive session\n\nAttached through the AIPM agent."
     )
     if commit is None:
         return None
-    return workspace.push(tree, branch, commit.sha)
+    return workspace.push(request.owner, request.repo, request.branch, commit.sha)
 
 
 def _parse(frame: str | bytes) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
@@ -78,8 +78,8 @@ class AgentPool:
         self._spawn("reclaimer", self._periodic, self._config.reclaim_interval_s, self._reclaim)
         self._spawn("heartbeat", self._periodic, self._config.heartbeat_interval_s, self.write_heartbeat)
 
-    def _spawn(self, name: str, target: object, *args: object) -> None:
-        thread = threading.Thread(target=target, args=args, name=name, daemon=True)  # type: ignore[arg-type]
+    def _spawn(self, name: str, target: Callable[..., None], *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
         thread.start()
         self._threads.append(thread)
 
@@ -281,10 +281,10 @@ class AgentPool:
 
     # -- periodic work ----------------------------------------------------------------------------
 
-    def _periodic(self, interval_s: float, action: object) -> None:
+    def _periodic(self, interval_s: float, action: Callable[[], None]) -> None:
         while not self._stopped.wait(interval_s):
             try:
-                action()  # type: ignore[operator]
+                action()
             except Exception:
                 log.exception("periodic task failed")
 

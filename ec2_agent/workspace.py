@@ -90,6 +90,10 @@ class Git:
             "-c", "commit.gpgsign=false",
             "-c", "protocol.file.allow=never",
             "-c", "advice.detachedHead=false",
+            # A slot's threads use one repository at once (a fetch ahead while the publisher pushes):
+            # no background gc or maintenance may repack refs under them.
+            "-c", "gc.auto=0",
+            "-c", "maintenance.auto=false",
         ]  # fmt: skip
         self._timeout_s = timeout_s
 
@@ -163,8 +167,7 @@ class Workspace:
             git.run(
                 ["clone", "--no-checkout", "--", git.clone_url(owner, repo), str(tree)], self.root, auth=True
             )
-        remote_ref = f"refs/remotes/origin/{branch}"
-        git.run(["fetch", "--no-tags", "origin", f"+refs/heads/{branch}:{remote_ref}"], tree, auth=True)
+        git.run(_fetch_args(branch), tree, auth=True)
         return tree
 
     def commit_all(self, tree: Path, message: str) -> Commit | None:
@@ -177,7 +180,7 @@ class Workspace:
         self._git.run(["commit", "--quiet", "--no-verify", "-m", message], tree)
         return Commit(sha=self._git.run(["rev-parse", "HEAD"], tree).strip(), changed_files=changed)
 
-    def push(self, tree: Path, branch: str, sha: str) -> str:
+    def push(self, owner: str, repo: str, branch: str, sha: str) -> str:
         """Push commit `sha` to the job's branch only (never the working tree's HEAD: the slot may already
         be preparing its next job in `tree`). If the branch moved meanwhile, rebase `sha` onto it in a
         scratch worktree and push again.
@@ -185,24 +188,24 @@ class Workspace:
         Returns the pushed commit's sha. Raises PushRejected after PUSH_ATTEMPTS, GitError otherwise (a
         rebase that conflicts is aborted).
         """
+        tree = self.path_for(owner, repo)
+        url = self._git.clone_url(owner, repo)
         try:
-            self._push_sha(tree, branch, sha)
+            self._push_sha(tree, url, branch, sha)
             return sha
         except PushRejected:
             log.info("push rejected: the branch moved; rebasing onto it", extra={"branch": branch})
         scratch = self.root / ".scratch" / uuid.uuid4().hex
         self._git.run(["worktree", "add", "--detach", str(scratch), sha], tree)
         try:
-            return self._rebase_and_push(scratch, branch)
+            return self._rebase_and_push(scratch, url, branch)
         finally:
             self._git.run(["worktree", "remove", "--force", str(scratch)], tree)
 
-    def _rebase_and_push(self, scratch: Path, branch: str) -> str:
+    def _rebase_and_push(self, scratch: Path, url: str, branch: str) -> str:
         remote_ref = f"refs/remotes/origin/{branch}"
         for attempt in range(2, PUSH_ATTEMPTS + 1):
-            self._git.run(
-                ["fetch", "--no-tags", "origin", f"+refs/heads/{branch}:{remote_ref}"], scratch, auth=True
-            )
+            self._git.run(_fetch_args(branch), scratch, auth=True)
             try:
                 self._git.run(["rebase", remote_ref], scratch)
             except GitError:
@@ -210,12 +213,25 @@ class Workspace:
                 raise
             sha = self._git.run(["rev-parse", "HEAD"], scratch).strip()
             try:
-                self._push_sha(scratch, branch, sha)
+                self._push_sha(scratch, url, branch, sha)
                 return sha
             except PushRejected:
                 if attempt == PUSH_ATTEMPTS:
                     raise
         raise AssertionError("unreachable")
 
-    def _push_sha(self, cwd: Path, branch: str, sha: str) -> None:
-        self._git.run(["push", "--porcelain", "origin", f"{sha}:refs/heads/{branch}"], cwd, auth=True)
+    def _push_sha(self, cwd: Path, url: str, branch: str, sha: str) -> None:
+        # To the URL, not the remote's name: git then updates no remote-tracking ref in this repository,
+        # which the slot may be fetching into at the same moment.
+        self._git.run(["push", "--porcelain", url, f"{sha}:refs/heads/{branch}"], cwd, auth=True)
+
+
+def _fetch_args(branch: str) -> list[str]:
+    """Fetch one branch into its remote-tracking ref; FETCH_HEAD is not written (a shared file)."""
+    return [
+        "fetch",
+        "--no-tags",
+        "--no-write-fetch-head",
+        "origin",
+        f"+refs/heads/{branch}:refs/remotes/origin/{branch}",
+    ]

@@ -57,8 +57,7 @@ class DelegationService:
         if allowed and request.owner.lower() not in allowed:
             raise OwnerNotAllowed(f"owner '{request.owner}' is not enabled for delegation", field="owner")
         job_id = uuid.uuid4().hex
-        base_branch = request.base_branch or self._github.get_default_branch(request.owner, request.repo)
-        pull_request, timestamp_ms = self._open_pull_request(request, base_branch, job_id, requested_by)
+        pull_request, timestamp_ms = self._open_pull_request(request, job_id, requested_by)
         job = self._job(request, pull_request, job_id, requested_by)
         try:
             self._store.create_delegation(job, self._pr_record(request, pull_request, job, requested_by))
@@ -74,18 +73,24 @@ class DelegationService:
         return Delegation(job=job, pull_request=pull_request, timestamp_ms=timestamp_ms)
 
     def _open_pull_request(
-        self, request: DelegateRequest, base_branch: str, job_id: str, requested_by: str
+        self, request: DelegateRequest, job_id: str, requested_by: str
     ) -> tuple[PullRequest, int]:
+        """The PR on a new branch `<branchName>-<epoch ms>` (another suffix if that one is taken)."""
         files = {TASK_FILE: render_task_md(request, requested_by=requested_by, job_id=job_id)}
         body = render_pr_body(request, job_id=job_id)
+        opener = (
+            self._github.open_task_pull_request_rest
+            if self._settings.github_protocol == "rest"
+            else self._github.open_task_pull_request
+        )
         last_error: BranchAlreadyExists | None = None
         for _ in range(BRANCH_SUFFIX_ATTEMPTS):
             timestamp_ms = self._clock_ms()
             try:
-                pr = self._github.open_task_pull_request(
+                pr = opener(
                     owner=request.owner,
                     repo=request.repo,
-                    base_branch=base_branch,
+                    base_branch=request.base_branch,
                     branch=f"{request.branch_name}-{timestamp_ms}",
                     files=files,
                     commit_message=f"feat: {request.task_title}",

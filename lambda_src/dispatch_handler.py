@@ -64,7 +64,13 @@ def nudge(job: dict[str, Any]) -> bool:
             headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
             timeout=urllib3.Timeout(total=cfg.nudge_timeout_s),
         )
-    except (urllib3.exceptions.HTTPError, OSError, KeyError, ValueError) as err:
+    except (
+        urllib3.exceptions.HTTPError,
+        OSError,
+        KeyError,
+        ValueError,
+        aws_clients.SecretUnavailable,
+    ) as err:
         logger.warning(
             "nudge failed; the agent's sweep will take the job",
             extra={"job_id": job.get("jobId"), "error": str(err)},

@@ -1,45 +1,105 @@
 """The delegate API: thin routes over the delegation service and the records layer.
 
 Each route parses (types do the validation), calls one function, serialises. Errors are mapped to HTTP in
-one place (`lambda_src.errors.http_error`).
+one place (`lambda_src.errors`, through the exception handlers at the end of this module). Every route but
+the public ones needs an authenticated caller (API Gateway's Cognito authorizer, or the local gateway's
+token check), which `lambda_handler` checks before anything else runs.
+
+Cold start: the cyclic garbage collector is paused while the module and its imports load (they allocate
+many long-lived objects and no garbage; collections then cost a fifth of the import time), and what they
+built is then frozen out of later collections.
 """
 
+# ruff: noqa: E402 - the collector is paused before the imports below
 from __future__ import annotations
 
+import gc
+
+gc.disable()
+
+import base64
+import binascii
 import json
 import os
+import time
 from dataclasses import dataclass
 from functools import cache
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.params import Path
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
+from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import BotoCoreError, ClientError
 
-from lambda_src import aws_clients
+from lambda_src import __version__, aws_clients
+from lambda_src.aws_clients import SecretUnavailable
 from lambda_src.delegation import DelegationService
-from lambda_src.errors import ApiError, PayloadTooLarge, Unauthenticated, http_error
+from lambda_src.errors import (
+    ApiError,
+    HttpError,
+    InvalidBody,
+    PayloadTooLarge,
+    RouteNotFound,
+    Unauthenticated,
+    UnsupportedMediaType,
+    http_error,
+    internal_error,
+    invalid_request,
+)
 from lambda_src.github.client import GitHubClient
+from lambda_src.github.credentials import GitHubCredentials
 from lambda_src.github.errors import GitHubError
-from lambda_src.models import DelegateRequest, DelegateResponse, JobView
+from lambda_src.idempotency import IdempotencyStore
+from lambda_src.identity import Caller
+from lambda_src.listing import check_cursor
+from lambda_src.models import (
+    IDEMPOTENCY_KEY_PATTERN,
+    JOB_ID_PATTERN,
+    MAX_CURSOR_LENGTH,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    DelegateRequest,
+    DelegateResponse,
+    Health,
+    JobList,
+    JobView,
+    RepoFullName,
+    WorkerPool,
+)
+from lambda_src.openapi import openapi_document, responses
+from lambda_src.records.models import JobStatus
 from lambda_src.records.store import JobStore, RecordError
 from lambda_src.settings import ApiSettings, ConfigurationError
 
 MAX_BODY_BYTES = 64 * 1024
-JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
+PUBLIC_ROUTES = frozenset({("GET", "/api/health"), ("GET", "/api/openapi.json")})
+CORS = CORSConfig(
+    # ALLOWED_ORIGIN, read when the module loads (the resolver is built then). Unset: no CORS headers at
+    # all, so browsers refuse cross-origin calls.
+    allow_origin=os.environ.get("ALLOWED_ORIGIN", ""),
+    allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+    expose_headers=["Retry-After", "Idempotent-Replayed"],
+    max_age=600,
+)
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "aipm-api"))
-app = APIGatewayRestResolver(
-    enable_validation=True,
-    cors=CORSConfig(
-        allow_origin=os.environ.get("ALLOWED_ORIGIN") or "https://localhost",
-        allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
-        max_age=600,
-    ),
-)
+
+
+def _json_object(text: str) -> Any:
+    """The body's JSON; absurdly deep nesting is invalid JSON too (not a crash)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
+
+
+app = APIGatewayRestResolver(enable_validation=True, cors=CORS, json_body_deserializer=_json_object)
 
 
 @dataclass(frozen=True)
@@ -47,56 +107,181 @@ class Services:
     settings: ApiSettings
     store: JobStore
     delegation: DelegationService
+    idempotency: IdempotencyStore
 
 
 @cache
 def services() -> Services:
-    """Built once per container: settings, the table, the GitHub client (token cached by Powertools)."""
+    """Built once per container: settings, the tables, the GitHub client (credentials cached across calls)."""
     settings = ApiSettings.from_env()
-    store = JobStore(settings.records_table, aws_clients.dynamodb())
+    ddb = aws_clients.dynamodb()
+    store = JobStore(settings.records_table, ddb)
     github = GitHubClient(
         settings.github_api_url,
-        lambda: aws_clients.secret_token(settings.github_secret_id),
+        GitHubCredentials(
+            settings.github_api_url,
+            lambda: aws_clients.secret_json(settings.github_secret_id),
+            timeout_s=settings.github_timeout_s,
+        ),
         timeout_s=settings.github_timeout_s,
     )
-    return Services(settings=settings, store=store, delegation=DelegationService(settings, store, github))
-
-
-@app.post("/api/personal-delegate")
-@app.post("/api/delegate/personal")
-def delegate(request: DelegateRequest) -> Response[dict[str, Any]]:
-    """Open a PR holding TASK.md and queue the job that fills it with code."""
-    result = services().delegation.delegate(request, requested_by=caller())
-    logger.append_keys(job_id=result.job.job_id)
-    body = DelegateResponse(
-        html_url=result.pull_request.html_url,
-        number=result.pull_request.number,
-        branch_name=result.pull_request.branch,
-        confirmation_code=f"PR{result.timestamp_ms}",
-        job_id=result.job.job_id,
-        status_url=f"{api_base_url()}/api/jobs/{result.job.job_id}",
+    return Services(
+        settings=settings,
+        store=store,
+        delegation=DelegationService(settings, store, github),
+        idempotency=IdempotencyStore(settings.idempotency_table, ddb, ttl_s=settings.idempotency_ttl_s),
     )
-    return Response(status_code=201, content_type="application/json", body=body.model_dump(by_alias=True))
 
 
-@app.get("/api/jobs/<job_id>")
-def get_job(job_id: Annotated[str, Path(pattern=JOB_ID_PATTERN)]) -> dict[str, Any]:
+JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="32 lowercase hex digits")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=MAX_IDEMPOTENCY_KEY_LENGTH,
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description="Repeat a delegation safely: the same key (per caller) returns the first success.",
+    ),
+]
+
+
+DELEGATE_RESPONSES = responses(
+    201, "The PR is open and the job queued", 400, 401, 403, 404, 409, 413, 415, 422, 502, 503
+)
+
+
+@app.post(
+    "/api/personal-delegate",
+    status_code=201,
+    summary="Delegate a task: open a PR holding TASK.md and queue the job",
+    responses=DELEGATE_RESPONSES,
+    tags=["delegate"],
+)
+@app.post(
+    "/api/delegate/personal",
+    status_code=201,
+    summary="Delegate a task (alias of /api/personal-delegate)",
+    responses=DELEGATE_RESPONSES,
+    tags=["delegate"],
+)
+def delegate(request: DelegateRequest, idempotency_key: IdempotencyKey = None) -> Response[DelegateResponse]:
+    """Open a PR holding TASK.md and queue the job that fills it with code."""
+    who = caller()
+    svc = services()
+
+    def produce() -> dict[str, Any]:
+        result = svc.delegation.delegate(request, requested_by=who.name)
+        return DelegateResponse(
+            html_url=result.pull_request.html_url,
+            number=result.pull_request.number,
+            branch_name=result.pull_request.branch,
+            confirmation_code=f"PR{result.timestamp_ms}",
+            job_id=result.job.job_id,
+            status_url=f"{api_base_url()}/api/jobs/{result.job.job_id}",
+        ).model_dump(by_alias=True)
+
+    headers: dict[str, str] = {}
+    if idempotency_key is None:
+        body = produce()
+    else:
+        svc.idempotency.register_invocation(app.lambda_context)
+        request_json = request.model_dump(mode="json", by_alias=True)
+        outcome = svc.idempotency.run(
+            caller_id=who.id, key=idempotency_key, request=request_json, produce=produce
+        )
+        body = outcome.body
+        if outcome.replayed:
+            headers["Idempotent-Replayed"] = "true"
+    logger.append_keys(job_id=body["jobId"])
+    return Response(
+        status_code=201,
+        content_type="application/json",
+        body=DelegateResponse.model_validate(body),
+        headers=headers,
+    )
+
+
+@app.get(
+    "/api/jobs",
+    summary="List jobs, newest first",
+    responses=responses(200, "A page of jobs", 400, 401, 503),
+    tags=["jobs"],
+)
+def list_jobs(
+    status: Annotated[JobStatus | None, Query(description="only jobs in this status")] = None,
+    repo: Annotated[
+        RepoFullName | None, Query(description="only jobs of this repository (owner/repo)")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=100, description="page size")] = 25,
+    cursor: Annotated[
+        str | None,
+        Query(min_length=1, max_length=MAX_CURSOR_LENGTH, description="nextCursor of the last page"),
+    ] = None,
+) -> JobList:
+    """A page of jobs filtered by status and/or repository."""
+    if cursor is not None:
+        check_cursor(cursor, status=status, repo=repo)
+    page = services().store.list_jobs(status=status, repo=repo, limit=limit, cursor=cursor)
+    return JobList(jobs=[JobView.of(job) for job in page.jobs], next_cursor=page.next_cursor)
+
+
+@app.get(
+    "/api/jobs/<job_id>",
+    summary="Read a job",
+    responses=responses(200, "The job", 400, 401, 404, 503),
+    tags=["jobs"],
+)
+def get_job(job_id: JobId) -> JobView:
     """A job's status, timeline, attempts, worker, commit, error and output tail."""
-    return JobView.of(services().store.get_job(job_id)).model_dump(by_alias=True)
+    return JobView.of(services().store.get_job(job_id))
 
 
-@app.get("/api/health")
-def health() -> dict[str, str]:
-    return {"status": "ok"}
+TRANSITION_RESPONSES = responses(200, "The job after the change", 400, 401, 404, 409, 503)
 
 
-def caller() -> str:
+@app.post("/api/jobs/<job_id>/cancel", summary="Cancel a job", responses=TRANSITION_RESPONSES, tags=["jobs"])
+def cancel_job(job_id: JobId) -> JobView:
+    """Cancel a job that has not ended; the timeline records who asked. 409 if it has ended."""
+    return JobView.of(services().store.cancel(job_id, by=caller().name))
+
+
+@app.post("/api/jobs/<job_id>/retry", summary="Retry a job", responses=TRANSITION_RESPONSES, tags=["jobs"])
+def retry_job(job_id: JobId) -> JobView:
+    """Queue an ended, unsuccessful job again; the timeline records who asked. 409 otherwise."""
+    return JobView.of(services().store.retry(job_id, by=caller().name))
+
+
+@app.get(
+    "/api/workers",
+    summary="Worker-pool status",
+    responses=responses(200, "The agents and their slots", 401, 503),
+    tags=["workers"],
+)
+def workers() -> WorkerPool:
+    """The agents' last heartbeats: slots, busy or idle, current job, restarts, health."""
+    svc = services()
+    now_ms = time.time_ns() // 1_000_000
+    return WorkerPool.of(svc.store.list_heartbeats(), now_ms=now_ms, stale_s=svc.settings.worker_stale_s)
+
+
+@app.get("/api/health", summary="Liveness (no authentication)", tags=["service"])
+def health() -> Health:
+    return Health(version=__version__)
+
+
+@app.get("/api/openapi.json", include_in_schema=False)
+def openapi() -> Response[str]:
+    """This API's OpenAPI 3 document, generated from the routes and models above."""
+    return Response(status_code=200, content_type="application/json", body=openapi_document(app))
+
+
+def caller() -> Caller:
     """Who is asking: the Cognito user (or the local gateway's stand-in). Raises Unauthenticated."""
-    claims = app.current_event.request_context.authorizer.claims or {}
-    who = claims.get("email") or claims.get("cognito:username") or claims.get("sub")
-    if not who:
+    who = Caller.from_event(app.current_event.raw_event)
+    if who is None:
         raise Unauthenticated("no authenticated caller on the request")
-    return str(who)
+    return who
 
 
 def api_base_url() -> str:
@@ -109,57 +294,83 @@ def api_base_url() -> str:
     return f"{scheme}://{host}{stage_prefix}"
 
 
-@app.exception_handler(RequestValidationError)
-def invalid_request(err: RequestValidationError) -> Response[dict[str, Any]]:
-    problems = [_problem(e) for e in err.errors()]
-    message = "; ".join(f"{p['field']}: {p['problem']}" if p["field"] else p["problem"] for p in problems)
-    return Response(
-        status_code=400,
-        content_type="application/json",
-        body={
-            "error": "invalid_request",
-            "message": message,
-            "field": problems[0]["field"],
-            "fields": problems,
-        },
-    )
+# ---- errors: every answer that is not a success is built here ----------------------------------------------
 
 
-def _problem(error: dict[str, Any]) -> dict[str, str]:
-    loc = [str(part) for part in error.get("loc", ()) if part not in ("body", "path", "query", "header")]
-    kind = error.get("type", "")
-    if kind == "json_invalid":
-        return {"field": "", "problem": "the body is not valid JSON"}
-    if kind == "missing":
-        problem = "is required"
-    elif kind == "extra_forbidden":
-        problem = "is not a known field"
-    else:
-        problem = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
-    return {"field": ".".join(loc), "problem": problem}
-
-
-@app.exception_handler(ApiError)
-@app.exception_handler(GitHubError)
-@app.exception_handler(RecordError)
-@app.exception_handler(ConfigurationError)
-def domain_error(err: Exception) -> Response[dict[str, Any]]:
-    answer = http_error(err)
-    if answer.status >= 500:
-        logger.error("request failed", extra={"error": type(err).__name__, "status": answer.status})
-    else:
-        logger.info("request refused", extra={"error": type(err).__name__, "status": answer.status})
+def _answer(answer: HttpError) -> Response[dict[str, Any]]:
     return Response(
         status_code=answer.status, content_type="application/json", body=answer.body, headers=answer.headers
     )
 
 
+@app.exception_handler(RequestValidationError)
+def _invalid_request(err: RequestValidationError) -> Response[dict[str, Any]]:
+    return _answer(invalid_request(err.errors()))
+
+
+@app.exception_handler(RequestUnsupportedContentType)
+def _unsupported_media_type(err: RequestUnsupportedContentType) -> Response[dict[str, Any]]:
+    return _answer(http_error(UnsupportedMediaType("the body must be JSON", field="Content-Type")))
+
+
+@app.not_found
+def _not_found(err: NotFoundError) -> Response[dict[str, Any]]:
+    return _answer(http_error(RouteNotFound("no such route")))
+
+
+@app.exception_handler(
+    [ApiError, GitHubError, RecordError, ConfigurationError, SecretUnavailable, ClientError, BotoCoreError]
+)
+def _domain_error(err: Exception) -> Response[dict[str, Any]]:
+    answer = http_error(err)
+    if answer.status >= 500:
+        logger.error("request failed", extra={"error": type(err).__name__, "status": answer.status})
+    else:
+        logger.info("request refused", extra={"error": type(err).__name__, "status": answer.status})
+    return _answer(answer)
+
+
+@app.exception_handler(Exception)
+def _unexpected(err: Exception) -> Response[dict[str, Any]]:
+    logger.exception("unexpected failure")
+    return _answer(internal_error())
+
+
+def _refusal(event: dict[str, Any]) -> ApiError | None:
+    """What refuses a request before routing: no caller on a private route, an oversized or non-JSON body."""
+    method = str(event.get("httpMethod") or "")
+    private = method != "OPTIONS" and (method, event.get("path")) not in PUBLIC_ROUTES
+    if private and Caller.from_event(event) is None:
+        return Unauthenticated("no authenticated caller on the request")
+    body = event.get("body") or ""
+    if len(body.encode() if isinstance(body, str) else body) > MAX_BODY_BYTES:
+        return PayloadTooLarge(f"the body exceeds {MAX_BODY_BYTES} bytes", field="body")
+    if body and event.get("isBase64Encoded"):
+        try:
+            base64.b64decode(body, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return InvalidBody("the body is not valid JSON (it is not UTF-8 text)", field="body")
+    if body:
+        headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+        media_type = headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if media_type != "application/json":
+            return UnsupportedMediaType(
+                "the body must be JSON (Content-Type: application/json)", field="Content-Type"
+            )
+    return None
+
+
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """API Gateway REST proxy entry point."""
-    body = event.get("body") or ""
-    if len(body.encode() if isinstance(body, str) else body) > MAX_BODY_BYTES:
-        answer = http_error(PayloadTooLarge(f"the body exceeds {MAX_BODY_BYTES} bytes", field="body"))
-        headers = {"Content-Type": "application/json"}
+    refused = _refusal(event)
+    if refused is not None:
+        answer = http_error(refused)
+        origin = {str(k).lower(): v for k, v in (event.get("headers") or {}).items()}.get("origin")
+        headers = {"Content-Type": "application/json", **answer.headers, **CORS.to_dict(origin)}
         return {"statusCode": answer.status, "headers": headers, "body": json.dumps(answer.body)}
     return app.resolve(event, context)
+
+
+gc.freeze()  # the objects built at import live as long as the container: keep them out of collections
+gc.enable()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -13,17 +14,23 @@ class ConfigurationError(RuntimeError):
 
 
 class ApiSettings(BaseModel):
+    """The API Lambda's environment (names upper-cased): see docs/architecture.md."""
+
     model_config = ConfigDict(frozen=True)
 
     records_table: str = Field(min_length=3)
-    idempotency_table: str | None = None
+    idempotency_table: str = Field(min_length=3)
     github_secret_id: str = Field(min_length=1)
     github_api_url: str = "https://api.github.com"
-    allowed_origin: str = ""
+    # "graphql": 2 round trips per delegation; "rest": the prototype's 4 calls (GitHub Enterprise Server
+    # releases without createCommitOnBranch, and the benchmark's baseline).
+    github_protocol: Literal["graphql", "rest"] = "graphql"
     allowed_owners: frozenset[str] = frozenset()
     job_max_attempts: int = Field(default=3, ge=1, le=10)
     record_ttl_days: int = Field(default=90, ge=1)
     github_timeout_s: float = Field(default=8.0, gt=0)
+    idempotency_ttl_s: int = Field(default=24 * 3600, ge=60)
+    worker_stale_s: float = Field(default=60.0, gt=0)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ApiSettings:

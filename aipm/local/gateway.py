@@ -106,8 +106,9 @@ class Gateway:
     Lambda, each container runs one request at a time (the Powertools resolver keeps per-request state in
     module globals), and several run side by side."""
 
-    def __init__(self, token: str, port: int = 0, *, containers: int = 4) -> None:
+    def __init__(self, token: str, port: int = 0, *, containers: int = 4, origin: str = "") -> None:
         self._token = token
+        self._origin = origin
         self._containers = ProcessPoolExecutor(max_workers=containers, mp_context=get_context("spawn"))
         gateway = self
 
@@ -146,7 +147,9 @@ class Gateway:
             return
         body = req.rfile.read(length) if length else b""
         if method != "OPTIONS" and (method, path) not in PUBLIC_ROUTES and not self._authorized(req):
-            self._send(req, 401, {"Content-Type": "application/json"}, b'{"message":"Unauthorized"}')
+            # Like API Gateway's own 401 (a gateway response with CORS headers), so a browser can read it.
+            headers = {"Content-Type": "application/json", "Access-Control-Allow-Origin": self._origin}
+            self._send(req, 401, headers, b'{"message":"Unauthorized"}')
             return
         headers = {k: v for k, v in req.headers.items()}
         headers["X-Forwarded-Proto"] = "http"
@@ -247,7 +250,9 @@ def main() -> None:
     from lambda_src import dispatch_handler
 
     token = os.environ[args.token_env]
-    gateway = Gateway(token, args.port, containers=args.containers)
+    gateway = Gateway(
+        token, args.port, containers=args.containers, origin=os.environ.get("ALLOWED_ORIGIN", "")
+    )
     pump = StreamPump(args.stream_arn, dispatch_handler.lambda_handler)
     threading.Thread(target=pump.run, name="stream-pump", daemon=True).start()
     print(f"gateway ready {gateway.url}", flush=True)

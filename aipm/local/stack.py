@@ -2,9 +2,11 @@
 
 Processes: a moto server (DynamoDB, DynamoDB Streams, SSM, Secrets Manager), the git forge (real bare
 repositories + a GitHub-compatible API), the gateway process (API Gateway + the real Lambda handlers), and
-one or more real agents with the Kiro emulator profile. Only endpoints and credentials differ from the cloud.
+one or more real agents with the Kiro emulator profile, and the web console (`aipm.local.console`, the API's
+CORS origin). Only endpoints and credentials differ from the cloud.
 
-`python -m aipm.local.stack` keeps it up until Ctrl-C and prints the API's base URL on a line of its own.
+`python -m aipm.local.stack` (or `aipm local`) keeps it up until Ctrl-C and prints the API's base URL last,
+on a line of its own.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from aipm.local.bootstrap import (
     put_parameter,
     put_token_secret,
 )
+from aipm.local.console import ConsoleServer
 from aipm.local.forge import Forge
 from aipm.local.moto_server import MotoServer, free_port
 from lambda_src.records.store import JobStore
@@ -106,6 +109,7 @@ class LocalStack:
         self.forge = Forge(root / "forge", token=self.github_token)
         self.agents: list[AgentProcess] = []
         self._gateway: subprocess.Popen[bytes] | None = None
+        self.console: ConsoleServer | None = None
         self.api_url = ""
         self.demo_repo = Path()
         self._log_files: list[IO[bytes]] = []
@@ -140,13 +144,18 @@ class LocalStack:
         put_parameter(ssm, f"/aipm/{STAGE}/agent/endpoint", f"http://127.0.0.1:{first.processor_port}")
         put_parameter(ssm, f"/aipm/{STAGE}/agent/pool-port", str(first.pool_port))
         put_parameter(ssm, f"/aipm/{STAGE}/agent/processor-port", str(first.processor_port))
+        self.console = ConsoleServer().start()
         self._start_gateway(stream_arn)
+        self.console.api_url = self.api_url
 
     def stop(self) -> None:
         """Stop every process (agents first, gracefully). Idempotent."""
         for agent in self.agents:
             self._terminate(agent.proc, grace_s=30)
         self._terminate(self._gateway, grace_s=5)
+        if self.console is not None:
+            self.console.stop()
+            self.console = None
         self.forge.stop()
         self.moto.stop()
         for f in self._log_files:
@@ -274,7 +283,7 @@ class LocalStack:
             IDEMPOTENCY_TABLE=self.idempotency_table,
             GITHUB_SECRET_ID=f"aipm/{STAGE}/github",
             GITHUB_API_URL=self.forge.api_url,
-            ALLOWED_ORIGIN="http://127.0.0.1",
+            ALLOWED_ORIGIN=self.console.origin if self.console else "http://127.0.0.1",
             JOB_MAX_ATTEMPTS=str(self.options.max_attempts),
             AGENT_ENDPOINT_PARAM=f"/aipm/{STAGE}/agent/endpoint",
             AGENT_TOKEN_SECRET_ID=f"aipm/{STAGE}/agent-token",
@@ -399,6 +408,8 @@ def run(args: argparse.Namespace) -> int:
     with LocalStack(root, options) as stack:
         print(f"API token:  {stack.api_token}")
         print(f"Forge:      {stack.forge.base_url}  (repository {DEMO_OWNER}/{DEMO_REPO})")
+        if stack.console is not None:
+            print(f"Console:    {stack.console.url}  (paste the API token in its Connection panel)")
         print(f"Logs:       {stack.logs}")
         print("CLI:")
         print(f"  export AIPM_API_URL={stack.api_url} AIPM_API_TOKEN={stack.api_token}")

@@ -30,11 +30,10 @@ from lambda_src.github.errors import (
 )
 from lambda_src.github.graphql_documents import (
     OPEN_PULL_REQUEST_MUTATION,
-    TARGET_QUERY,
     errors_at,
     graphql_url_for,
     open_pull_request_variables,
-    target_variables,
+    target_query,
 )
 from lambda_src.github.transport import DEFAULT_RETRY_POLICY, MaybeLanded, Response, RetryPolicy, Transport
 
@@ -138,7 +137,7 @@ class GitHubClient:
         *,
         owner: str,
         repo: str,
-        base_branch: str,
+        base_branch: str | None,
         branch: str,
         files: Mapping[str, str],
         commit_message: str,
@@ -147,26 +146,31 @@ class GitHubClient:
     ) -> PullRequest:
         """Create `branch` at the tip of `base_branch`, one commit adding `files` (path -> UTF-8 text), a PR.
 
-        Two sequential round trips when nothing fails: one GraphQL query (repository id, base tip, does the
-        branch exist) and one mutation document (createRef, createCommitOnBranch, createPullRequest).
+        `base_branch` None means the repository's default branch. Two sequential round trips when nothing
+        fails, with or without a base branch: one GraphQL query (repository id, base branch and its tip, does
+        the branch exist) and one mutation document (createRef, createCommitOnBranch, createPullRequest).
         Raises RepositoryNotFound, BranchNotFound, BranchAlreadyExists, GitHubAuthError, GitHubRateLimited,
         GitHubUnavailable, GitHubRejected. If a step after createRef fails, the branch is deleted again.
         """
         _require_files(files)
-        target = self._graphql(
-            TARGET_QUERY,
-            target_variables(owner=owner, repo=repo, base_branch=base_branch, branch=branch),
-            action=f"look up {owner}/{repo}",
+        document, query_variables = target_query(
+            owner=owner, repo=repo, base_branch=base_branch, branch=branch
         )
+        target = self._graphql(document, query_variables, action=f"look up {owner}/{repo}")
         repository = target.data.get("repository")
         if not isinstance(repository, dict):
             failure = errors_at(target.errors, "repository")
             raise _graphql_error(failure, f"look up {owner}/{repo}", "repository")
         base_ref = repository.get("baseRef")
         if not isinstance(base_ref, dict):
-            raise BranchNotFound(f"base branch '{base_branch}' does not exist in {owner}/{repo}", status=None)
+            if base_branch is not None:
+                raise BranchNotFound(
+                    f"base branch '{base_branch}' does not exist in {owner}/{repo}", status=None
+                )
+            raise BranchNotFound(f"{owner}/{repo} has no default branch (it is empty)", status=None)
         if repository.get("headRef") is not None:
             raise BranchAlreadyExists(f"branch '{branch}' already exists in {owner}/{repo}", status=None)
+        base_branch = str(_dig(base_ref, "name"))
         variables = open_pull_request_variables(
             repository_id=str(_dig(repository, "id")),
             owner=owner,
@@ -234,7 +238,7 @@ class GitHubClient:
         *,
         owner: str,
         repo: str,
-        base_branch: str,
+        base_branch: str | None,
         branch: str,
         files: Mapping[str, str],
         commit_message: str,
@@ -243,10 +247,13 @@ class GitHubClient:
     ) -> PullRequest:
         """Same promise as open_task_pull_request over REST: GET ref, POST git/refs, PUT contents, POST pulls.
 
-        The contents API makes one commit per file, so this path commits once per entry of `files`.
+        The contents API makes one commit per file, so this path commits once per entry of `files`; without
+        `base_branch` it first reads the default branch (a fifth call).
         Raises the same errors; deletes the branch again if a step after its creation fails.
         """
         _require_files(files)
+        if base_branch is None:
+            base_branch = self.get_default_branch(owner, repo)
         base_sha = self._branch_sha(owner, repo, base_branch)
         self._create_branch(owner, repo, branch, base_sha)
         try:

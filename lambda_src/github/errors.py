@@ -9,10 +9,13 @@ class GitHubError(Exception):
     `status` is the HTTP status GitHub answered with, or None (network failure, GraphQL-level error).
     """
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        self.retry_after_s = retry_after_s  # the wait GitHub asked for (Retry-After / quota reset), if any
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, status={self.status!r})"

@@ -10,22 +10,32 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-# Round trip 1: the repository's node id, the base branch's tip, and whether the new branch exists already.
-TARGET_QUERY = """
-query OpenTaskPullRequestTarget($owner: String!, $name: String!, $baseRef: String!, $headRef: String!) {
-  repository(owner: $owner, name: $name) {
+# Round trip 1: the repository's node id, the base branch (named, or the default branch) and its tip, and
+# whether the new branch exists already. Both documents answer in the same shape (`baseRef` is an alias).
+_TARGET_QUERY = """
+query {operation}($owner: String!, $name: String!{base_variable}, $headRef: String!) {{
+  repository(owner: $owner, name: $name) {{
     id
-    baseRef: ref(qualifiedName: $baseRef) {
-      target {
+    baseRef: {base_field} {{
+      name
+      target {{
         oid
-      }
-    }
-    headRef: ref(qualifiedName: $headRef) {
+      }}
+    }}
+    headRef: ref(qualifiedName: $headRef) {{
       id
-    }
-  }
-}
+    }}
+  }}
+}}
 """
+TARGET_QUERY = _TARGET_QUERY.format(
+    operation="OpenTaskPullRequestTarget",
+    base_variable=", $baseRef: String!",
+    base_field="ref(qualifiedName: $baseRef)",
+)
+DEFAULT_BASE_TARGET_QUERY = _TARGET_QUERY.format(
+    operation="OpenTaskPullRequestTargetOnDefaultBranch", base_variable="", base_field="defaultBranchRef"
+)
 
 # Round trip 2: one document; GitHub runs the mutation fields one after the other, in this order.
 OPEN_PULL_REQUEST_MUTATION = """
@@ -70,14 +80,14 @@ def graphql_url_for(api_url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
-def target_variables(*, owner: str, repo: str, base_branch: str, branch: str) -> dict[str, str]:
-    """Variables of TARGET_QUERY."""
-    return {
-        "owner": owner,
-        "name": repo,
-        "baseRef": f"refs/heads/{base_branch}",
-        "headRef": f"refs/heads/{branch}",
-    }
+def target_query(
+    *, owner: str, repo: str, base_branch: str | None, branch: str
+) -> tuple[str, dict[str, str]]:
+    """Round trip 1's document and variables: TARGET_QUERY, or DEFAULT_BASE_TARGET_QUERY without a base."""
+    variables = {"owner": owner, "name": repo, "headRef": f"refs/heads/{branch}"}
+    if base_branch is None:
+        return DEFAULT_BASE_TARGET_QUERY, variables
+    return TARGET_QUERY, {**variables, "baseRef": f"refs/heads/{base_branch}"}
 
 
 def open_pull_request_variables(

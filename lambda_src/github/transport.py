@@ -135,20 +135,20 @@ class Transport:
                         return landed
                 failure = GitHubUnavailable(detail, status=None)
             else:
+                server_delay = _server_delay(response.headers)
                 if _is_rate_limited(response):
                     failure = GitHubRateLimited(
                         f"{what}: rate limited by GitHub ({response.status}): {response.message}",
                         status=response.status,
+                        retry_after_s=server_delay,
                     )
-                    server_delay = _server_delay(response.headers)
                 elif response.status >= 500:
-                    server_delay = _server_delay(response.headers)
                     detail = f"{what}: GitHub answered {response.status}: {response.message}"
                     if not idempotent:
                         landed = self._ask_reconcile(reconcile, detail, response.status)
                         if landed is not None:
                             return landed
-                    failure = GitHubUnavailable(detail, status=response.status)
+                    failure = GitHubUnavailable(detail, status=response.status, retry_after_s=server_delay)
                 else:
                     return response
             delay = server_delay if server_delay is not None else self._retry.backoff_s(attempt)

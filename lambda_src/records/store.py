@@ -576,11 +576,23 @@ def _encode_cursor(key: Mapping[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode()
 
 
+_CURSOR_KEYS = frozenset({"pk", "sk", "status", "repo", "kind", "createdAt"})
+
+
 def _decode_cursor(cursor: str) -> dict[str, Any]:
+    """The LastEvaluatedKey a page handed out. Raises InvalidCursor for anything else (DynamoDB would
+    answer a malformed start key with a server error)."""
     try:
         decoded = json.loads(base64.urlsafe_b64decode(cursor.encode()))
     except (ValueError, json.JSONDecodeError) as err:
         raise InvalidCursor("cursor is not one this API issued") from err
-    if not isinstance(decoded, dict) or not all(isinstance(v, dict) for v in decoded.values()):
+    well_formed = (
+        isinstance(decoded, dict)
+        and {"pk", "sk"} <= decoded.keys() <= _CURSOR_KEYS
+        and all(
+            isinstance(v, dict) and list(v) == ["S"] and isinstance(v["S"], str) for v in decoded.values()
+        )
+    )
+    if not well_formed:
         raise InvalidCursor("cursor is not one this API issued")
-    return decoded
+    return dict(decoded)

@@ -45,7 +45,7 @@ def push_from_elsewhere(forge: Forge, tmp: Path, branch: str, path: str, content
     (tree / path).write_text(content)
     commit = ws.commit_all(tree, f"someone else changes {path}")
     assert commit is not None
-    ws.push(tree, branch, commit.sha)
+    ws.push("acme", "tools", branch, commit.sha)
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def test_prepare_checks_out_clean_and_commit_push_round_trip(
     (tree / "new.txt").write_text("new\n")
     commit = ws.commit_all(tree, "feat: change")
     assert commit is not None and sorted(commit.changed_files) == ["new.txt", "src/app.py"]
-    assert ws.push(tree, task_branch, commit.sha) == commit.sha
+    assert ws.push("acme", "tools", task_branch, commit.sha) == commit.sha
     assert forge.branches("acme", "tools")[task_branch] == commit.sha
 
     (tree / "junk.txt").write_text("left behind by a CLI\n")
@@ -87,7 +87,7 @@ def test_push_after_the_branch_moved_rebases_and_keeps_both_commits(
     assert commit is not None
     push_from_elsewhere(forge, tmp_path / "human", task_branch, "human.txt", "human\n")
 
-    pushed = ws.push(tree, task_branch, commit.sha)
+    pushed = ws.push("acme", "tools", task_branch, commit.sha)
     assert pushed != commit.sha and forge.branches("acme", "tools")[task_branch] == pushed
     check = make_workspace(forge, tmp_path / "check").prepare("acme", "tools", task_branch)
     assert (check / "agent.txt").exists() and (check / "human.txt").exists()
@@ -105,7 +105,7 @@ def test_conflicting_rebase_fails_cleanly_and_leaves_the_branch_alone(
     push_from_elsewhere(forge, tmp_path / "human", task_branch, "README.md", "human's readme\n")
     theirs = forge.branches("acme", "tools")[task_branch]
     with pytest.raises(GitError, match="rebase"):
-        ws.push(tree, task_branch, commit.sha)
+        ws.push("acme", "tools", task_branch, commit.sha)
     assert forge.branches("acme", "tools")[task_branch] == theirs
 
 

@@ -6,9 +6,8 @@ import subprocess
 
 import pytest
 
-from tests.api.conftest import VALID_TASK, ApiHarness
-
-USER = {"sub": "u-1", "email": "ada@example.test"}
+from aipm.local.forge import ROUTES
+from tests.api.conftest import USER, VALID_TASK, ApiHarness
 
 
 def test_delegate_opens_pr_with_task_md_and_queues_job(api: ApiHarness) -> None:
@@ -39,6 +38,28 @@ def test_delegate_opens_pr_with_task_md_and_queues_job(api: ApiHarness) -> None:
     assert [e["step"] for e in job["timeline"]] == ["queued"]
     kinds = sorted(item["kind"]["S"] for item in api.records())
     assert kinds == ["job", "pr"]
+
+
+@pytest.mark.parametrize("base_branch", [None, "trunk"], ids=["default-branch", "named-branch"])
+def test_two_github_round_trips_with_or_without_a_base_branch(
+    api: ApiHarness, base_branch: str | None
+) -> None:
+    api.forge.create_repository("acme", "trunky", default_branch="trunk", files={"README.md": "x\n"})
+    task = {**VALID_TASK, "repo": "trunky"} | ({"baseBranch": base_branch} if base_branch else {})
+    before = {route: api.forge.calls(route) for route in ROUTES}
+
+    status, body = api.call("POST", "/api/personal-delegate", task, claims=USER)
+
+    assert status == 201, body
+    calls = {route: api.forge.calls(route) - n for route, n in before.items() if api.forge.calls(route) > n}
+    assert calls == {
+        "graphql": 2,
+        "graphql.repository": 1,
+        "graphql.createRef": 1,
+        "graphql.createCommitOnBranch": 1,
+        "graphql.createPullRequest": 1,
+    }
+    assert api.call("GET", f"/api/jobs/{body['jobId']}", claims=USER)[1]["baseBranch"] == "trunk"
 
 
 def test_alias_route_and_default_base_branch(api: ApiHarness) -> None:
@@ -139,4 +160,4 @@ def test_caller_must_be_authenticated(api: ApiHarness) -> None:
 def test_job_lookup_errors(api: ApiHarness) -> None:
     assert api.call("GET", "/api/jobs/" + "0" * 32, claims=USER)[0] == 404
     status, answer = api.call("GET", "/api/jobs/not-an-id", claims=USER)
-    assert status == 400 and answer["field"] == "job_id"
+    assert status == 400 and answer["field"] == "jobId"

@@ -13,13 +13,18 @@ BOTH_PATHS = pytest.mark.parametrize("rest", [False, True], ids=["graphql", "res
 
 
 def open_pr(
-    client: GitHubClient, repo: str, *, rest: bool, files: dict[str, str] | None = None
+    client: GitHubClient,
+    repo: str,
+    *,
+    rest: bool,
+    files: dict[str, str] | None = None,
+    base_branch: str | None = "main",
 ) -> PullRequest:
     opener = client.open_task_pull_request_rest if rest else client.open_task_pull_request
     return opener(
         owner=OWNER,
         repo=repo,
-        base_branch="main",
+        base_branch=base_branch,
         branch=BRANCH,
         files=files or {"TASK.md": TASK},
         commit_message="feat: Add export button\n\nTask of job 42",

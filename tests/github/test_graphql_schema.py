@@ -26,7 +26,11 @@ from graphql.execution.values import get_variable_values
 from aipm.local.forge import Forge
 from aipm.local.forge.graphql_api import SCHEMA as FORGE_SCHEMA
 from lambda_src.github import GitHubClient
-from lambda_src.github.graphql_documents import OPEN_PULL_REQUEST_MUTATION, TARGET_QUERY
+from lambda_src.github.graphql_documents import (
+    DEFAULT_BASE_TARGET_QUERY,
+    OPEN_PULL_REQUEST_MUTATION,
+    TARGET_QUERY,
+)
 from tests.forge.support import TOKEN, Repo
 from tests.github.support import open_pr
 
@@ -45,16 +49,23 @@ class RecordingPoolManager(urllib3.PoolManager):
         return super().urlopen(method, url, redirect=redirect, **kw)
 
 
-@pytest.mark.parametrize("document", [TARGET_QUERY, OPEN_PULL_REQUEST_MUTATION], ids=["query", "mutation"])
+@pytest.mark.parametrize(
+    "document",
+    [TARGET_QUERY, DEFAULT_BASE_TARGET_QUERY, OPEN_PULL_REQUEST_MUTATION],
+    ids=["query", "query-default-base", "mutation"],
+)
 def test_the_client_documents_are_valid_against_the_published_schema(document: str) -> None:
     assert validate(PUBLISHED, parse(document)) == []
 
 
-def test_the_variables_the_client_sends_fit_the_published_input_types(forge: Forge, repo: Repo) -> None:
+@pytest.mark.parametrize("base_branch", ["main", None], ids=["named-base", "default-base"])
+def test_the_variables_the_client_sends_fit_the_published_input_types(
+    forge: Forge, repo: Repo, base_branch: str | None
+) -> None:
     recorder = RecordingPoolManager()
     client = GitHubClient(forge.api_url, lambda: TOKEN, http=recorder)
 
-    open_pr(client, repo.name, rest=False)
+    open_pr(client, repo.name, rest=False, base_branch=base_branch)
 
     posts = [json.loads(body) for method, url, body in recorder.sent if url == forge.graphql_url]
     assert [method for method, _, _ in recorder.sent] == ["POST", "POST"]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from aipm.local.forge import Forge
 from lambda_src.github import GitHubClient, PullRequest
+from lambda_src.github.errors import BranchNotFound
 from tests.forge.support import OWNER, Repo, git_in_repo, new_repository
 from tests.github.support import BOTH_PATHS, BRANCH, TASK, open_pr
 
@@ -45,6 +48,33 @@ def test_graphql_needs_two_round_trips_where_rest_needs_four(forge: Forge, clien
     rest_trips = client.round_trips - before
 
     assert (graphql_trips, rest_trips) == (2, 4)
+
+
+@pytest.mark.parametrize(("rest", "trips"), [(False, 2), (True, 5)], ids=["graphql", "rest"])
+def test_without_a_base_branch_the_default_branch_is_the_base(
+    forge: Forge, client: GitHubClient, rest: bool, trips: int
+) -> None:
+    repo = new_repository(forge, default_branch="trunk")
+    trunk_tip = forge.branches(OWNER, repo.name)["trunk"]
+    before = client.round_trips
+
+    pr = open_pr(client, repo.name, rest=rest, base_branch=None)
+
+    assert client.round_trips - before == trips
+    assert pr.base_branch == "trunk"
+    assert git_in_repo(repo.path, "rev-parse", f"{pr.head_sha}^") == trunk_tip
+    [pull] = forge.pull_requests(OWNER, repo.name)
+    assert pull["base"]["ref"] == "trunk"
+
+
+@BOTH_PATHS
+def test_an_unknown_base_branch_is_named_and_nothing_is_created(
+    forge: Forge, client: GitHubClient, repo: Repo, rest: bool
+) -> None:
+    with pytest.raises(BranchNotFound, match="'nope'"):
+        open_pr(client, repo.name, rest=rest, base_branch="nope")
+
+    assert list(forge.branches(OWNER, repo.name)) == ["main"]
 
 
 def test_graphql_commits_every_file_in_one_commit(forge: Forge, client: GitHubClient, repo: Repo) -> None:

@@ -69,6 +69,7 @@ def test_a_wait_beyond_the_budget_is_not_started(
         client.get_default_branch(OWNER, repo.name)
 
     assert caught.value.status == 429
+    assert caught.value.retry_after_s == 60  # the API passes GitHub's wait on to its caller
     assert sleeps == []
     assert forge.calls("get_repo") - calls == 1
 

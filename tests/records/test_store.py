@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -169,8 +171,17 @@ def test_listing_filters_pages_and_orders(store: JobStore) -> None:
     assert [j.job_id for j in store.oldest_queued()] == ids[1:]
     assert [j.job_id for j in store.list_jobs(status=JobStatus.CLAIMED, repo="acme/b").jobs] == [ids[0]]
     assert store.count_queued() == 4
-    with pytest.raises(InvalidCursor):
-        store.list_jobs(cursor="not-a-cursor")
+    for foreign in (
+        "not-a-cursor",
+        _cursor({"id": {"S": "x"}}),
+        _cursor({"pk": {"N": "1"}, "sk": {"S": "JOB"}}),
+    ):
+        with pytest.raises(InvalidCursor):
+            store.list_jobs(cursor=foreign)
+
+
+def _cursor(key: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
 
 
 def test_heartbeats_round_trip(store: JobStore) -> None:

@@ -1,0 +1,7 @@
+"""`python -m aipm.cli` = the `aipm` console script."""
+
+import sys
+
+from aipm.cli import main
+
+sys.exit(main())

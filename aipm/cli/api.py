@@ -1,0 +1,217 @@
+"""A small client for the AIPM API (local or deployed): JSON over HTTPS, bearer token, actionable errors."""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aipm.cli.errors import CliError, Exit, usage_error
+
+USER_AGENT = "aipm-cli/0.1"
+TRANSIENT_STATUSES = frozenset({502, 503, 504})
+LOCAL_HOSTS = frozenset({"localhost", "localhost.localdomain"})
+
+
+def normalise_base_url(raw: str) -> str:
+    """The API base URL without a trailing `/` or `/api` (both forms are accepted).
+
+    Refuses URLs that would leak the token: credentials in the URL, or plain http to a non-loopback host.
+    """
+    url = raw.strip()
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise usage_error(
+            f"not an API URL: {raw!r}",
+            hint="use the stack's ApiUrl output (https://…/prod/) or the URL `aipm local` prints",
+        )
+    if parts.username or parts.password:
+        raise usage_error("the API URL must not contain credentials", hint="pass the token with --token")
+    if parts.query or parts.fragment:
+        raise usage_error("the API URL must not have a query or fragment")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise usage_error(
+            f"refusing to send the token over plain http to {parts.hostname}",
+            hint="use https (http is allowed only for the local stack on 127.0.0.1)",
+        )
+    path = parts.path.rstrip("/").removesuffix("/api").rstrip("/")
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in LOCAL_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class ApiAnswer:
+    status: int
+    body: Any
+
+
+class ApiClient:
+    """Calls `<base>/api/...` with `Authorization: Bearer <token>`; raises CliError for anything but 2xx."""
+
+    def __init__(
+        self, base_url: str, token: str | None, *, timeout_s: float = 30.0, retries: int = 2
+    ) -> None:
+        self.base_url = normalise_base_url(base_url)
+        self._token = token
+        self._timeout_s = timeout_s
+        self._retries = retries
+
+    def __repr__(self) -> str:  # never show the token
+        return f"ApiClient({self.base_url!r})"
+
+    # -- routes of the API contract ----------------------------------------------------------------
+
+    def delegate(self, task: Mapping[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
+        """POST /api/personal-delegate. Retried on transport errors with the same Idempotency-Key."""
+        key = idempotency_key or uuid.uuid4().hex
+        return dict(
+            self.call("POST", "/api/personal-delegate", task, headers={"Idempotency-Key": key}, retry=True)
+        )
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return dict(self.call("GET", f"/api/jobs/{_segment(job_id)}", retry=True))
+
+    def jobs(
+        self,
+        *,
+        status: str | None = None,
+        repo: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        query = {"status": status, "repo": repo, "limit": limit, "cursor": cursor}
+        return dict(self.call("GET", "/api/jobs", query=query, retry=True))
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return dict(self.call("POST", f"/api/jobs/{_segment(job_id)}/cancel"))
+
+    def retry(self, job_id: str) -> dict[str, Any]:
+        return dict(self.call("POST", f"/api/jobs/{_segment(job_id)}/retry"))
+
+    def workers(self) -> dict[str, Any]:
+        return dict(self.call("GET", "/api/workers", retry=True))
+
+    def health(self) -> dict[str, Any]:
+        return dict(self.call("GET", "/api/health", retry=True))
+
+    # -- transport ----------------------------------------------------------------------------------
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        query: Mapping[str, object] | None = None,
+        headers: Mapping[str, str] | None = None,
+        retry: bool = False,
+    ) -> Any:
+        """One API call; returns the JSON body of a 2xx answer. `retry` repeats transient failures."""
+        if self._token is None and path != "/api/health":
+            raise CliError(
+                "no API token",
+                Exit.API,
+                hint="set AIPM_API_TOKEN (or --token): the token `aipm local` prints, or a Cognito id token "
+                "for a deployed stack",
+            )
+        url = self.base_url + path
+        params = {k: str(v) for k, v in (query or {}).items() if v is not None and v != ""}
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        attempts = 1 + (self._retries if retry else 0)
+        for attempt in range(attempts):
+            try:
+                answer = self._send(method, url, body, headers or {})
+            except CliError:
+                if attempt + 1 >= attempts:
+                    raise
+                time.sleep(0.5 * 2**attempt)
+                continue
+            if answer.status in TRANSIENT_STATUSES and attempt + 1 < attempts:
+                time.sleep(0.5 * 2**attempt)
+                continue
+            if 200 <= answer.status < 300:
+                return answer.body
+            raise self._refusal(method, path, answer)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _send(
+        self, method: str, url: str, body: Mapping[str, Any] | None, extra: Mapping[str, str]
+    ) -> ApiAnswer:
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT, **extra}
+        if self._token is not None:
+            headers["Authorization"] = f"Bearer {self._token}"
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout_s) as resp:  # noqa: S310 - checked scheme
+                return ApiAnswer(resp.status, _json(resp.read()))
+        except urllib.error.HTTPError as err:
+            return ApiAnswer(err.code, _json(err.read()))
+        except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as err:
+            reason = getattr(err, "reason", err)
+            raise CliError(
+                f"cannot reach the API at {self.base_url}: {reason}",
+                Exit.API,
+                hint="check --api-url / AIPM_API_URL; for local mode, is `aipm local` still running?",
+            ) from None
+
+    def _refusal(self, method: str, path: str, answer: ApiAnswer) -> CliError:
+        body = answer.body if isinstance(answer.body, dict) else {}
+        message = str(body.get("message") or body.get("error") or f"HTTP {answer.status}")
+        field = body.get("field")
+        where = f" (field {field})" if field else ""
+        if answer.status == 401 or (answer.status == 403 and "error" not in body):
+            return CliError(
+                f"the API rejected the credentials ({answer.status}: {message})",
+                Exit.API,
+                hint="local: use the token `aipm local` printed; deployed: get a fresh Cognito id token "
+                "(they expire after an hour) and set AIPM_API_TOKEN",
+            )
+        if answer.status == 404 and body.get("error", "not_found") == "not_found":
+            return CliError(
+                f"the API has no route {method} {path.split('?')[0]}",
+                Exit.API,
+                hint="is the API URL right, and is the deployed API up to date?",
+            )
+        if 400 <= answer.status < 500:
+            code = body.get("error", "refused")
+            return CliError(f"{code}: {message}{where}", Exit.USAGE)
+        return CliError(f"the API failed ({answer.status}): {message}", Exit.API, hint="try again shortly")
+
+
+def _segment(value: str) -> str:
+    """A path segment, checked: job ids are 32 hex characters; anything else is refused before sending."""
+    if not value or any(not (c.isalnum() or c in "-_") for c in value) or len(value) > 64:
+        raise usage_error(
+            f"not a job id: {value!r}", hint="job ids are 32 hex characters, e.g. from `aipm jobs list`"
+        )
+    return value
+
+
+def _json(raw: bytes) -> Any:
+    if not raw:
+        return {}
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return {"message": raw[:200].decode(errors="replace").strip()}

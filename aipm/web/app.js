@@ -1,0 +1,458 @@
+// AIPM web console: the "Generate Code & PR" form, a live list of jobs with their steps, the worker pool.
+// Plain JavaScript, no framework, no third-party code. Every value from the API is put in the page as
+// text (textContent), never as HTML. Configuration: config.json next to this file ({"apiUrl": "..."}),
+// overridable in the Connection panel; the token lives in sessionStorage only.
+"use strict";
+
+(function () {
+  const TERMINAL = new Set(["completed", "failed", "timed_out", "cancelled", "no_changes"]);
+  const RETRYABLE = new Set(["failed", "timed_out", "cancelled", "no_changes"]);
+  const HAPPY_PATH = ["queued", "claimed", "preparing", "generating", "committing", "pushed", "completed"];
+  const FIELD_INPUT = { owner: "repo", repo: "repo", branchName: "branchName", taskTitle: "taskTitle",
+    objective: "objective", prTitle: "prTitle", constraints: "constraints",
+    acceptanceCriteria: "acceptanceCriteria", baseBranch: "baseBranch" };
+  const FAST_POLL_MS = 1500;
+  const SLOW_POLL_MS = 8000;
+  const WORKERS_POLL_MS = 5000;
+  const MAX_TRACKED = 50;
+  const KEY_URL = "aipm.apiUrl";
+  const KEY_TOKEN = "aipm.token";
+  const KEY_TRACKED = "aipm.trackedJobs";
+
+  const state = {
+    apiUrl: "",
+    jobs: new Map(),          // jobId -> JobView
+    listSupported: true,      // false once GET /api/jobs answers "no such route"
+    expanded: new Set(),      // job ids whose output is open
+    jobsTimer: null,
+    workersTimer: null,
+  };
+
+  const $ = (id) => document.getElementById(id);
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (value === undefined || value === null || value === false) continue;
+      if (name === "text") node.textContent = String(value);
+      else if (name === "className") node.className = value;
+      else node.setAttribute(name, String(value));
+    }
+    for (const child of children) {
+      if (child === null || child === undefined || child === false) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  // -- configuration ---------------------------------------------------------------------------------
+
+  function normaliseUrl(raw) {
+    let url = String(raw || "").trim().replace(/\/+$/, "");
+    if (url.endsWith("/api")) url = url.slice(0, -4);
+    return url;
+  }
+
+  function token() {
+    return sessionStorage.getItem(KEY_TOKEN) || "";
+  }
+
+  async function loadConfig() {
+    let configured = "";
+    try {
+      const resp = await fetch("config.json", { cache: "no-store" });
+      if (resp.ok) configured = (await resp.json()).apiUrl || "";
+    } catch (err) {
+      configured = "";
+    }
+    state.apiUrl = normaliseUrl(sessionStorage.getItem(KEY_URL) || configured);
+    $("api-url").value = state.apiUrl;
+    if (!state.apiUrl || !token()) $("settings-details").open = true;
+  }
+
+  function tracked() {
+    try {
+      const ids = JSON.parse(sessionStorage.getItem(KEY_TRACKED) || "[]");
+      return Array.isArray(ids) ? ids.filter((id) => /^[0-9a-f]{32}$/.test(id)) : [];
+    } catch (err) {
+      return [];
+    }
+  }
+
+  function track(jobId) {
+    const ids = [jobId, ...tracked().filter((id) => id !== jobId)].slice(0, MAX_TRACKED);
+    sessionStorage.setItem(KEY_TRACKED, JSON.stringify(ids));
+  }
+
+  // -- API -------------------------------------------------------------------------------------------
+
+  class ApiError extends Error {
+    constructor(status, body, message) {
+      super(message);
+      this.status = status;
+      this.body = body || {};
+    }
+  }
+
+  async function api(method, path, body, extraHeaders) {
+    if (!state.apiUrl) throw new ApiError(0, {}, "Set the API URL in the Connection panel.");
+    const headers = { Accept: "application/json", ...(extraHeaders || {}) };
+    if (token()) headers.Authorization = "Bearer " + token();
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    let resp;
+    try {
+      resp = await fetch(state.apiUrl + path, {
+        method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+        cache: "no-store", credentials: "omit", referrerPolicy: "no-referrer",
+      });
+    } catch (err) {
+      setConnection(false, "unreachable");
+      throw new ApiError(0, {}, "Could not reach the API at " + state.apiUrl +
+        " (network error, CORS, or a rejected token). Check the Connection panel.");
+    }
+    let data = {};
+    try {
+      data = await resp.json();
+    } catch (err) {
+      data = {};
+    }
+    if (resp.status === 401 || (resp.status === 403 && !data.error)) {
+      setConnection(false, "token rejected");
+      throw new ApiError(resp.status, data, "The API rejected the token (" + resp.status +
+        "). Local: the token `aipm local` printed. Deployed: a fresh Cognito id token.");
+    }
+    if (!resp.ok) {
+      const message = data.message || data.error || ("HTTP " + resp.status);
+      throw new ApiError(resp.status, data, message);
+    }
+    setConnection(true, "connected");
+    return data;
+  }
+
+  function isMissingRoute(err) {
+    return err instanceof ApiError && (err.status === 404 || err.status === 405) &&
+      (!err.body.error || err.body.error === "not_found");
+  }
+
+  function setConnection(ok, text) {
+    const pill = $("connection");
+    pill.textContent = text;
+    pill.className = "pill " + (ok ? "pill-ok" : "pill-bad");
+  }
+
+  function idempotencyKey() {
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+    const bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  // -- the form --------------------------------------------------------------------------------------
+
+  function clearFieldErrors() {
+    for (const input of document.querySelectorAll("#delegate-form [aria-invalid]")) {
+      input.removeAttribute("aria-invalid");
+    }
+    for (const span of document.querySelectorAll("#delegate-form .field-error")) span.textContent = "";
+  }
+
+  function fieldError(field, message) {
+    const inputId = FIELD_INPUT[String(field || "").split(".")[0]];
+    if (!inputId) return false;
+    $(inputId).setAttribute("aria-invalid", "true");
+    $(inputId + "-error").textContent = message;
+    return true;
+  }
+
+  function readForm() {
+    const value = (id) => $(id).value.trim();
+    const problems = [];
+    const repo = value("repo");
+    const [owner, name, extra] = repo.split("/");
+    if (!owner || !name || extra !== undefined) problems.push(["repo", "owner/repo, e.g. aipm-demo/tools"]);
+    for (const id of ["branchName", "taskTitle", "objective", "prTitle"]) {
+      if (!value(id)) problems.push([id, "required"]);
+    }
+    const body = {
+      owner: owner || "", repo: name || "", branchName: value("branchName"), taskTitle: value("taskTitle"),
+      objective: value("objective"), prTitle: value("prTitle"),
+    };
+    if (value("constraints")) body.constraints = value("constraints");
+    const criteria = $("acceptanceCriteria").value.split("\n").map((l) => l.replace(/^[\s*-]+/, "").trim())
+      .filter(Boolean);
+    if (criteria.length) body.acceptanceCriteria = criteria;
+    if (value("baseBranch")) body.baseBranch = value("baseBranch");
+    return { body, problems };
+  }
+
+  async function onSubmit(event) {
+    event.preventDefault();
+    clearFieldErrors();
+    const result = $("delegate-result");
+    result.className = "result";
+    result.replaceChildren();
+    const { body, problems } = readForm();
+    if (problems.length) {
+      for (const [field, message] of problems) fieldError(field, message);
+      result.className = "result error";
+      result.textContent = "Please fill the marked fields.";
+      return;
+    }
+    const button = $("delegate-submit");
+    button.disabled = true;
+    button.textContent = "Opening the pull request…";
+    try {
+      const answer = await api("POST", "/api/personal-delegate", body, { "Idempotency-Key": idempotencyKey() });
+      track(answer.jobId);
+      result.className = "result ok";
+      result.replaceChildren(
+        "Pull request ", link(answer.html_url, "#" + answer.number), " opened on ", answer.branchName,
+        ". Confirmation: ", el("code", { text: answer.confirmationCode }), ". Job ",
+        el("code", { text: answer.jobId, id: "delegate-job-id" }), " is queued.");
+      state.jobs.set(answer.jobId, {
+        jobId: answer.jobId, status: "queued", repo: body.owner + "/" + body.repo, taskTitle: body.taskTitle,
+        branchName: answer.branchName, prNumber: answer.number, prUrl: answer.html_url, timeline: [],
+        attempts: 0, createdAt: new Date().toISOString(), updatedAt: new Date().toISOString(),
+      });
+      renderJobs();
+      pollJobsSoon();
+    } catch (err) {
+      result.className = "result error";
+      const marked = err.body && err.body.field ? fieldError(err.body.field, err.message) : false;
+      result.textContent = (marked ? "The API refused a field: " : "") + err.message;
+    } finally {
+      button.disabled = false;
+      button.textContent = "Generate Code & PR";
+    }
+  }
+
+  // -- jobs ------------------------------------------------------------------------------------------
+
+  function link(href, text) {
+    if (!/^https?:\/\//i.test(String(href || ""))) return el("span", { text });
+    return el("a", { href, text, target: "_blank", rel: "noopener noreferrer", className: "pr-link" });
+  }
+
+  function clock(iso) {
+    const date = new Date(iso);
+    return Number.isNaN(date.getTime()) ? String(iso || "") : date.toLocaleTimeString([], { hour12: false });
+  }
+
+  function pathBar(job) {
+    const steps = (job.timeline || []).map((e) => e.step);
+    const reached = HAPPY_PATH.filter((s) => steps.includes(s) || s === job.status);
+    const last = HAPPY_PATH.indexOf(reached[reached.length - 1]);
+    const bar = el("div", { className: "path" + (TERMINAL.has(job.status) && job.status !== "completed" ? " ended-bad" : ""),
+      title: "queued → claimed → preparing → generating → committing → pushed → completed" });
+    HAPPY_PATH.forEach((step, i) => {
+      let cls = "";
+      if (i < last || (i === last && job.status === "completed")) cls = "done";
+      else if (i === last) cls = "current";
+      bar.append(el("span", { className: cls }));
+    });
+    return bar;
+  }
+
+  function jobCard(job) {
+    const status = String(job.status || "unknown");
+    const card = el("li", { className: "job", "data-job-id": job.jobId, "data-status": status });
+    card.append(el("div", { className: "job-head" },
+      el("span", { className: "status status-" + status, text: status }),
+      el("span", { className: "job-title", text: job.taskTitle || "(untitled)" }),
+      link(job.prUrl, "PR #" + (job.prNumber ?? "?"))));
+    const meta = el("div", { className: "job-meta" },
+      el("span", { text: job.repo }), el("span", { text: job.branchName }),
+      el("span", { text: "attempts " + (job.attempts ?? 0) + (job.maxAttempts ? "/" + job.maxAttempts : "") }));
+    if (job.worker) meta.append(el("span", { text: "worker " + job.worker }));
+    if (job.commitSha) meta.append(el("span", { text: "commit " + String(job.commitSha).slice(0, 12) }));
+    meta.append(el("span", { text: "job " + job.jobId }));
+    card.append(meta, pathBar(job));
+    const steps = el("ol", { className: "steps" });
+    for (const entry of job.timeline || []) {
+      steps.append(el("li", { "data-step": entry.step },
+        el("time", { datetime: entry.at, text: clock(entry.at) }),
+        el("span", { className: "step", text: entry.step }),
+        el("span", { className: "detail", text: entry.detail || "" })));
+    }
+    card.append(steps);
+    if (job.reason && status !== "completed") card.append(el("div", { className: "problem", text: job.reason }));
+    if (job.error) card.append(el("div", { className: "problem", text: "error: " + job.error }));
+    if (job.changedFiles && job.changedFiles.length) {
+      card.append(el("div", { className: "job-meta", text: "files: " + job.changedFiles.join(", ") }));
+    }
+    const actions = el("div", { className: "job-actions" });
+    if (!TERMINAL.has(status)) actions.append(actionButton("Cancel", job.jobId, "cancel"));
+    if (RETRYABLE.has(status)) actions.append(actionButton("Retry", job.jobId, "retry"));
+    if (job.outputTail) {
+      const open = state.expanded.has(job.jobId);
+      const toggle = el("button", { type: "button", className: "secondary small", text: open ? "Hide output" : "Agent output" });
+      toggle.addEventListener("click", () => {
+        if (state.expanded.has(job.jobId)) state.expanded.delete(job.jobId); else state.expanded.add(job.jobId);
+        renderJobs();
+      });
+      actions.append(toggle);
+      if (open) card.append(el("pre", { className: "tail", text: job.outputTail }));
+    }
+    if (actions.childElementCount) card.append(actions);
+    return card;
+  }
+
+  function actionButton(label, jobId, action) {
+    const button = el("button", { type: "button", className: "secondary small", text: label, "data-action": action });
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try {
+        const job = await api("POST", "/api/jobs/" + jobId + "/" + action);
+        state.jobs.set(jobId, job);
+        $("jobs-note").textContent = "";
+      } catch (err) {
+        $("jobs-note").textContent = (isMissingRoute(err) ? "This API cannot " + action + " jobs yet." : err.message);
+      }
+      renderJobs();
+      pollJobsSoon();
+    });
+    return button;
+  }
+
+  function renderJobs() {
+    const filter = $("status-filter").value;
+    const jobs = [...state.jobs.values()]
+      .filter((j) => !filter || j.status === filter)
+      .sort((a, b) => String(b.createdAt).localeCompare(String(a.createdAt)));
+    const list = $("jobs");
+    list.replaceChildren(...jobs.map(jobCard));
+    if (!jobs.length) list.append(el("li", { className: "muted", text: "No jobs yet." }));
+  }
+
+  async function refreshJobs() {
+    const filter = $("status-filter").value;
+    const inPage = new Set();
+    if (state.listSupported) {
+      try {
+        const page = await api("GET", "/api/jobs?limit=25" + (filter ? "&status=" + encodeURIComponent(filter) : ""));
+        for (const job of page.jobs || []) {
+          state.jobs.set(job.jobId, job);
+          inPage.add(job.jobId);
+        }
+        $("jobs-note").textContent = "";
+      } catch (err) {
+        if (isMissingRoute(err)) {
+          state.listSupported = false;
+          $("jobs-note").textContent = "This API cannot list jobs; showing the jobs submitted from this tab.";
+        } else {
+          $("jobs-note").textContent = err.message;
+        }
+      }
+    }
+    // Jobs the page did not bring that may have moved on: submitted from this tab, or still running.
+    for (const id of new Set([...tracked(), ...state.jobs.keys()])) {
+      const known = state.jobs.get(id);
+      if (inPage.has(id) || (known && TERMINAL.has(known.status) && (known.timeline || []).length)) continue;
+      try {
+        state.jobs.set(id, await api("GET", "/api/jobs/" + id));
+      } catch (err) {
+        if (err.status === 404) state.jobs.delete(id);
+      }
+    }
+    renderJobs();
+  }
+
+  function anyActive() {
+    for (const job of state.jobs.values()) if (!TERMINAL.has(job.status)) return true;
+    return false;
+  }
+
+  function pollJobsSoon() {
+    clearTimeout(state.jobsTimer);
+    state.jobsTimer = setTimeout(pollJobs, 50);
+  }
+
+  async function pollJobs() {
+    clearTimeout(state.jobsTimer);
+    if (state.apiUrl && token()) await refreshJobs();
+    state.jobsTimer = setTimeout(pollJobs, anyActive() ? FAST_POLL_MS : SLOW_POLL_MS);
+  }
+
+  // -- workers ---------------------------------------------------------------------------------------
+
+  function renderWorkers(pool) {
+    const box = $("workers");
+    const agents = pool.agents || [];
+    const summary = el("p", { id: "workers-summary",
+      text: (pool.healthyAgents ?? 0) + " of " + agents.length + " agent(s) healthy · " +
+        (pool.busySlots ?? 0) + " of " + (pool.totalSlots ?? 0) + " slot(s) busy" });
+    const cards = agents.map((agent) => {
+      const card = el("div", { className: "agent", "data-agent-id": agent.agentId },
+        el("div", { className: "agent-head" },
+          el("span", { className: "status " + (agent.healthy ? "status-completed" : "status-failed"),
+            text: agent.healthy ? "healthy" : "unhealthy" }),
+          el("strong", { text: agent.agentId }),
+          el("span", { className: "muted", text: "v" + (agent.version || "?") +
+            " · seen " + Math.round(agent.ageS ?? 0) + " s ago" + (agent.draining ? " · draining" : "") })));
+      const slots = el("div", { className: "slots" });
+      for (const slot of agent.slots || []) {
+        const cls = "slot" + (slot.busy ? " busy" : "") + (slot.ready ? "" : " down");
+        const text = "slot " + slot.id + ": " + (slot.busy ? "busy " + (slot.currentJob || "") :
+          slot.ready ? "idle" : "not ready") + (slot.restarts ? " · " + slot.restarts + " restart(s)" : "");
+        slots.append(el("span", { className: cls, text }));
+      }
+      card.append(slots);
+      return card;
+    });
+    box.replaceChildren(summary, ...cards);
+  }
+
+  async function pollWorkers() {
+    clearTimeout(state.workersTimer);
+    let next = WORKERS_POLL_MS;
+    if (state.apiUrl && token()) {
+      try {
+        renderWorkers(await api("GET", "/api/workers"));
+      } catch (err) {
+        if (isMissingRoute(err)) {
+          $("workers").replaceChildren(el("p", { className: "muted", text: "This API does not report the worker pool." }));
+          next = 60000;
+        } else {
+          $("workers").replaceChildren(el("p", { className: "muted", text: err.message }));
+        }
+      }
+    }
+    state.workersTimer = setTimeout(pollWorkers, next);
+  }
+
+  // -- start -----------------------------------------------------------------------------------------
+
+  function onSaveSettings(event) {
+    event.preventDefault();
+    state.apiUrl = normaliseUrl($("api-url").value);
+    $("api-url").value = state.apiUrl;
+    sessionStorage.setItem(KEY_URL, state.apiUrl);
+    const entered = $("api-token").value.trim();
+    if (entered) sessionStorage.setItem(KEY_TOKEN, entered);
+    $("api-token").value = "";
+    $("api-token").placeholder = token() ? "saved for this tab" : $("api-token").placeholder;
+    state.listSupported = true;
+    $("settings-details").open = false;
+    pollJobsSoon();
+    pollWorkers();
+  }
+
+  function onForget() {
+    sessionStorage.removeItem(KEY_TOKEN);
+    setConnection(false, "no token");
+  }
+
+  async function start() {
+    $("settings-form").addEventListener("submit", onSaveSettings);
+    $("settings-forget").addEventListener("click", onForget);
+    $("delegate-form").addEventListener("submit", onSubmit);
+    $("status-filter").addEventListener("change", () => { renderJobs(); pollJobsSoon(); });
+    await loadConfig();
+    if (token()) $("api-token").placeholder = "saved for this tab";
+    renderJobs();
+    pollJobs();
+    pollWorkers();
+  }
+
+  document.addEventListener("DOMContentLoaded", start);
+})();

@@ -1,0 +1,137 @@
+"""The console in headless Chromium against a fake that speaks the API contract: every route the console
+uses (list, workers, cancel, retry, delegate errors), and how it behaves when a route or the token fails."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from aipm.local.console import ConsoleServer
+from tests.cli.fake_api import HAPPY, TOKEN, FakeApi
+from tests.web.conftest import Page
+
+
+@pytest.fixture
+def fake() -> Iterator[tuple[FakeApi, ConsoleServer]]:
+    api = FakeApi()
+    with api.running():
+        console = ConsoleServer(api_url=api.url).start()
+        api.allow_origin = console.origin  # CORS, as the deployed API allows only the console's origin
+        try:
+            yield api, console
+        finally:
+            console.stop()
+
+
+def fill_task(page: Page, branch: str = "feature/x") -> None:
+    page.type("repo", "acme/tools")
+    page.type("branchName", branch)
+    page.type("taskTitle", "A task")
+    page.type("objective", "Do it")
+    page.type("prTitle", "feat: a task")
+
+
+def test_jobs_workers_cancel_and_retry(fake: tuple[FakeApi, ConsoleServer], page: Page) -> None:
+    api, console = fake
+    running = api.add_job("Running one", status="generating", worker="agent-a/slot-1")
+    failed = api.add_job("Failed one", status="failed", reason="the CLI exited with status 3", error="boom")
+    done = api.add_job("Done one", status="completed", commitSha="c" * 40, changedFiles=["docs/a.md"])
+
+    page.open(console.url)
+    page.connect(TOKEN)
+    page.wait(lambda: len(page.texts("li.job")) == 3, what="three jobs")
+    assert page.texts("li.job .job-title") == ["Done one", "Failed one", "Running one"]  # newest first
+    assert page.job_status(done["jobId"]) == "completed"
+    assert "the CLI exited with status 3" in page.job_text(failed["jobId"])
+
+    page.wait(lambda: "agent-a" in page.text("#workers"), what="the worker pool")
+    assert page.text("#workers-summary") == "1 of 1 agent(s) healthy · 1 of 2 slot(s) busy"
+    assert page.texts("#workers .slot") == [f"slot 1: busy {'a' * 32}", "slot 2: idle · 1 restart(s)"]
+
+    page.click(f'li.job[data-job-id="{running["jobId"]}"] button[data-action="cancel"]')
+    page.wait(lambda: page.job_status(running["jobId"]) == "cancelled", what="the cancel")
+    assert len(api.seen("POST", f"/api/jobs/{running['jobId']}/cancel")) == 1
+
+    page.click(f'li.job[data-job-id="{failed["jobId"]}"] button[data-action="retry"]')
+    page.wait(lambda: page.job_status(failed["jobId"]) == "completed", what="the retried job to complete")
+    assert page.job_steps(failed["jobId"])[-7:] == ["retried", *HAPPY[1:]]
+
+    page.element("#status-filter").send_keys("failed")
+    page.wait(lambda: page.texts("li.job") == [], what="the filter")
+
+
+def test_a_field_the_api_refuses_is_marked(fake: tuple[FakeApi, ConsoleServer], page: Page) -> None:
+    api, console = fake
+    page.open(console.url)
+    page.connect(TOKEN)
+    fill_task(page, branch="has space")
+    page.click("#delegate-submit")
+
+    page.wait(lambda: page.element("#branchName").get_attribute("aria-invalid") == "true", what="the mark")
+    assert page.text("#branchName-error") == "branchName: must not contain spaces"
+    assert "refused a field" in page.text("#delegate-result")
+    assert api.jobs == {}
+
+
+def test_required_fields_are_checked_before_sending(fake: tuple[FakeApi, ConsoleServer], page: Page) -> None:
+    api, console = fake
+    page.open(console.url)
+    page.connect(TOKEN)
+    page.type("repo", "no-slash")
+    page.click("#delegate-submit")
+    assert page.element("#repo").get_attribute("aria-invalid") == "true"
+    assert page.text("#objective-error") == "required"
+    assert api.seen("POST", "/api/personal-delegate") == []
+
+
+def test_the_request_is_the_prototypes_with_an_idempotency_key(
+    fake: tuple[FakeApi, ConsoleServer], page: Page
+) -> None:
+    api, console = fake
+    page.open(console.url)
+    page.connect(TOKEN)
+    fill_task(page)
+    page.type("constraints", "Keep it small")
+    page.type("acceptanceCriteria", "- One\n\n* Two\n")
+    page.click("#delegate-submit")
+    job_id = page.wait(lambda: page.text("#delegate-job-id"), what="the answer")
+
+    sent = api.seen("POST", "/api/personal-delegate")
+    assert len(sent) == 1
+    assert sent[0].body == {
+        "owner": "acme",
+        "repo": "tools",
+        "branchName": "feature/x",
+        "taskTitle": "A task",
+        "objective": "Do it",
+        "prTitle": "feat: a task",
+        "constraints": "Keep it small",
+        "acceptanceCriteria": ["One", "Two"],
+    }
+    assert len(sent[0].headers["Idempotency-Key"]) >= 32
+    assert sent[0].headers["Authorization"] == f"Bearer {TOKEN}"
+    page.wait(lambda: page.job_status(job_id) == "completed", what="the job to complete")
+
+
+def test_a_wrong_token_says_so(fake: tuple[FakeApi, ConsoleServer], page: Page) -> None:
+    _api, console = fake
+    page.open(console.url)
+    page.connect("not-the-token")
+    page.wait(lambda: page.text("#connection") == "token rejected", what="the rejection")
+    fill_task(page)
+    page.click("#delegate-submit")
+    page.wait(lambda: "rejected the token" in page.text("#delegate-result"), what="the error")
+
+
+def test_an_api_without_the_list_and_workers_routes(fake: tuple[FakeApi, ConsoleServer], page: Page) -> None:
+    api, console = fake
+    api.missing_routes.update({"list", "workers"})
+    page.open(console.url)
+    page.connect(TOKEN)
+    page.wait(lambda: "does not report the worker pool" in page.text("#workers"), what="workers note")
+    fill_task(page)
+    page.click("#delegate-submit")
+    job_id = page.wait(lambda: page.text("#delegate-job-id"), what="the answer")
+    page.wait(lambda: page.job_status(job_id) == "completed", what="the job, followed by its id")
+    assert "cannot list jobs" in page.text("#jobs-note")

@@ -104,6 +104,7 @@ class Agent:
         )
 
     def start(self) -> None:
+        self.pool.endpoint = f"http://{self.settings.bind_host}:{self.processor_api.port}"
         self.pool.start()
         self.pool_api.start()
         self.processor_api.start()

@@ -66,6 +66,7 @@ class AgentPool:
         self._heal_at: dict[int, float] = {}
         self._heal_delay: dict[int, float] = {}
         self._fleet: list[Heartbeat] = []
+        self.endpoint: str | None = None
         self.started_at = time.monotonic()
         self.queued_seen = 0
 
@@ -243,7 +244,7 @@ class AgentPool:
         for beat in self._fleet:
             if beat.agent_id == self._config.agent_id or beat.draining or now_ms - beat.at_ms > fresh_ms:
                 continue
-            if any(not s.busy and s.ready for s in beat.slots):
+            if beat.free_slots:
                 return False
         return True
 
@@ -333,6 +334,7 @@ class AgentPool:
                 slots=self.slot_records(),
                 queued_seen=self.queued_seen,
                 draining=self.draining,
+                endpoint=self.endpoint,
                 ttl=now_ms // 1000 + 7 * 86_400,
             )
         )

@@ -1,13 +1,16 @@
-"""The dispatcher: the records table's stream nudges the agent when a job enters the queue.
+"""The dispatcher: the records table's stream nudges an agent when a job enters the queue.
 
-A nudge is an optimisation, never the source of truth: the job is already in the table, and the agent's
-periodic sweep takes anything a lost nudge missed. So failures are logged, not retried.
+It nudges the agents whose fresh heartbeats show a free slot (spreading a batch over their free slots),
+and falls back to the endpoint in the SSM parameter. A nudge is an optimisation, never the source of truth:
+the job is already in the table, and the agents' sweeps take anything a lost nudge missed. So failures are
+logged, and the next target is tried once.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from functools import cache
 from typing import Any
 
@@ -16,8 +19,10 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.data_classes import DynamoDBStreamEvent, event_source
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecordEventName
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import BotoCoreError, ClientError
 
 from lambda_src import aws_clients
+from lambda_src.records.store import JobStore
 from lambda_src.settings import DispatchSettings
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "aipm-dispatch"))
@@ -43,15 +48,40 @@ def queued_jobs(event: DynamoDBStreamEvent) -> list[dict[str, Any]]:
     return found
 
 
-def nudge(job: dict[str, Any]) -> bool:
-    """POST the job to the agent's /api/process-pr. True if the agent accepted it; never raises."""
+def targets() -> list[str]:
+    """Agent endpoints to nudge, one entry per free slot (agents with the most free slots first), from
+    fresh heartbeats; else the endpoint in the SSM parameter. Never raises for a heartbeat read."""
+    cfg = settings()
+    free: list[str] = []
+    if cfg.records_table:
+        try:
+            beats = JobStore(cfg.records_table, aws_clients.dynamodb()).list_heartbeats()
+        except (ClientError, BotoCoreError) as err:
+            logger.warning(
+                "heartbeats unreadable; nudging the configured endpoint", extra={"error": str(err)}
+            )
+            beats = []
+        now_ms = time.time_ns() // 1_000_000
+        fresh = [b for b in beats if b.endpoint and now_ms - b.at_ms <= cfg.worker_stale_s * 1000]
+        for beat in sorted(fresh, key=lambda b: -b.free_slots):
+            free.extend([str(beat.endpoint)] * beat.free_slots)
+    if free:
+        return free
+    try:
+        return [aws_clients.ssm_parameter(cfg.agent_endpoint_param)]
+    except aws_clients.SecretUnavailable as err:
+        logger.warning("no agent endpoint to nudge", extra={"error": str(err)})
+        return []
+
+
+def nudge(job: dict[str, Any], endpoint: str) -> bool:
+    """POST the job to the agent's /api/process-pr at `endpoint`. True if it accepted; never raises."""
     cfg = settings()
     try:
-        endpoint = aws_clients.ssm_parameter(cfg.agent_endpoint_param).rstrip("/")
         token = aws_clients.secret_token(cfg.agent_token_secret_id)
         resp = _http.request(
             "POST",
-            f"{endpoint}/api/process-pr",
+            f"{endpoint.rstrip('/')}/api/process-pr",
             body=json.dumps(
                 {
                     "jobId": job["jobId"],
@@ -78,7 +108,7 @@ def nudge(job: dict[str, Any]) -> bool:
         return False
     accepted = resp.status == 202
     log = logger.info if accepted else logger.warning
-    log("nudged agent", extra={"job_id": job["jobId"], "status": resp.status})
+    log("nudged agent", extra={"job_id": job["jobId"], "endpoint": endpoint, "status": resp.status})
     return accepted
 
 
@@ -86,5 +116,11 @@ def nudge(job: dict[str, Any]) -> bool:
 @event_source(data_class=DynamoDBStreamEvent)
 def lambda_handler(event: DynamoDBStreamEvent, context: LambdaContext) -> dict[str, int]:
     jobs = queued_jobs(event)
-    accepted = sum(nudge(job) for job in jobs)
+    if not jobs:
+        return {"queued": 0, "nudged": 0}
+    plan = targets()
+    accepted = 0
+    for i, job in enumerate(jobs):
+        candidates = plan[i % len(plan) :] + plan[: i % len(plan)] if plan else []
+        accepted += any(nudge(job, endpoint) for endpoint in dict.fromkeys(candidates[:2]))
     return {"queued": len(jobs), "nudged": accepted}

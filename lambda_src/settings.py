@@ -57,6 +57,8 @@ class DispatchSettings(BaseModel):
     agent_endpoint_param: str = Field(min_length=1)
     agent_token_secret_id: str = Field(min_length=1)
     nudge_timeout_s: float = Field(default=2.0, gt=0)
+    records_table: str | None = None  # when set, nudge the agents whose heartbeats show a free slot
+    worker_stale_s: float = Field(default=60, gt=0)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> DispatchSettings:

@@ -141,4 +141,10 @@ class Heartbeat(Record):
     slots: list[SlotState]
     queued_seen: int = 0
     draining: bool = False
+    endpoint: str | None = None  # where the dispatcher nudges this agent (its /api/process-pr server)
     ttl: int | None = None
+
+    @property
+    def free_slots(self) -> int:
+        """Slots that could start a job now."""
+        return 0 if self.draining else sum(1 for s in self.slots if s.ready and not s.busy)

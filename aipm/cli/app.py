@@ -30,12 +30,12 @@ examples:
   aipm jobs list --status failed
   aipm jobs show JOB_ID --follow
   aipm --json jobs list | jq -r '.jobs[].jobId'
-  aipm ops status --stack AipmDelegate --region eu-west-1
+  aipm ops status --stack Aipm-prod --region eu-west-1
 
 configuration:
   AIPM_API_URL    API base URL (--api-url): the stack's ApiUrl output, or what `aipm local` prints
   AIPM_API_TOKEN  bearer token (--token): the local stack's token, or a Cognito id token
-  AIPM_STACK      CloudFormation stack name for `aipm ops` (--stack, default AipmDelegate)
+  AIPM_STACK      CloudFormation stack name for `aipm ops` (--stack, default Aipm-prod)
   AWS_PROFILE, AWS_REGION  AWS credentials and region for `aipm ops`
 
 {EXIT_CODES_HELP}
@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ops", help="operate a deployed stack through SSM", description=OPS_HELP, formatter_class=fmt
     )
     o.add_argument(
-        "--stack", default=os.environ.get("AIPM_STACK", "AipmDelegate"), help="stack name (AIPM_STACK)"
+        "--stack", default=os.environ.get("AIPM_STACK", "Aipm-prod"), help="stack name (AIPM_STACK)"
     )
     o.add_argument("--region", default=None, help="AWS region (default: AWS_REGION / the profile's)")
     o.add_argument("--profile", default=None, help="AWS profile (default: AWS_PROFILE)")

@@ -19,7 +19,7 @@ import botocore.exceptions
 
 from aipm.cli.errors import aws_error, usage_error
 
-DEFAULT_STACK = "AipmDelegate"
+DEFAULT_STACK = "Aipm-prod"
 AGENT_UNIT = "aipm-agent.service"
 AGENT_LOG_FILE = "/var/log/aipm/agent.log"
 AGENT_PYTHON = "/opt/aipm/venv/bin/python"

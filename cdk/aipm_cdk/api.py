@@ -54,8 +54,11 @@ class Api(Construct):
         storage: Storage,
         configuration: Configuration,
         layer: lambda_.ILayerVersion,
+        allowed_origin: str,
     ) -> None:
+        """`allowed_origin`: the one CORS origin (the stack chooses it: frontendOrigin, else the console)."""
         super().__init__(scope, construct_id)
+        self.allowed_origin = allowed_origin
         self._users(config)
         self.handler = PythonFunction(
             self,
@@ -69,7 +72,7 @@ class Api(Construct):
                 "IDEMPOTENCY_TABLE": storage.idempotency.table_name,
                 "GITHUB_SECRET_ID": configuration.github_secret.secret_arn,
                 "GITHUB_API_URL": config.github_api_url,
-                "ALLOWED_ORIGIN": config.frontend_origin,
+                "ALLOWED_ORIGIN": allowed_origin,
                 "ALLOWED_OWNERS": ",".join(config.github_owners),
                 "JOB_MAX_ATTEMPTS": str(c.JOB_MAX_ATTEMPTS),
                 "RECORD_TTL_DAYS": str(c.RECORD_TTL_DAYS),
@@ -170,7 +173,7 @@ class Api(Construct):
                 throttling_burst_limit=c.API_THROTTLE_BURST,
             ),
             default_cors_preflight_options=apigw.CorsOptions(
-                allow_origins=[config.frontend_origin],
+                allow_origins=[self.allowed_origin],
                 allow_methods=["GET", "POST", "OPTIONS"],
                 allow_headers=ALLOWED_HEADERS,
                 max_age=Duration.minutes(10),
@@ -185,7 +188,7 @@ class Api(Construct):
                 "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs",
             )
         cors_headers = {
-            "Access-Control-Allow-Origin": f"'{config.frontend_origin}'",
+            "Access-Control-Allow-Origin": f"'{self.allowed_origin}'",
             "Access-Control-Allow-Headers": "'" + ",".join(ALLOWED_HEADERS) + "'",
         }
         for name, response_type in (

@@ -37,8 +37,9 @@ RETENTION: dict[int, RetentionDays] = {
 
 # Every context key the app reads, with its default. README.md documents each one.
 DEFAULTS: dict[str, Any] = {
-    "stage": "dev",
-    "frontendOrigin": "https://localhost",
+    "stage": "prod",
+    "frontendOrigin": "",
+    "console": True,
     "githubOwners": "",
     "githubApiUrl": c.DEFAULT_GITHUB_API_URL,
     "githubBaseUrl": c.DEFAULT_GIT_BASE_URL,
@@ -76,6 +77,7 @@ class AipmConfig:
 
     stage: str = DEFAULTS["stage"]
     frontend_origin: str = DEFAULTS["frontendOrigin"]
+    console: bool = DEFAULTS["console"]
     github_owners: tuple[str, ...] = ()
     github_api_url: str = DEFAULTS["githubApiUrl"]
     github_base_url: str = DEFAULTS["githubBaseUrl"]
@@ -104,7 +106,7 @@ class AipmConfig:
         checks: list[tuple[bool, str]] = [
             (bool(_STAGE.match(self.stage)), "stage: lowercase letters, digits, '-', at most 16 characters"),
             (
-                bool(_ORIGIN.match(self.frontend_origin)),
+                not self.frontend_origin or bool(_ORIGIN.match(self.frontend_origin)),
                 "frontendOrigin: an origin like https://app.example.com",
             ),
             (all(_OWNER.match(o) for o in self.github_owners), "githubOwners: GitHub owner names"),
@@ -149,6 +151,7 @@ class AipmConfig:
         return cls(
             stage=str(get("stage")),
             frontend_origin=str(get("frontendOrigin")).rstrip("/"),
+            console=_as_bool("console", get("console")),
             github_owners=_as_list(get("githubOwners")),
             github_api_url=str(get("githubApiUrl")).rstrip("/"),
             github_base_url=str(get("githubBaseUrl")).rstrip("/"),

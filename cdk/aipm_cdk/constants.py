@@ -7,6 +7,7 @@ from typing import Final
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 HOST_FILES_DIR: Final = Path(__file__).resolve().parent.parent / "host"
+WEB_DIR: Final = REPO_ROOT / "aipm" / "web"
 
 PROJECT: Final = "aipm"
 METRIC_NAMESPACE: Final = "AIPM"
@@ -76,6 +77,8 @@ API_THROTTLE_BURST: Final = 40
 WAF_RATE_LIMIT_PER_5_MIN: Final = 1000
 JOB_MAX_ATTEMPTS: Final = 3
 RECORD_TTL_DAYS: Final = 90
+# The CORS origin when neither frontendOrigin nor the web console gives one (no browser client deployed).
+FALLBACK_ORIGIN: Final = "https://localhost"
 DEFAULT_GITHUB_API_URL: Final = "https://api.github.com"
 DEFAULT_GIT_BASE_URL: Final = "https://github.com"
 
@@ -92,6 +95,33 @@ AGENT_ROOT_VOLUME_GB: Final = 30
 DEFAULT_KIRO_INSTALL_COMMAND: Final = "curl -fsSL https://cli.kiro.dev/install | bash"
 USER_DATA_LIMIT_BYTES: Final = 16 * 1024
 ASG_COOLDOWN_S: Final = 300
+
+# --- web console (S3 + CloudFront) ---
+CONSOLE_INDEX: Final = "index.html"
+CONSOLE_CONFIG: Final = "config.json"  # {"apiUrl": ...}, generated at deploy time (aipm/web/app.js reads it)
+# Files of aipm/web/ that are not published (the local stack writes its own config.json there).
+CONSOLE_EXCLUDE: Final = (CONSOLE_CONFIG, "*.py", "__pycache__", ".*")
+CONSOLE_HSTS_DAYS: Final = 730
+# The page's own meta CSP allows any https: API; the header narrows it to API Gateway in the stack's region.
+CONSOLE_CSP: Final = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self' https://*.execute-api.{region}.{url_suffix}; base-uri 'none'; form-action 'none'; "
+    "object-src 'none'; frame-ancestors 'none'"
+)
+CONSOLE_PERMISSIONS_POLICY: Final = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
+
+# --- stack outputs (aipm/cli/ops.py reads the Agent*, Api*, UserPool*, Console* ones by these names) ---
+OUT_API_URL: Final = "ApiUrl"
+OUT_USER_POOL: Final = "UserPoolId"
+OUT_USER_POOL_CLIENT: Final = "UserPoolClientId"
+OUT_INSTANCE: Final = "AgentInstanceId"
+OUT_GROUP: Final = "AgentAutoScalingGroupName"
+OUT_POOL_PORT: Final = "AgentPoolPort"
+OUT_PROCESSOR_PORT: Final = "AgentProcessorPort"
+OUT_ATTACH_PORT: Final = "AgentAttachPort"
+OUT_LOG_GROUP: Final = "AgentLogGroup"
+OUT_CONSOLE_URL: Final = "ConsoleUrl"
+OUT_AGENT_TOKEN_SECRET: Final = "AgentTokenSecretArn"  # noqa: S105 - an output key, not a secret
 
 # --- monitoring ---
 LOG_RETENTION_DAYS: Final = 30

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aws_cdk import Duration
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from constructs import Construct
@@ -28,7 +29,8 @@ QUEUED_JOB_FILTER = {
 
 
 class Dispatch(Construct):
-    """The dispatcher Lambda: reads the endpoint (SSM) and token (Secrets Manager), POSTs to port 8082."""
+    """The dispatcher Lambda: picks an agent from the heartbeats (records table, `kind-index`) or the
+    endpoint parameter (SSM, the fallback), reads the token (Secrets Manager), POSTs to port 8082."""
 
     def __init__(
         self,
@@ -50,6 +52,7 @@ class Dispatch(Construct):
             handler=c.DISPATCH_HANDLER,
             description="AIPM dispatcher: nudges the agent when a job enters the queue",
             environment={
+                "RECORDS_TABLE": storage.records.table_name,
                 "AGENT_ENDPOINT_PARAM": configuration.parameter_names["endpoint"],
                 "AGENT_TOKEN_SECRET_ID": configuration.agent_token.secret_arn,
                 "POWERTOOLS_SERVICE_NAME": "aipm-dispatch",
@@ -60,6 +63,16 @@ class Dispatch(Construct):
             vpc_subnets=network.private_subnets,
             security_groups=[network.dispatcher_sg],
         )
+        # The agents' heartbeats: a Query on kind-index (kind = heartbeat), nothing else of the table.
+        self.dispatcher.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["dynamodb:Query"],
+                resources=[f"{storage.records.table_arn}/index/{c.KIND_INDEX}"],
+            )
+        )
+        # The table uses the AWS managed key (aws/dynamodb): no grant; a customer-managed key needs one.
+        if storage.records.encryption_key is not None:
+            storage.records.encryption_key.grant_decrypt(self.dispatcher.role)
         configuration.endpoint_parameter.grant_read(self.dispatcher.role)
         configuration.agent_token.grant_read(self.dispatcher.role)
         self.dispatcher.function.add_event_source(

@@ -8,13 +8,16 @@ Manager through interface endpoints and the agent through the security-group rul
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy
+from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
+from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from cdk.aipm_cdk import constants as c
 from cdk.aipm_cdk.config import AipmConfig
+from cdk.aipm_cdk.nag import acknowledge
 
 _INTERFACE_ENDPOINTS = {
     "Ssm": ec2.InterfaceVpcEndpointAwsService.SSM,
@@ -65,7 +68,7 @@ class Network(Construct):
             self.agent_sg.add_ingress_rule(self.dispatcher_sg, ec2.Port.tcp(port), f"agent port {port}")
             self.dispatcher_sg.add_egress_rule(self.agent_sg, ec2.Port.tcp(port), f"agent port {port}")
         if config.vpc_endpoints:
-            self._endpoints()
+            self._endpoints(config)
         else:  # SSM and Secrets Manager through the VPC's own NAT gateway or endpoints
             self.dispatcher_sg.add_egress_rule(
                 ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "HTTPS: SSM, Secrets Manager"
@@ -93,8 +96,9 @@ class Network(Construct):
         )
         return vpc
 
-    def _endpoints(self) -> None:
+    def _endpoints(self, config: AipmConfig) -> None:
         self.vpc.add_gateway_endpoint("DynamoDb", service=ec2.GatewayVpcEndpointAwsService.DYNAMODB)
+        self._dispatcher_to_dynamodb(config)
         self.vpc.add_gateway_endpoint("S3", service=ec2.GatewayVpcEndpointAwsService.S3)
         endpoint_sg = ec2.SecurityGroup(
             self,
@@ -115,3 +119,55 @@ class Network(Construct):
                 open=False,
                 private_dns_enabled=True,
             )
+
+    def _dispatcher_to_dynamodb(self, config: AipmConfig) -> None:
+        """Egress from the dispatcher to DynamoDB (heartbeats) through the gateway endpoint: HTTPS to the
+        region's AWS-managed `com.amazonaws.<region>.dynamodb` prefix list, whose id only the EC2 API knows
+        (looked up at deploy time, so synthesis stays offline)."""
+        name = f"com.amazonaws.{Stack.of(self).region}.dynamodb"
+        call = cr.AwsSdkCall(
+            service="EC2",
+            action="describeManagedPrefixLists",
+            parameters={"Filters": [{"Name": "prefix-list-name", "Values": [name]}]},
+            physical_resource_id=cr.PhysicalResourceId.of(name),
+            output_paths=["PrefixLists.0.PrefixListId"],
+        )
+        lookup = cr.AwsCustomResource(
+            self,
+            "DynamoDbPrefixList",
+            on_create=call,
+            on_update=call,
+            policy=cr.AwsCustomResourcePolicy.from_statements(
+                [iam.PolicyStatement(actions=["ec2:DescribeManagedPrefixLists"], resources=["*"])]
+            ),
+            install_latest_aws_sdk=False,
+            log_group=logs.LogGroup(
+                self,
+                "PrefixListLookupLogs",
+                retention=config.log_retention,
+                removal_policy=RemovalPolicy.DESTROY,
+            ),
+        )
+        provider = Stack.of(self).node.try_find_child(
+            "AWS" + cr.AwsCustomResource.PROVIDER_FUNCTION_UUID.replace("-", "")
+        )
+        assert provider is not None  # CDK's singleton handler of every AwsCustomResource in the stack
+        acknowledge(
+            provider,
+            "IAM4",
+            "AWSLambdaBasicExecutionRole on the role of CDK's AwsCustomResource handler (a singleton CDK "
+            "generates): the AWS-maintained log-writing policy, not configurable on that construct.",
+            "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
+        )
+        acknowledge(
+            lookup,
+            "IAM5",
+            "ec2:DescribeManagedPrefixLists does not support resource-level permissions (AWS documents "
+            "Resource '*' for it); it is the only action of this deploy-time lookup.",
+            "Resource::*",
+        )
+        self.dispatcher_sg.add_egress_rule(
+            ec2.Peer.prefix_list(lookup.get_response_field("PrefixLists.0.PrefixListId")),
+            ec2.Port.tcp(443),
+            "HTTPS to DynamoDB (gateway endpoint): the agents' heartbeats",
+        )

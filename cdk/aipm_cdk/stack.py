@@ -1,4 +1,4 @@
-"""The one stack: composes network, storage, configuration, API, agent host, dispatch and monitoring."""
+"""The one stack: composes network, storage, configuration, console, API, agent host, dispatch, monitoring."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from cdk.aipm_cdk.agent_host import AgentHost
 from cdk.aipm_cdk.api import Api
 from cdk.aipm_cdk.config import AipmConfig
 from cdk.aipm_cdk.configuration import Configuration
+from cdk.aipm_cdk.console import Console
 from cdk.aipm_cdk.dispatch import Dispatch
 from cdk.aipm_cdk.functions import powertools_layer_arn
 from cdk.aipm_cdk.monitoring import Monitoring
@@ -38,9 +39,18 @@ class AipmStack(Stack):
         layer = lambda_.LayerVersion.from_layer_version_arn(
             self, "PowertoolsLayer", powertools_layer_arn(self, config)
         )
+        self.console = Console(self, "Console", config=config) if config.console else None
         self.api = Api(
-            self, "Api", config=config, storage=self.storage, configuration=self.configuration, layer=layer
+            self,
+            "Api",
+            config=config,
+            storage=self.storage,
+            configuration=self.configuration,
+            layer=layer,
+            allowed_origin=cors_origin(config, self.console),
         )
+        if self.console is not None:
+            self.console.publish(self.api.rest_api.url)
         self.agent = AgentHost(
             self,
             "Agent",
@@ -69,16 +79,18 @@ class AipmStack(Stack):
 
     def _outputs(self, config: AipmConfig) -> None:
         region = Aws.REGION
-        self._output("ApiUrl", self.api.rest_api.url, "Base URL of the API stage (routes under api/)")
+        self._output(c.OUT_API_URL, self.api.rest_api.url, "Base URL of the API stage (routes under api/)")
         self._output(
             "DelegateUrl", f"{self.api.rest_api.url}{c.API_PREFIX}/personal-delegate", "The delegate route"
         )
-        self._output("UserPoolId", self.api.user_pool.user_pool_id, "Cognito user pool of the frontend")
+        self._output(c.OUT_USER_POOL, self.api.user_pool.user_pool_id, "Cognito user pool of the frontend")
         self._output(
-            "UserPoolClientId",
+            c.OUT_USER_POOL_CLIENT,
             self.api.user_pool_client.user_pool_client_id,
             "Cognito app client (no secret)",
         )
+        if self.console is not None:
+            self._output(c.OUT_CONSOLE_URL, self.console.url, "The web console (CloudFront)")
         self._output("GitHubSecretArn", self.configuration.github_secret.secret_arn, "GitHub token secret")
         self._output(
             "SetGitHubTokenCommand",
@@ -87,7 +99,9 @@ class AipmStack(Stack):
             '\'{"token":"<github-token>"}\'',
             "Store the GitHub token (once after the first deploy, and on rotation)",
         )
-        self._output("AgentTokenSecretArn", self.configuration.agent_token.secret_arn, "Agent API token")
+        self._output(
+            c.OUT_AGENT_TOKEN_SECRET, self.configuration.agent_token.secret_arn, "Agent API token secret"
+        )
         self._output("AlarmTopicArn", self.monitoring.topic.topic_arn, "Subscribe to get the alarms")
         self._output(
             "DashboardUrl",
@@ -95,16 +109,27 @@ class AipmStack(Stack):
             f"#dashboards:name={c.PROJECT}-{config.stage}",
             "CloudWatch dashboard",
         )
+        for key, port, what in (
+            (c.OUT_POOL_PORT, c.POOL_PORT, "pool API"),
+            (c.OUT_PROCESSOR_PORT, c.PROCESSOR_PORT, "PR processor"),
+            (c.OUT_ATTACH_PORT, c.ATTACH_PORT, "attach WebSocket"),
+        ):
+            self._output(key, str(port), f"The agent's {what} port (on its private IP)")
+        self._output(
+            c.OUT_LOG_GROUP,
+            self.agent.log_group.log_group_name,
+            "The agent hosts' log group: streams <instance-id>/agent and <instance-id>/boot",
+        )
         instance = self.agent.instance
         if instance is not None:
             target, host = instance.instance_id, instance.instance_private_ip
-            self._output("InstanceId", target, "The agent host")
+            self._output(c.OUT_INSTANCE, target, "The agent host")
             self._output("AgentPrivateIp", host, "Private IP the agent binds to")
         else:
             group = self.agent.group
             assert group is not None
             target, host = "<instance-id>", "<private-ip>"
-            self._output("AgentAutoScalingGroup", group.auto_scaling_group_name, "The agent hosts")
+            self._output(c.OUT_GROUP, group.auto_scaling_group_name, "The agent hosts' Auto Scaling group")
             self._output(
                 "ListAgentHostsCommand",
                 f"aws ec2 describe-instances --region {region} --filters "
@@ -124,3 +149,13 @@ class AipmStack(Stack):
                 PORT_FORWARD.format(region=region, target=target, host=host, port=port),
                 f"Forward localhost:{port} to the agent's port {port}",
             )
+
+
+def cors_origin(config: AipmConfig, console: Console | None) -> str:
+    """The API's one CORS origin: `frontendOrigin` when given, else the console's CloudFront origin, else a
+    placeholder (no browser client is deployed)."""
+    if config.frontend_origin:
+        return config.frontend_origin
+    if console is not None:
+        return console.origin
+    return c.FALLBACK_ORIGIN

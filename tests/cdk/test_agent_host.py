@@ -40,7 +40,7 @@ def endpoint_value(template: Template) -> Any:
     """The initial value of the /aipm/<stage>/agent/endpoint parameter."""
     params = resources(template, "AWS::SSM::Parameter").values()
     return next(
-        p["Properties"]["Value"] for p in params if p["Properties"]["Name"] == "/aipm/dev/agent/endpoint"
+        p["Properties"]["Value"] for p in params if p["Properties"]["Name"] == "/aipm/prod/agent/endpoint"
     )
 
 
@@ -73,7 +73,7 @@ def test_scale_out_is_an_auto_scaling_group_that_publishes_its_endpoint() -> Non
     )
     assert endpoint_value(template) == UNPUBLISHED_ENDPOINT
     put = [s for s in policy_statements(template, ids["role"]) if s["Action"] == "ssm:PutParameter"]
-    assert len(put) == 1 and "parameter/aipm/dev/agent/endpoint" in str(put[0]["Resource"])
+    assert len(put) == 1 and "parameter/aipm/prod/agent/endpoint" in str(put[0]["Resource"])
 
 
 def test_role_is_ssm_core_plus_table_secrets_logs_and_source() -> None:

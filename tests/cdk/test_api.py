@@ -19,9 +19,15 @@ ORIGIN = "https://aipm.example.com"
 @functools.cache
 def api_template() -> tuple[Template, dict[str, Any]]:
     """The Api construct (with its dependencies) in a bare stack, and the logical ids worth knowing."""
-    p = parts(AipmConfig(frontend_origin=ORIGIN, github_owners=("acme", "ebaejun")))
+    p = parts(AipmConfig(github_owners=("acme", "ebaejun")))
     api = Api(
-        p.stack, "Api", config=p.config, storage=p.storage, configuration=p.configuration, layer=p.layer
+        p.stack,
+        "Api",
+        config=p.config,
+        storage=p.storage,
+        configuration=p.configuration,
+        layer=p.layer,
+        allowed_origin=ORIGIN,
     )
     stack = Stack.of(api)
     ids = {
@@ -115,17 +121,21 @@ def test_stage_has_access_logs_tracing_throttling_and_execution_logs() -> None:
     assert settings["ThrottlingBurstLimit"] == c.API_THROTTLE_BURST
 
 
-def test_cors_only_for_the_frontend_origin() -> None:
+def test_cors_only_for_the_given_origin_with_the_console_headers() -> None:
     template, _ = api_template()
+    allowed_headers = "'Authorization,Content-Type,Idempotency-Key'"
+    preflights = 0
     for _path, verb, props in methods(template):
         if verb == "OPTIONS":
+            preflights += 1
             headers = props["Integration"]["IntegrationResponses"][0]["ResponseParameters"]
             assert headers["method.response.header.Access-Control-Allow-Origin"] == f"'{ORIGIN}'"
+            assert headers["method.response.header.Access-Control-Allow-Headers"] == allowed_headers
+    assert preflights
     for response in resources(template, "AWS::ApiGateway::GatewayResponse").values():
-        allow = response["Properties"]["ResponseParameters"][
-            "gatewayresponse.header.Access-Control-Allow-Origin"
-        ]
-        assert allow == f"'{ORIGIN}'"
+        params = response["Properties"]["ResponseParameters"]
+        assert params["gatewayresponse.header.Access-Control-Allow-Origin"] == f"'{ORIGIN}'"
+        assert params["gatewayresponse.header.Access-Control-Allow-Headers"] == allowed_headers
 
 
 def test_lambda_runtime_layer_and_environment() -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from aws_cdk import App
 
+from cdk.aipm_cdk import constants as c
 from cdk.aipm_cdk.config import DEFAULTS, AipmConfig, ConfigError
 
 
@@ -64,6 +67,7 @@ def test_json_types_from_cdk_json() -> None:
         ({"logRetentionDays": "10"}, "logRetentionDays"),
         ({"alarmEmail": "ops"}, "alarmEmail"),
         ({"apiWaf": "maybe"}, "apiWaf"),
+        ({"console": "maybe"}, "console"),
     ],
 )
 def test_invalid_context_names_the_key(context: dict[str, object], key: str) -> None:
@@ -74,3 +78,23 @@ def test_invalid_context_names_the_key(context: dict[str, object], key: str) -> 
 def test_private_agent_subnet_with_nat_or_existing_vpc() -> None:
     assert from_context(agentSubnet="private", natGateways="1").agent_subnet == "private"
     assert from_context(agentSubnet="private", vpcId="vpc-0123456789abcdef0").vpc_id
+
+
+def test_console_and_frontend_origin() -> None:
+    """The console is on by default; frontendOrigin is unset (the console's origin is used) unless given."""
+    assert from_context().console and from_context().frontend_origin == ""
+    assert not from_context(console="false").console
+    assert from_context(frontendOrigin="https://app.example.com").frontend_origin == "https://app.example.com"
+
+
+def test_every_context_key_is_documented() -> None:
+    """cdk/README.md's context table lists exactly the keys the app reads."""
+    readme = (c.REPO_ROOT / "cdk" / "README.md").read_text()
+    table = readme.split("## Context keys", 1)[1].split("\n## ", 1)[0]
+    documented = {
+        key
+        for line in table.splitlines()
+        if line.startswith("| `")
+        for key in re.findall(r"`([A-Za-z]+)`", line.split("|")[1])
+    }
+    assert documented == set(DEFAULTS)

@@ -1,4 +1,5 @@
-"""Dispatch: the dispatcher Lambda in the VPC, fed by queued jobs on the stream, scoped to its parameter."""
+"""Dispatch: the dispatcher Lambda in the VPC, fed by queued jobs on the stream, scoped to its parameter,
+its token and the heartbeats (kind-index)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,13 @@ from aws_cdk.assertions import Template
 
 from cdk.aipm_cdk.dispatch import Dispatch
 from tests.cdk.builders import as_list, parts, policy_statements, resources
+
+STREAM_READ = {
+    "dynamodb:DescribeStream",
+    "dynamodb:GetRecords",
+    "dynamodb:GetShardIterator",
+    "dynamodb:ListStreams",
+}
 
 
 @functools.cache
@@ -44,7 +52,8 @@ def test_dispatcher_runs_in_the_vpc_with_its_security_group() -> None:
     assert function["Runtime"] == "python3.12"
     assert function["VpcConfig"]["SecurityGroupIds"] == [{"Fn::GetAtt": [ids["sg"], "GroupId"]}]
     assert function["Environment"]["Variables"] == {
-        "AGENT_ENDPOINT_PARAM": "/aipm/dev/agent/endpoint",
+        "RECORDS_TABLE": {"Ref": ids["records"]},
+        "AGENT_ENDPOINT_PARAM": "/aipm/prod/agent/endpoint",
         "AGENT_TOKEN_SECRET_ID": {"Ref": ids["agent_token"]},
         "POWERTOOLS_SERVICE_NAME": "aipm-dispatch",
     }
@@ -81,3 +90,25 @@ def test_role_reads_only_the_endpoint_parameter_token_and_stream() -> None:
             ), statement
     ssm = [s for s in policy_statements(template, ids["role"]) if "ssm:GetParameter" in as_list(s["Action"])]
     assert ssm and all(ids["endpoint"] in json.dumps(s["Resource"]) for s in ssm)
+
+
+def test_role_queries_only_the_kind_index_for_heartbeats() -> None:
+    """Heartbeats come from a Query on kind-index: no other DynamoDB action on the table or its indexes."""
+    template, ids = dispatch_template()
+    statements = policy_statements(template, ids["role"])
+    table_actions = [
+        (action, statement["Resource"])
+        for statement in statements
+        for action in as_list(statement["Action"])
+        if action.startswith("dynamodb:") and "StreamArn" not in json.dumps(statement["Resource"])
+    ]
+    assert table_actions == [
+        (
+            "dynamodb:Query",
+            {"Fn::Join": ["", [{"Fn::GetAtt": [ids["records"], "Arn"]}, "/index/kind-index"]]},
+        )
+    ]
+    stream = [s for s in statements if "StreamArn" in json.dumps(s["Resource"])]
+    stream_actions = {a for s in stream for a in as_list(s["Action"])}
+    assert stream_actions and stream_actions <= STREAM_READ
+    assert not any(a.startswith("kms:") for s in statements for a in as_list(s["Action"]))  # AWS managed key

@@ -72,4 +72,4 @@ def test_log_groups_have_retention(full_stack: Synthesized) -> None:
 
 
 def test_dashboard_exists(full_stack: Synthesized) -> None:
-    full_stack.template.has_resource_properties("AWS::CloudWatch::Dashboard", {"DashboardName": "aipm-dev"})
+    full_stack.template.has_resource_properties("AWS::CloudWatch::Dashboard", {"DashboardName": "aipm-prod"})

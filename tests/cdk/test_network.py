@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aws_cdk import Environment, Stack
@@ -93,8 +94,20 @@ def test_dispatcher_egress_is_limited_to_agent_ports_and_endpoints() -> None:
         for r in resources(template, "AWS::EC2::SecurityGroupEgress").values()
         if r["Properties"]["GroupId"] == {"Fn::GetAtt": [dispatcher_sg, "GroupId"]}
     ]
-    assert sorted(r["FromPort"] for r in egress) == sorted([*c.DISPATCH_PORTS, 443])
-    assert all("DestinationSecurityGroupId" in r for r in egress)
+    assert sorted(r["FromPort"] for r in egress) == sorted([*c.DISPATCH_PORTS, 443, 443])
+    to_groups = [r for r in egress if "DestinationSecurityGroupId" in r]
+    to_prefix_lists = [r for r in egress if "DestinationPrefixListId" in r]
+    assert len(to_groups) == 3 and len(to_prefix_lists) == 1
+    assert not any("CidrIp" in r or "CidrIpv6" in r for r in egress)
+    # DynamoDB (the heartbeats) through its gateway endpoint: the region's prefix list, looked up at deploy.
+    (dynamodb,) = to_prefix_lists
+    assert dynamodb["ToPort"] == 443
+    lookup_id, attribute = dynamodb["DestinationPrefixListId"]["Fn::GetAtt"]
+    assert attribute == "PrefixLists.0.PrefixListId"
+    lookup = template.to_json()["Resources"][lookup_id]
+    assert lookup["Type"] == "Custom::AWS"
+    call = json.dumps(lookup["Properties"]["Create"])
+    assert "describeManagedPrefixLists" in call and ".dynamodb" in call
 
 
 def test_agent_egress_is_https_only() -> None:

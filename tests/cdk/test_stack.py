@@ -33,7 +33,20 @@ UNSCOPABLE_ACTIONS = {
     "logs:PutResourcePolicy",
     "logs:DescribeResourcePolicies",
     "logs:DescribeLogGroups",
+    "ec2:DescribeManagedPrefixLists",
 }
+# The outputs `aipm ops` reads (aipm/cli/ops.py): every one in both shapes, but the host key of the other.
+CLI_OUTPUTS = (
+    "ApiUrl",
+    "UserPoolId",
+    "UserPoolClientId",
+    "AgentPoolPort",
+    "AgentProcessorPort",
+    "AgentAttachPort",
+    "AgentLogGroup",
+    "ConsoleUrl",
+    "AgentTokenSecretArn",
+)
 
 
 def acknowledgments() -> list[tuple[str, str, str]]:
@@ -61,7 +74,8 @@ def test_cdk_nag_passes(full_stack: Synthesized, scaled_stack: Synthesized) -> N
 
 
 def test_other_shapes_pass_cdk_nag_and_cfn_lint(tmp_path: Path) -> None:
-    """NAT + private agent subnet, no endpoints, no WAF, no API Gateway account role: still clean."""
+    """NAT + private agent subnet, no endpoints, no WAF, no API Gateway account role, no console, an
+    explicit frontend origin: still clean, and CORS takes the given origin."""
     stack = synthesize(
         tmp_path,
         natGateways="1",
@@ -70,9 +84,20 @@ def test_other_shapes_pass_cdk_nag_and_cfn_lint(tmp_path: Path) -> None:
         apiWaf="false",
         apiCloudWatchRole="false",
         instanceType="t4g.medium",
+        console="false",
+        frontendOrigin="https://aipm.example.com",
     )
     stack.template.resource_count_is("AWS::WAFv2::WebACL", 0)
     stack.template.resource_count_is("AWS::EC2::NatGateway", 1)
+    for kind in ("AWS::CloudFront::Distribution", "AWS::S3::Bucket", "Custom::CDKBucketDeployment"):
+        stack.template.resource_count_is(kind, 0)
+    assert "ConsoleUrl" not in stack.json["Outputs"]
+    api = next(
+        f["Properties"]["Environment"]["Variables"]
+        for f in resources(stack.template, "AWS::Lambda::Function").values()
+        if f["Properties"].get("Handler") == c.API_HANDLER
+    )
+    assert api["ALLOWED_ORIGIN"] == "https://aipm.example.com"
     assert "arm64" in json.dumps(stack.json["Parameters"])
     lint = subprocess.run(
         [str(CFN_LINT), "--ignore-checks", "W3005", "--", str(stack.template_path)],
@@ -87,7 +112,7 @@ def test_every_acknowledgment_is_resource_scoped_and_reasoned() -> None:
     found = acknowledgments()
     assert found
     for path, rule, reason in found:
-        assert path != "Aipm-dev", f"stack-wide acknowledgment of {rule}"
+        assert path != "Aipm-prod", f"stack-wide acknowledgment of {rule}"
         assert len(reason) >= 80 and reason.endswith((".", ")")), (path, rule, reason)
 
 
@@ -127,9 +152,46 @@ def outputs(stack: Synthesized) -> dict[str, Any]:
     return {k: v["Value"] for k, v in stack.json["Outputs"].items()}
 
 
+def test_outputs_the_cli_reads(full_stack: Synthesized, scaled_stack: Synthesized) -> None:
+    single, scaled = outputs(full_stack), outputs(scaled_stack)
+    for key in CLI_OUTPUTS:
+        assert key in single and key in scaled, key
+    assert "AgentInstanceId" in single and "AgentAutoScalingGroupName" not in single
+    assert "AgentAutoScalingGroupName" in scaled and "AgentInstanceId" not in scaled
+    instance = next(iter(resources(full_stack.template, "AWS::EC2::Instance")))
+    assert single["AgentInstanceId"] == {"Ref": instance}
+    group = next(iter(resources(scaled_stack.template, "AWS::AutoScaling::AutoScalingGroup")))
+    assert scaled["AgentAutoScalingGroupName"] == {"Ref": group}
+    for out in (single, scaled):
+        ports = (out["AgentPoolPort"], out["AgentProcessorPort"], out["AgentAttachPort"])
+        assert ports == (str(c.POOL_PORT), str(c.PROCESSOR_PORT), str(c.ATTACH_PORT))
+        assert ports == ("8081", "8082", "8083")
+
+
+def test_cli_output_keys_match_the_cli() -> None:
+    """The keys above are the ones aipm/cli/ops.py declares (it also lists the host keys)."""
+    from aipm.cli import ops
+
+    assert set(ops.OUTPUT_KEYS) == {*CLI_OUTPUTS, "AgentInstanceId", "AgentAutoScalingGroupName"}
+
+
+def test_agent_log_group_output_is_where_the_host_ships_its_log(
+    full_stack: Synthesized, scaled_stack: Synthesized
+) -> None:
+    """AgentLogGroup names the group the CloudWatch agent writes to, in streams <instance-id>/agent."""
+    for stack, kind in ((full_stack, "AWS::EC2::Instance"), (scaled_stack, "AWS::EC2::LaunchTemplate")):
+        group = outputs(stack)["AgentLogGroup"]
+        assert set(group) == {"Ref"}
+        resources(stack.template, "AWS::Logs::LogGroup")[group["Ref"]]  # it exists
+        (host,) = resources(stack.template, kind).values()
+        user_data = json.dumps(host["Properties"])
+        assert json.dumps(group) in user_data
+        assert '\\"log_stream_name\\":\\"{instance_id}/agent\\"' in user_data
+
+
 def test_outputs_give_urls_ids_and_exact_ssm_commands(full_stack: Synthesized) -> None:
     out = outputs(full_stack)
-    for key in ("ApiUrl", "UserPoolId", "UserPoolClientId", "InstanceId", "SsmShellCommand"):
+    for key in ("ApiUrl", "UserPoolId", "UserPoolClientId", "AgentInstanceId", "SsmShellCommand"):
         assert key in out, key
     shell = json.dumps(out["SsmShellCommand"])
     assert "aws ssm start-session --region " in shell and "AgentInstance" in shell
@@ -142,7 +204,7 @@ def test_outputs_give_urls_ids_and_exact_ssm_commands(full_stack: Synthesized) -
 
 def test_scale_out_outputs_list_the_hosts(scaled_stack: Synthesized) -> None:
     out = outputs(scaled_stack)
-    assert "InstanceId" not in out
+    assert "AgentInstanceId" not in out and "AgentPrivateIp" not in out
     assert "aws:autoscaling:groupName" in json.dumps(out["ListAgentHostsCommand"])
     assert "<instance-id>" in json.dumps(out["SsmPortForward8082"])
     scaled_stack.template.has_resource_properties(

@@ -1,0 +1,193 @@
+"""Web console: private bucket behind CloudFront (OAC, HTTPS only, security headers), aipm/web + config.json
+deployed by BucketDeployment, and the CORS origin rule of the API."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import App
+from aws_cdk.assertions import Template
+
+from cdk.aipm_cdk import constants as c
+from cdk.aipm_cdk.config import AipmConfig
+from cdk.aipm_cdk.console import Console
+from cdk.aipm_cdk.stack import cors_origin
+from tests.cdk.builders import bare_stack, resources
+from tests.cdk.conftest import Synthesized
+
+API_URL = "https://abc123.execute-api.eu-west-1.amazonaws.com/prod/"
+
+
+@functools.cache
+def console_template() -> tuple[Template, Path, dict[str, str]]:
+    """The Console construct, published with a literal API URL, in a bare stack (no cdk-nag)."""
+    stack = bare_stack()
+    console = Console(stack, "Console", config=AipmConfig())
+    console.publish(API_URL)
+    app = stack.node.root
+    assert isinstance(app, App)
+    assembly = app.synth()
+    ids = {
+        "site": stack.resolve(console.bucket.bucket_name)["Ref"],
+        "logs": stack.resolve(console.log_bucket.bucket_name)["Ref"],
+        "distribution": stack.resolve(console.distribution.distribution_id)["Ref"],
+        "headers": stack.resolve(console.headers.response_headers_policy_id)["Ref"],
+    }
+    return Template.from_stack(stack), Path(assembly.directory), ids
+
+
+def distribution_config(template: Template) -> dict[str, Any]:
+    found = resources(template, "AWS::CloudFront::Distribution")
+    assert len(found) == 1
+    return dict(next(iter(found.values()))["Properties"]["DistributionConfig"])
+
+
+def bucket_policy(template: Template, bucket: str) -> list[dict[str, Any]]:
+    for policy in resources(template, "AWS::S3::BucketPolicy").values():
+        if policy["Properties"]["Bucket"] == {"Ref": bucket}:
+            return list(policy["Properties"]["PolicyDocument"]["Statement"])
+    raise AssertionError(f"no policy on {bucket}")
+
+
+def test_buckets_are_private_encrypted_and_tls_only() -> None:
+    template, _, ids = console_template()
+    buckets = resources(template, "AWS::S3::Bucket")
+    assert set(buckets) == {ids["site"], ids["logs"]}
+    for logical_id, bucket in buckets.items():
+        props = bucket["Properties"]
+        assert props["PublicAccessBlockConfiguration"] == {
+            "BlockPublicAcls": True,
+            "BlockPublicPolicy": True,
+            "IgnorePublicAcls": True,
+            "RestrictPublicBuckets": True,
+        }, logical_id
+        assert "WebsiteConfiguration" not in props
+        rules = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        assert rules[0]["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+        denies = [
+            s
+            for s in bucket_policy(template, logical_id)
+            if s["Effect"] == "Deny" and s["Condition"].get("Bool", {}).get("aws:SecureTransport") == "false"
+        ]
+        assert denies, logical_id
+    site = buckets[ids["site"]]["Properties"]
+    assert site["LoggingConfiguration"]["DestinationBucketName"] == {"Ref": ids["logs"]}
+    assert site["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+
+
+def test_only_cloudfront_through_oac_reads_the_site_bucket() -> None:
+    template, _, ids = console_template()
+    template.has_resource_properties(
+        "AWS::CloudFront::OriginAccessControl",
+        {"OriginAccessControlConfig": {"OriginAccessControlOriginType": "s3", "SigningBehavior": "always"}},
+    )
+    template.resource_count_is("AWS::CloudFront::CloudFrontOriginAccessIdentity", 0)
+    (origin,) = distribution_config(template)["Origins"]
+    assert "OriginAccessControlId" in origin
+    assert origin["S3OriginConfig"].get("OriginAccessIdentity", "") == ""
+    allows = [s for s in bucket_policy(template, ids["site"]) if s["Effect"] == "Allow"]
+    assert len(allows) == 1
+    (allow,) = allows
+    assert allow["Principal"] == {"Service": "cloudfront.amazonaws.com"}
+    assert allow["Action"] == "s3:GetObject"
+    assert ids["distribution"] in json.dumps(allow["Condition"]["StringEquals"]["AWS:SourceArn"])
+
+
+def test_distribution_is_https_only_with_security_headers_and_index_html() -> None:
+    template, _, ids = console_template()
+    config = distribution_config(template)
+    behavior = config["DefaultCacheBehavior"]
+    assert behavior["ViewerProtocolPolicy"] in ("redirect-to-https", "https-only")
+    assert behavior["AllowedMethods"] == ["GET", "HEAD"]
+    assert behavior["ResponseHeadersPolicyId"] == {"Ref": ids["headers"]}
+    assert config["DefaultRootObject"] == "index.html"
+    assert config["Logging"]["Bucket"] == {"Fn::GetAtt": [ids["logs"], "RegionalDomainName"]}
+    headers = resources(template, "AWS::CloudFront::ResponseHeadersPolicy")[ids["headers"]]
+    security = headers["Properties"]["ResponseHeadersPolicyConfig"]["SecurityHeadersConfig"]
+    assert security["StrictTransportSecurity"]["AccessControlMaxAgeSec"] >= 365 * 24 * 3600
+    assert security["FrameOptions"]["FrameOption"] == "DENY"
+    assert security["ReferrerPolicy"]["ReferrerPolicy"] == "no-referrer"
+    assert "ContentTypeOptions" in security
+    csp = json.dumps(security["ContentSecurityPolicy"]["ContentSecurityPolicy"])
+    for directive in (
+        "script-src 'self'",
+        "frame-ancestors 'none'",
+        "connect-src 'self' https://*.execute-api.",
+    ):
+        assert directive in csp, directive
+
+
+def test_deployment_uploads_the_web_files_and_config_json() -> None:
+    template, outdir, ids = console_template()
+    (deployment,) = resources(template, "Custom::CDKBucketDeployment").values()
+    props = deployment["Properties"]
+    assert props["DestinationBucketName"] == {"Ref": ids["site"]}
+    assert props["Prune"] is True and props["RetainOnDelete"] is False
+    assert props["SystemMetadata"] == {"cache-control": "no-cache"}
+    assert len(props["SourceObjectKeys"]) == 2
+    staged = [outdir / f"asset.{key.removesuffix('.zip')}" for key in props["SourceObjectKeys"]]
+    files = {p.name: p for directory in staged for p in directory.iterdir()}
+    assert {"index.html", "app.js", "styles.css", c.CONSOLE_CONFIG} <= set(files)
+    assert json.loads(files[c.CONSOLE_CONFIG].read_text()) == {"apiUrl": API_URL}
+    assert not any(name.endswith(".py") for name in files)
+
+
+def test_full_stack_config_json_points_at_the_stacks_api(full_stack: Synthesized) -> None:
+    (deployment,) = resources(full_stack.template, "Custom::CDKBucketDeployment").values()
+    markers = deployment["Properties"]["SourceMarkers"]
+    (api_url,) = [value for m in markers for value in m.values()]
+    text = json.dumps(api_url)
+    assert "ApiRestApi" in text and ".execute-api." in text
+    config_assets = [
+        full_stack.outdir / f"asset.{key.removesuffix('.zip')}" / c.CONSOLE_CONFIG
+        for key in deployment["Properties"]["SourceObjectKeys"]
+    ]
+    (config,) = [p for p in config_assets if p.exists()]
+    marker = next(iter(markers[1] or markers[0]))
+    assert config.read_text() == '{"apiUrl":' + marker + "}"
+
+
+def allowed_origin(stack: Synthesized) -> tuple[Any, Any, Any]:
+    """ALLOWED_ORIGIN of the API Lambda, the preflight's and a gateway response's Allow-Origin."""
+    functions = resources(stack.template, "AWS::Lambda::Function").values()
+    env = next(
+        f["Properties"]["Environment"]["Variables"]
+        for f in functions
+        if f["Properties"].get("Handler") == c.API_HANDLER
+    )
+    preflight = next(
+        m["Properties"]["Integration"]["IntegrationResponses"][0]["ResponseParameters"]
+        for m in resources(stack.template, "AWS::ApiGateway::Method").values()
+        if m["Properties"]["HttpMethod"] == "OPTIONS"
+    )
+    gateway = next(iter(resources(stack.template, "AWS::ApiGateway::GatewayResponse").values()))
+    return (
+        env["ALLOWED_ORIGIN"],
+        preflight["method.response.header.Access-Control-Allow-Origin"],
+        gateway["Properties"]["ResponseParameters"]["gatewayresponse.header.Access-Control-Allow-Origin"],
+    )
+
+
+def test_cors_origin_is_the_consoles_cloudfront_origin_by_default(full_stack: Synthesized) -> None:
+    lambda_origin, preflight, gateway = allowed_origin(full_stack)
+    (distribution,) = resources(full_stack.template, "AWS::CloudFront::Distribution")
+    domain = {"Fn::GetAtt": [distribution, "DomainName"]}
+    assert lambda_origin == {"Fn::Join": ["", ["https://", domain]]}
+    assert preflight == gateway == {"Fn::Join": ["", ["'https://", domain, "'"]]}
+    console_url = full_stack.json["Outputs"][c.OUT_CONSOLE_URL]["Value"]
+    assert console_url == {"Fn::Join": ["", ["https://", domain, "/"]]}
+
+
+def test_cors_origin_rule() -> None:
+    """frontendOrigin when given (even with the console), else the console's origin, else the fallback."""
+    stack = bare_stack()
+    console = Console(stack, "Console", config=AipmConfig())
+    explicit = AipmConfig(frontend_origin="https://aipm.example.com")
+    assert cors_origin(explicit, console) == "https://aipm.example.com"
+    assert cors_origin(explicit, None) == "https://aipm.example.com"
+    assert cors_origin(AipmConfig(), console) == console.origin
+    assert "DomainName" in json.dumps(stack.resolve(console.origin))
+    assert cors_origin(AipmConfig(), None) == c.FALLBACK_ORIGIN

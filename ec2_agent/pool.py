@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 MAX_HINTS = 256
 IDLE_RECHECK_S = 60.0
+QUEUE_COUNT_INTERVAL_S = 30.0  # the queue depth in /health and the heartbeat: a count reads every queued item
 
 
 def agent_version() -> str:
@@ -66,6 +67,7 @@ class AgentPool:
         self._heal_at: dict[int, float] = {}
         self._heal_delay: dict[int, float] = {}
         self._fleet: list[Heartbeat] = []
+        self._counted_at = float("-inf")
         self.endpoint: str | None = None
         self.started_at = time.monotonic()
         self.queued_seen = 0
@@ -323,7 +325,9 @@ class AgentPool:
 
     def write_heartbeat(self) -> None:
         """Record this agent's slots, and refresh what it knows of the queue and the other agents."""
-        self.queued_seen = self._store.count_queued()
+        if time.monotonic() - self._counted_at >= QUEUE_COUNT_INTERVAL_S:
+            self.queued_seen = self._store.count_queued()
+            self._counted_at = time.monotonic()
         now_ms = time.time_ns() // 1_000_000
         self._store.put_heartbeat(
             Heartbeat(

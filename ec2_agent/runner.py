@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ec2_agent.jsonlog import job_context
 from ec2_agent.prompting import strip_control, task_prompt
@@ -201,6 +202,9 @@ class JobHandle:
     started: float = field(default_factory=time.monotonic)
     shutting_down: bool = False
     fetched: bool = False
+    reason: str = ""
+    commit_sha: str | None = None
+    changed_files: list[str] = field(default_factory=list)
 
     def record_output(self, chunk: str) -> None:
         self.keeper.tail = (self.keeper.tail + chunk)[-OUTPUT_TAIL_MAX_CHARS:]
@@ -379,10 +383,13 @@ class JobRunner:
             output_tail=pub.tail,
         )
 
-    def _finish(self, handle: JobHandle, status: JobStatus, reason: str, **fields: object) -> JobStatus:
+    def _finish(self, handle: JobHandle, status: JobStatus, reason: str, **fields: Any) -> JobStatus:
         if status is not JobStatus.COMPLETED:
             fields.setdefault("error", reason)
         self._store.finish(handle.job.job_id, handle.worker, status, reason, **fields)
+        handle.reason = reason
+        handle.commit_sha = fields.get("commit_sha")
+        handle.changed_files = list(fields.get("changed_files") or [])
         log.info("job ended", extra={"status": status.value, "reason": reason})
         return status
 
@@ -397,29 +404,31 @@ class JobRunner:
         """Stop renewing; if the job ended here (or was cancelled), say so on the PR."""
         handle.keeper.stop()
         if status is None:
-            status = self._cancelled_elsewhere(handle.job)
-        if status is not None and status.terminal:
-            self._comment(handle.job, status, time.monotonic() - handle.started)
+            cancelled = self._cancelled_elsewhere(handle.job)
+            if cancelled is None:
+                return
+            status, handle.reason = JobStatus.CANCELLED, cancelled.reason or "cancelled"
+        if status.terminal:
+            self._comment(handle, status, time.monotonic() - handle.started)
 
-    def _cancelled_elsewhere(self, job: Job) -> JobStatus | None:
+    def _cancelled_elsewhere(self, job: Job) -> Job | None:
+        """The job as stored, if it was cancelled while this agent held it; None otherwise."""
         try:
-            current = self._store.get_job(job.job_id).status
+            current = self._store.get_job(job.job_id)
         except RecordError:
             return None
-        return current if current is JobStatus.CANCELLED else None
+        return current if current.status is JobStatus.CANCELLED else None
 
-    def _comment(self, job: Job, status: JobStatus, duration_s: float) -> None:
+    def _comment(self, handle: JobHandle, status: JobStatus, duration_s: float) -> None:
         """Post the outcome on the PR; a failure here is logged, never fatal."""
+        job = handle.job
+        if status is JobStatus.COMPLETED:
+            files = "\n".join(f"- `{f}`" for f in handle.changed_files)
+            summary = f"✅ AIPM agent pushed {handle.commit_sha} in {duration_s:.1f} s."
+            body = f"{summary}\n\nChanged files:\n{files}"
+        else:
+            body = f"⚠️ AIPM agent: job ended as **{status.value}** after {duration_s:.1f} s: {handle.reason}"
         try:
-            final = self._store.get_job(job.job_id)
-            if status is JobStatus.COMPLETED:
-                files = "\n".join(f"- `{f}`" for f in (final.changed_files or []))
-                summary = f"✅ AIPM agent pushed {final.commit_sha} in {duration_s:.1f} s."
-                body = f"{summary}\n\nChanged files:\n{files}"
-            else:
-                body = (
-                    f"⚠️ AIPM agent: job ended as **{status.value}** after {duration_s:.1f} s: {final.reason}"
-                )
             self._github.comment_on_pull_request(job.owner, job.repo_name, job.pr_number, body)
-        except (GitHubError, RecordError) as err:
+        except GitHubError as err:
             log.warning("could not comment on the PR", extra={"error": str(err)})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
@@ -22,11 +23,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
 from lambda_src import aws_clients
+from lambda_src.records.models import Heartbeat
 from lambda_src.records.store import JobStore
 from lambda_src.settings import DispatchSettings
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "aipm-dispatch"))
 _http = urllib3.PoolManager(retries=False)
+HEARTBEAT_CACHE_S = 2.0
 
 
 @cache
@@ -54,13 +57,7 @@ def targets() -> list[str]:
     cfg = settings()
     free: list[str] = []
     if cfg.records_table:
-        try:
-            beats = JobStore(cfg.records_table, aws_clients.dynamodb()).list_heartbeats()
-        except (ClientError, BotoCoreError) as err:
-            logger.warning(
-                "heartbeats unreadable; nudging the configured endpoint", extra={"error": str(err)}
-            )
-            beats = []
+        beats = heartbeats.get(cfg.records_table)
         now_ms = time.time_ns() // 1_000_000
         fresh = [b for b in beats if b.endpoint and now_ms - b.at_ms <= cfg.worker_stale_s * 1000]
         for beat in sorted(fresh, key=lambda b: -b.free_slots):
@@ -72,6 +69,33 @@ def targets() -> list[str]:
     except aws_clients.SecretUnavailable as err:
         logger.warning("no agent endpoint to nudge", extra={"error": str(err)})
         return []
+
+
+@dataclass
+class HeartbeatCache:
+    """The agents' heartbeats, read at most every `max_age_s` per container: agents write theirs every 15 s,
+    and a burst of stream batches need not read them each time."""
+
+    max_age_s: float
+    read_at: float = float("-inf")
+    beats: list[Heartbeat] = field(default_factory=list)
+
+    def get(self, table: str) -> list[Heartbeat]:
+        """The cached heartbeats, re-read when older than max_age_s; empty if they cannot be read."""
+        if time.monotonic() - self.read_at < self.max_age_s:
+            return self.beats
+        try:
+            self.beats = JobStore(table, aws_clients.dynamodb()).list_heartbeats()
+        except (ClientError, BotoCoreError) as err:
+            logger.warning(
+                "heartbeats unreadable; nudging the configured endpoint", extra={"error": str(err)}
+            )
+            self.beats = []
+        self.read_at = time.monotonic()
+        return self.beats
+
+
+heartbeats = HeartbeatCache(max_age_s=HEARTBEAT_CACHE_S)
 
 
 def nudge(job: dict[str, Any], endpoint: str) -> bool:

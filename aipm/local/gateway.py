@@ -36,6 +36,7 @@ PUBLIC_ROUTES = {("GET", "/api/health"), ("GET", "/api/openapi.json")}
 LOCAL_USER_CLAIMS = {"sub": "local-user", "cognito:username": "local-user", "email": "local-user@localhost"}
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's own payload limit
 STREAM_POLL_S = 0.05  # Lambda's stream poller reads each shard several times a second
+SHARD_REFRESH_S = 1.0  # how often the pump looks for new shards
 
 
 @dataclass(frozen=True)
@@ -192,9 +193,12 @@ class StreamPump:
         self._stop.set()
 
     def run(self) -> None:
+        refreshed_at = float("-inf")
         while not self._stop.is_set():
             try:
-                self._refresh_shards()
+                if time.monotonic() - refreshed_at >= SHARD_REFRESH_S:
+                    self._refresh_shards()
+                    refreshed_at = time.monotonic()
                 delivered = self._pump_once()
             except Exception:
                 log.exception("stream pump failed; retrying")

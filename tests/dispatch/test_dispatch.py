@@ -87,6 +87,7 @@ def table(
     dispatch_handler.settings.cache_clear()
     aws_clients.dynamodb.cache_clear()
     parameters.clear_caches()
+    monkeypatch.setattr(dispatch_handler, "heartbeats", dispatch_handler.HeartbeatCache(max_age_s=2))
     yield name
     dispatch_handler.settings.cache_clear()
     aws_clients.dynamodb.cache_clear()

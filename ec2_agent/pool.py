@@ -25,7 +25,6 @@ from lambda_src.records.store import JobStore
 log = logging.getLogger(__name__)
 
 MAX_HINTS = 256
-IDLE_RECHECK_S = 60.0
 QUEUE_COUNT_INTERVAL_S = 30.0  # the queue depth in /health and the heartbeat: a count reads every queued item
 
 
@@ -137,31 +136,36 @@ class AgentPool:
     def _slot_loop(self, slot: SlotState) -> None:
         slot_var.set(slot.id)
         self._warm(slot)
+        woken = True
         while not self._draining.is_set():
-            with self._wake:
-                adhoc = self._adhoc.popleft() if self._adhoc else None
-            if adhoc is not None:
-                if not adhoc.cancel.is_set():
-                    slot.run_adhoc(adhoc)
-                    slot.tidy()
-                continue
-            handle = self._take_next(slot)
-            if handle is not None:
-                self._run(slot, handle)
-                continue
+            if woken:
+                with self._wake:
+                    adhoc = self._adhoc.popleft() if self._adhoc else None
+                if adhoc is not None:
+                    if not adhoc.cancel.is_set():
+                        slot.run_adhoc(adhoc)
+                        slot.tidy()
+                    continue
+                handle = self._take_next(slot)
+                if handle is not None:
+                    self._run(slot, handle)
+                    continue
             self._heal(slot)
             with self._wake:
                 if self._draining.is_set() or self._hints or self._adhoc:
+                    woken = True
                     continue
-                self._wake.wait(timeout=self._wait_s(slot))
+                # A timer wake-up only checks the session; only a nudge looks at the queue.
+                woken = self._wake.wait(timeout=self._wait_s(slot))
 
     def _wait_s(self, slot: SlotState) -> float:
-        """An idle slot sleeps until a nudge (the sweeper nudges when it sees queued work), or until its
-        session is due for a restart attempt; IDLE_RECHECK_S is only a safety net."""
+        """An idle slot sleeps until a nudge (the sweeper nudges when it sees queued work); it wakes every
+        AIPM_SWEEP_INTERVAL_S to check its CLI is alive, sooner when a restart attempt is due."""
+        wait = self._config.sweep_interval_s
         heal_at = self._heal_at.get(slot.id)
         if heal_at is not None:
-            return min(IDLE_RECHECK_S, max(0.05, heal_at - time.monotonic()))
-        return IDLE_RECHECK_S
+            wait = min(wait, max(0.05, heal_at - time.monotonic()))
+        return wait
 
     def _claim_next(self, slot: SlotState) -> Job | None:
         worker = self._runner.worker_id(slot)

@@ -53,6 +53,7 @@ class SlotState:
     current_job: str | None = None
     idle_since: float = field(default_factory=time.monotonic)
     restarts: int = 0
+    started_once: bool = False
     ready: bool = False
     clean: bool = True
     running: JobHandle | None = None
@@ -72,7 +73,9 @@ class SlotState:
             return self.session
         if self.session is not None:
             self.session.close()
+        if self.started_once:
             self.restarts += 1
+        self.started_once = True
         self.ready = False
         self.session = self.session_factory(tree, self.emit)
         self.session_dir = tree

@@ -192,6 +192,32 @@ def test_agent_killed_mid_job_restarts_and_the_job_completes_once(stack: LocalSt
     assert len(emulator_pids(agent.work_dir)) <= OPTIONS.pool_size  # the orphaned CLI was reaped
 
 
+def test_an_idle_cli_that_dies_is_restarted_by_the_health_check(stack: LocalStack) -> None:
+    agent = stack.agents[0]
+
+    def workers() -> list[dict[str, Any]]:
+        health = stack.agent_health(agent)
+        assert health is not None
+        return list(health["workers"])
+
+    deadline = time.monotonic() + 30
+    while any(w["busy"] for w in workers()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    restarts_before = sum(w["restarts"] for w in workers())
+    victim = emulator_pids(agent.work_dir)[0]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        now = workers()
+        if sum(w["restarts"] for w in now) > restarts_before and all(w["ready"] for w in now):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"the dead CLI was not restarted: {workers()}")
+    pids = emulator_pids(agent.work_dir)
+    assert victim not in pids and len(pids) == OPTIONS.pool_size
+
+
 def test_sigterm_hands_running_jobs_back_and_exits(stack: LocalStack) -> None:
     agent = stack.agents[0]
     assert agent.proc is not None

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +31,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class MotoServer:
-    """Runs `python -m moto.server` bound to 127.0.0.1 as a child process.
+    """Runs moto's server (`python -m aipm.local.moto_server`, see `serve`) on 127.0.0.1 as a child process.
 
     `start()` waits up to `startup_timeout_s` for it to answer, else raises MotoServerError with its log tail.
     """
@@ -48,7 +52,7 @@ class MotoServer:
     def start(self) -> None:
         out = self._log_path.open("ab") if self._log_path else subprocess.DEVNULL
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+            [sys.executable, "-m", "aipm.local.moto_server", "--host", self.host, "--port", str(self.port)],
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -85,3 +89,41 @@ class MotoServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def serve(host: str, port: int) -> None:
+    """moto's own server application, handling one request at a time.
+
+    DynamoDB applies each conditional write atomically; moto's backends hold no locks, so with its
+    threaded server two concurrent claims of one job could both pass `status = queued`. Connections are
+    still accepted concurrently; only request handling is serialised (moto is bound by the GIL anyway).
+    """
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import run_simple
+
+    app = DomainDispatcherApplication(create_backend_app)
+    lock = threading.Lock()
+
+    def one_at_a_time(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        with lock:
+            return list(app(environ, start_response))
+
+    run_simple(host, port, one_at_a_time, threaded=True, request_handler=MotoRequestHandler)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description="moto's server with serialised request handling (local mode)"
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    serve(args.host, args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -37,6 +37,7 @@ import pexpect
 
 from ec2_agent.profiles import CliProfile
 from ec2_agent.prompting import TerminalTextStream, strip_control
+from ec2_agent.sandbox import Sandbox
 
 __all__ = ["CliSession", "SessionError", "SessionStartError", "TaskOutcome"]
 
@@ -124,12 +125,14 @@ class CliSession:
         transcript_limit_bytes: int = 64 * 1024,
         on_output: Callable[[str], None] | None = None,
         log: _Log | None = None,
+        sandbox: Sandbox | None = None,
     ) -> None:
         if transcript_limit_bytes <= 0:
             raise ValueError("transcript_limit_bytes must be positive")
         self._profile = profile
         self._workdir = workdir
         self._on_output = on_output
+        self._sandbox = sandbox
         self._log: _Log = log if log is not None else logger
         self._tail = _Tail(transcript_limit_bytes)
         self._stream = TerminalTextStream()
@@ -335,6 +338,11 @@ class CliSession:
         env = dict(os.environ)
         env.setdefault("TERM", "xterm-256color")
         env.update(self._profile.env)
+        cwd = self._workdir
+        if self._sandbox is not None:
+            # The PTY is the CLI's own, so no new session: Ctrl-C must reach it (see Sandbox.command).
+            argv, env = self._sandbox.command(argv, env, new_session=False)
+            cwd = self._sandbox.tree
         self._tail.clear()
         self._stream = TerminalTextStream()
         self._window = ""
@@ -342,7 +350,7 @@ class CliSession:
             child = pexpect.spawn(
                 argv[0],
                 argv[1:],
-                cwd=str(self._workdir),
+                cwd=str(cwd),
                 env=env,
                 encoding="utf-8",
                 codec_errors="replace",

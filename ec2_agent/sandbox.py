@@ -1,0 +1,392 @@
+"""A bubblewrap (`bwrap`) sandbox per slot: the coding-agent CLI sees its work tree, its home and the system,
+read-only, and nothing of the agent.
+
+Layout inside (docs/sandbox-and-sessions.md): `/workspace` = `slots/<n>/tree` (read-write), `/home/cli` =
+`slots/<n>/home` (read-write, seeded from the profile's pristine home), `/tmp` a tmpfs, `/usr` and a few
+files of `/etc` read-only, the CLI's install directories read-only, `/proc` of the sandbox's own PID
+namespace, `/dev` a minimal one. Never mounted: the rest of `AIPM_WORK_DIR` (the git store, the jobs' git
+directories, other slots, the credential helper), the agent's home, its secrets.
+
+Namespaces: user (with `--disable-userns`, so no nested one can regain capabilities), PID, IPC, UTS and
+cgroup, network when the policy says `none`; every capability dropped (`--cap-drop ALL`: bwrap run as root
+keeps them otherwise, measured with bubblewrap 0.8); `--die-with-parent`. The environment is built from the
+policy's allow-list; names of the agent's own credentials are refused even when listed.
+
+A driver never spawns a CLI directly: it asks :meth:`Sandbox.command` for the wrapped argv and environment.
+Processes are found by PID namespace: the outer `bwrap` process carries this sandbox's marker as its UTS
+host name argument (a process inside cannot fake it: it cannot create processes in the agent's PID
+namespace), and its child is the namespace's init. Sources: bwrap(1), pid_namespaces(7), proc(5) (`NSpid`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import signal
+import stat
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+log = logging.getLogger(__name__)
+
+BWRAP = "/usr/bin/bwrap"
+WORKSPACE = "/workspace"
+HOME = "/home/cli"
+SANDBOX_TMP = "/tmp"  # noqa: S108 - a tmpfs of the sandbox's own
+# Always passed when the agent has them: the terminal and locale. Nothing else without the policy's word.
+BASE_ENV = ("TERM", "COLORTERM", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
+# Never passed, whatever a policy lists: the agent's and the forge's credentials and the agent's settings.
+FORBIDDEN_PREFIXES = ("AWS_", "AIPM_", "GITHUB_", "GH_", "GIT_", "SSH_", "BOTO", "AMAZON_", "ECS_")
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+# Files of /etc a program needs to resolve names, users, certificates, libraries and time; never shadow,
+# never the system's git or ssh configuration.
+ETC_FILES = (
+    "passwd", "group", "hosts", "host.conf", "resolv.conf", "nsswitch.conf", "gai.conf", "localtime",
+    "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "ssl", "ca-certificates", "pki", "alternatives",
+    "mime.types", "protocols", "services", "os-release", "inputrc", "terminfo",
+)  # fmt: skip
+_KILL_WAIT_S = 2.0
+# On a pseudo-terminal of its own, the CLI becomes the terminal's foreground process group before it runs,
+# so Ctrl-C reaches the CLI (and its tools) but not the outer bwrap, which would die of it and take the
+# sandbox along (measured: bubblewrap 0.8 keeps SIGINT's default action).
+_FOREGROUND = (
+    "/usr/bin/python3", "-I", "-S", "-c",
+    "import os, signal, sys\n"
+    "os.setpgid(0, 0)\n"
+    "signal.signal(signal.SIGTTOU, signal.SIG_IGN)\n"
+    "if os.isatty(0):\n    os.tcsetpgrp(0, os.getpgrp())\n"
+    "signal.signal(signal.SIGTTOU, signal.SIG_DFL)\n"
+    "os.execvp(sys.argv[1], sys.argv[1:])",
+)  # fmt: skip
+
+
+class SandboxFault(RuntimeError):
+    """The slot's sandbox cannot be set up or cleaned (bwrap missing, home unreadable, a process that will
+    not die). Slot-local: the job is handed back without using an attempt, and the slot is rebuilt."""
+
+
+class SandboxPolicy(BaseModel):
+    """What one CLI may have inside its sandbox (part of its profile).
+
+    `env_allow`: variable names passed from the environment the driver builds (e.g. the CLI's model-service
+    key); `ro_binds`: (outside, inside) paths mounted read-only, the CLI's installation; `network`: `host`
+    shares the host's network (the cloud host's firewall confines the CLI's user), `none` gives the sandbox
+    an empty network namespace; `home_seed`: a directory whose copy is the CLI's pristine home (its login
+    and configuration only); `path`: the PATH inside.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    env_allow: tuple[str, ...] = ()
+    ro_binds: tuple[tuple[str, str], ...] = ()
+    network: Literal["host", "none"] = "host"
+    home_seed: Path | None = None
+    path: str = Field(default=SYSTEM_PATH, min_length=1)
+
+    @field_validator("env_allow")
+    @classmethod
+    def _no_agent_credentials(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        for name in names:
+            if not name or "=" in name or name.upper().startswith(FORBIDDEN_PREFIXES):
+                raise ValueError(f"{name!r} may not be passed into the sandbox")
+        return names
+
+    @field_validator("ro_binds")
+    @classmethod
+    def _absolute_binds(cls, binds: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        for outside, inside in binds:
+            if not (outside.startswith("/") and inside.startswith("/")) or inside in (WORKSPACE, HOME, "/"):
+                raise ValueError(f"read-only mount {outside!r} → {inside!r}: absolute, not over the tree")
+        return binds
+
+
+@dataclass(frozen=True)
+class SandboxProcess:
+    """A process of the sandbox: its PID in the agent's namespace and in the sandbox's."""
+
+    pid: int
+    ns_pid: int
+
+
+class Sandbox:
+    """One slot's sandbox. `start()` prepares its directories and reaps what an earlier agent left;
+    `command()` wraps a CLI's argv; `kill_all_but_main()` between jobs; `stop()` ends everything in it.
+
+    `slot_dir` holds `tree` and `home`; `pristine_home` is the profile's pristine copy (outside every
+    mount). Thread use: the slot's thread only.
+    """
+
+    def __init__(
+        self, slot_dir: Path, pristine_home: Path, policy: SandboxPolicy, *, bwrap: str = BWRAP
+    ) -> None:
+        self.slot_dir = slot_dir
+        self.tree = slot_dir / "tree"
+        self.home = slot_dir / "home"
+        self.pristine_home = pristine_home
+        self.policy = policy
+        self._bwrap = bwrap
+        key = hashlib.sha256(str(slot_dir.resolve()).encode()).hexdigest()[:12]
+        self._marker_prefix = f"aipm-{key}-"
+        self.marker = self._marker_prefix + uuid.uuid4().hex[:8]
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create the tree and a fresh home; kill any sandbox an earlier agent process left on this slot.
+        Raises SandboxFault if bwrap is missing or the home cannot be seeded."""
+        if not Path(self._bwrap).is_file():
+            raise SandboxFault(f"bubblewrap is not installed at {self._bwrap}")
+        self.reap(everything=True)
+        self.tree.mkdir(parents=True, exist_ok=True)
+        self.seed_pristine()
+        self.reset_home()
+
+    def stop(self) -> None:
+        """Kill every process of every sandbox of this slot (the namespace dies with its init)."""
+        self.reap(everything=False)
+
+    def seed_pristine(self) -> None:
+        """Make the pristine home from the policy's seed (once; an existing pristine copy is kept)."""
+        if self.pristine_home.is_dir():
+            return
+        staging = self.pristine_home.with_name(self.pristine_home.name + f".{uuid.uuid4().hex[:6]}")
+        try:
+            if self.policy.home_seed is not None:
+                shutil.copytree(self.policy.home_seed, staging, symlinks=True)
+            else:
+                staging.mkdir(parents=True)
+            staging.chmod(0o700)
+            staging.rename(self.pristine_home)
+        except FileExistsError:
+            shutil.rmtree(staging, ignore_errors=True)  # another slot seeded it first
+        except OSError as err:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise SandboxFault(f"cannot seed the CLI's home from {self.policy.home_seed}: {err}") from err
+
+    def reset_home(self) -> None:
+        """Replace the slot's home with a copy of the pristine one. Raises SandboxFault."""
+        try:
+            if self.home.exists() or self.home.is_symlink():
+                _remove(self.home)
+            shutil.copytree(self.pristine_home, self.home, symlinks=True)
+        except OSError as err:
+            raise SandboxFault(f"cannot reset the CLI's home {self.home}: {err}") from err
+
+    def home_changed(self) -> bool:
+        """True if the slot's home differs in any way from the pristine copy (names, types, modes, sizes,
+        contents, link targets)."""
+        return snapshot(self.home) != snapshot(self.pristine_home)
+
+    # -- the command --------------------------------------------------------------------------------
+
+    def command(
+        self, argv: Sequence[str], env: Mapping[str, str], *, new_session: bool = True
+    ) -> tuple[list[str], dict[str, str]]:
+        """The bwrap command line that runs `argv` in /workspace, and the environment to start it with.
+
+        `env` is what the driver wants the CLI to see; only names of BASE_ENV and the policy's allow-list
+        pass, the agent's credentials never. `new_session=False` only for a driver that gives the CLI a
+        pseudo-terminal of its own (TIOCSTI there reaches the CLI's own input, not the agent's terminal;
+        Ctrl-C must reach the CLI). Raises ValueError for an empty argv.
+        """
+        if not argv or not argv[0]:
+            raise ValueError("argv must name a command")
+        allowed = set(BASE_ENV) | set(self.policy.env_allow)
+        inner = {
+            k: v
+            for k, v in env.items()
+            if k in allowed and not k.upper().startswith(FORBIDDEN_PREFIXES) and "\0" not in v
+        }
+        inner.update(HOME=HOME, PATH=self.policy.path, TMPDIR=SANDBOX_TMP, PWD=WORKSPACE, USER="cli")
+        inner.setdefault("LANG", "C.UTF-8")
+        args = [
+            self._bwrap,
+            "--unshare-user", "--disable-userns", "--cap-drop", "ALL",
+            "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+            "--hostname", self.marker,
+            "--die-with-parent",
+            *(["--new-session"] if new_session else []),
+            *(["--unshare-net"] if self.policy.network == "none" else []),
+        ]  # fmt: skip
+        args += _system_mounts()
+        for outside, inside in self.policy.ro_binds:
+            args += ["--ro-bind", outside, inside]
+        args += [
+            "--proc", "/proc", "--dev", "/dev", "--tmpfs", SANDBOX_TMP,
+            "--bind", str(self.tree), WORKSPACE,
+            "--bind", str(self.home), HOME,
+            "--chdir", WORKSPACE,
+            "--clearenv",
+        ]  # fmt: skip
+        for key, value in sorted(inner.items()):
+            args += ["--setenv", key, value]
+        args += ["--", *([] if new_session else _FOREGROUND), *argv]
+        outer = {"PATH": SYSTEM_PATH, "LANG": inner["LANG"]}
+        return args, outer
+
+    # -- processes ----------------------------------------------------------------------------------
+
+    def processes(self) -> list[SandboxProcess]:
+        """Every process inside this slot's current sandboxes (not the outer bwrap)."""
+        found: list[SandboxProcess] = []
+        for outer in self._outers(everything=False):
+            found.extend(_namespace_members(outer))
+        return found
+
+    def kill_all_but_main(self) -> list[int]:
+        """Between jobs: kill every process in the sandbox except its init (1) and the CLI's main process
+        (2). Returns the PIDs killed. Raises SandboxFault if one survives SIGKILL."""
+        victims = [p.pid for p in self.processes() if p.ns_pid > 2]
+        return self._kill(victims)
+
+    def reap(self, *, everything: bool) -> list[int]:
+        """Kill whole sandboxes of this slot: this instance's (`everything=False`) or any, including those
+        an earlier agent process left (`everything=True`). Returns the outer bwrap PIDs killed."""
+        outers = list(self._outers(everything=everything))
+        members = [m.pid for outer in outers for m in _namespace_members(outer)]
+        if outers:
+            log.warning("killing leftover sandbox processes", extra={"count": len(members) + len(outers)})
+        self._kill(members + outers)
+        return outers
+
+    def _kill(self, pids: list[int]) -> list[int]:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + _KILL_WAIT_S
+        alive = [pid for pid in pids if _alive(pid)]
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.01)
+            alive = [pid for pid in alive if _alive(pid)]
+        if alive:
+            raise SandboxFault(f"sandbox processes survived SIGKILL: {alive}")
+        return pids
+
+    def _outers(self, *, everything: bool) -> Iterator[int]:
+        """The outer bwrap processes (in the agent's PID namespace) carrying this slot's marker."""
+        prefix = self._marker_prefix if everything else self.marker
+        own_ns = _pid_ns("self")
+        for pid in _pids():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if not cmdline or Path(cmdline[0].decode(errors="replace")).name != "bwrap":
+                continue
+            if "--hostname" not in (args := [a.decode(errors="replace") for a in cmdline]):
+                continue
+            name = args[args.index("--hostname") + 1] if args.index("--hostname") + 1 < len(args) else ""
+            if (name == prefix if not everything else name.startswith(prefix)) and _pid_ns(pid) == own_ns:
+                yield pid
+
+
+def snapshot(root: Path) -> dict[str, tuple[str, int, str]]:
+    """Relative path → (kind, mode, digest) of everything under `root`, symlinks not followed. Missing
+    root → empty."""
+    result: dict[str, tuple[str, int, str]] = {}
+    if not root.is_dir() or root.is_symlink():
+        return {"": ("missing" if not root.exists() else "not-a-directory", 0, "")}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in sorted(dirnames + filenames):
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(root))
+            st = path.lstat()
+            mode = stat.S_IMODE(st.st_mode)
+            if stat.S_ISLNK(st.st_mode):
+                result[rel] = ("link", 0, str(path.readlink()))
+            elif stat.S_ISDIR(st.st_mode):
+                result[rel] = ("dir", mode, "")
+            elif stat.S_ISREG(st.st_mode):
+                digest = hashlib.sha256()
+                with path.open("rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(block)
+                result[rel] = ("file", mode, digest.hexdigest())
+            else:
+                result[rel] = ("special", mode, str(stat.S_IFMT(st.st_mode)))
+    return result
+
+
+def _system_mounts() -> list[str]:
+    args = ["--ro-bind", "/usr", "/usr"]
+    for top in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        path = Path("/") / top
+        if path.is_symlink():
+            args += ["--symlink", str(path.readlink()), f"/{top}"]
+        elif path.is_dir():
+            args += ["--ro-bind", str(path), f"/{top}"]
+    for name in ETC_FILES:
+        if (Path("/etc") / name).exists():
+            args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+    return args
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, link or tree without following links; make read-only directories writable first."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink()
+        return
+    for dirpath, _dirnames, _files in os.walk(path, followlinks=False):
+        with contextlib.suppress(OSError):
+            Path(dirpath).chmod(0o700)
+    shutil.rmtree(path)
+
+
+def _pids() -> Iterator[int]:
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            yield int(entry.name)
+
+
+def _pid_ns(pid: int | str) -> str | None:
+    try:
+        return str(Path(f"/proc/{pid}/ns/pid").readlink())
+    except OSError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return text.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    try:
+        for task in os.scandir(f"/proc/{pid}/task"):
+            text = Path(task.path, "children").read_text()
+            found += [int(c) for c in text.split()]
+    except OSError:
+        pass
+    return found
+
+
+def _namespace_members(outer: int) -> list[SandboxProcess]:
+    """Live processes (zombies aside) in the PID namespace whose init is the outer bwrap's child."""
+    inits = _children(outer)
+    namespaces = {ns for ns in (_pid_ns(c) for c in inits) if ns is not None and ns != _pid_ns(outer)}
+    members = []
+    for pid in _pids():
+        if _pid_ns(pid) not in namespaces or not _alive(pid):
+            continue
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("NSpid:"):
+                members.append(SandboxProcess(pid=pid, ns_pid=int(line.split()[-1])))
+                break
+    return members

@@ -1,0 +1,154 @@
+"""The slot sandbox with the real bubblewrap: what a process inside can see, write, reach and leave behind."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ec2_agent.sandbox import HOME, WORKSPACE, Sandbox, SandboxPolicy, snapshot
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
+    seed = tmp_path / "seed"
+    (seed / ".config" / "cli").mkdir(parents=True)
+    (seed / ".config" / "cli" / "login.json").write_text('{"key": "model-service-key"}')
+    box = Sandbox(
+        tmp_path / "work" / "slots" / "1",
+        tmp_path / "work" / "homes" / "cli",
+        SandboxPolicy(env_allow=("CLI_MODEL_KEY",), home_seed=seed, network="none"),
+    )
+    box.start()
+    yield box
+    box.stop()
+
+
+def run(box: Sandbox, script: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    argv, outer = box.command(["/bin/sh", "-c", script], env or {})
+    return subprocess.run(argv, env=outer, capture_output=True, text=True, timeout=30, check=False)
+
+
+def test_the_environment_is_the_allow_list_only(sandbox: Sandbox) -> None:
+    env = {
+        "CLI_MODEL_KEY": "k",
+        "AWS_SECRET_ACCESS_KEY": "s",
+        "AIPM_GIT_TOKEN": "t",
+        "GITHUB_TOKEN": "g",
+        "LANG": "C.UTF-8",
+        "OTHER": "x",
+    }
+    seen = dict(line.split("=", 1) for line in run(sandbox, "env", env).stdout.splitlines() if "=" in line)
+    assert seen["CLI_MODEL_KEY"] == "k" and seen["HOME"] == HOME and seen["PWD"] == WORKSPACE
+    assert not {"AWS_SECRET_ACCESS_KEY", "AIPM_GIT_TOKEN", "GITHUB_TOKEN", "OTHER"} & set(seen)
+
+
+@pytest.mark.parametrize("name", ["AWS_ACCESS_KEY_ID", "AIPM_AGENT_TOKEN", "GITHUB_TOKEN", "GIT_ASKPASS"])
+def test_a_policy_may_not_allow_the_agents_credentials(name: str) -> None:
+    with pytest.raises(ValueError, match="may not be passed"):
+        SandboxPolicy(env_allow=(name,))
+
+
+def test_only_the_tree_home_and_tmp_are_writable(sandbox: Sandbox, tmp_path: Path) -> None:
+    secret = tmp_path / "work" / "git" / "secret"
+    secret.parent.mkdir(parents=True)
+    secret.write_text("agent-only")
+    result = run(
+        sandbox,
+        f"echo w > {WORKSPACE}/a && echo h > {HOME}/b && echo t > /tmp/c && echo ok;"
+        f"cat {secret} 2>&1; ls {tmp_path / 'work'} 2>&1;"
+        "{ echo x > /usr/x; } 2>&1; { echo x > /etc/passwd; } 2>&1; ls /etc/shadow 2>&1",
+    )
+    out = result.stdout
+    assert out.startswith("ok"), result
+    assert "agent-only" not in out
+    assert (sandbox.tree / "a").read_text() == "w\n" and (sandbox.home / "b").read_text() == "h\n"
+    assert out.count("Read-only file system") == 2
+    assert "No such file" in out  # neither the work dir nor /etc/shadow exists inside
+
+
+def test_the_agents_processes_are_invisible(sandbox: Sandbox) -> None:
+    pids = run(sandbox, "ls /proc | grep -E '^[0-9]+$'").stdout.split()
+    assert sorted(int(p) for p in pids) == sorted(int(p) for p in pids if int(p) < 10)
+    assert str(os.getpid()) not in pids or os.getpid() < 10
+    status = run(sandbox, f"cat /proc/{os.getpid()}/environ 2>&1 || echo gone")
+    assert "gone" in status.stdout
+
+
+def test_no_capabilities_and_no_nested_user_namespace(sandbox: Sandbox) -> None:
+    out = run(sandbox, "grep CapEff /proc/self/status; unshare -U true 2>&1 || echo refused").stdout
+    assert "CapEff:\t0000000000000000" in out
+    assert "refused" in out
+
+
+def test_no_network_when_the_policy_says_none(sandbox: Sandbox) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    try:
+        script = f"python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", {port}), 2)' 2>&1"
+        assert "Connection refused" in run(sandbox, script).stdout
+    finally:
+        listener.close()
+
+
+def test_between_jobs_only_the_main_process_survives(sandbox: Sandbox) -> None:
+    argv, env = sandbox.command(
+        ["/bin/sh", "-c", "setsid sleep 300 & (sleep 300 &) ; echo started; exec sleep 300"], {}
+    )
+    main = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert main.stdout is not None and main.stdout.readline() == "started\n"
+        deadline = threading.Event()
+        while len(sandbox.processes()) < 4 and not deadline.wait(0.02):
+            pass
+        before = sandbox.processes()
+        killed = sandbox.kill_all_but_main()
+        assert len(killed) == 2, before
+        assert sorted(p.ns_pid for p in sandbox.processes()) == [1, 2]
+        assert main.poll() is None
+    finally:
+        sandbox.stop()
+        main.wait(timeout=5)
+    assert sandbox.processes() == []
+
+
+def test_a_restarted_agent_reaps_the_sandboxes_its_slot_left(sandbox: Sandbox, tmp_path: Path) -> None:
+    argv, env = sandbox.command(["/bin/sh", "-c", "setsid sleep 300 & exec sleep 300"], {})
+    orphan = subprocess.Popen(argv, env=env, start_new_session=True)
+    while len(sandbox.processes()) < 3:
+        pass
+    later = Sandbox(sandbox.slot_dir, sandbox.pristine_home, sandbox.policy)
+    later.start()
+    assert orphan.wait(timeout=5) != 0
+    assert sandbox.processes() == [] and later.processes() == []
+
+
+def test_the_home_is_compared_with_its_pristine_copy(sandbox: Sandbox) -> None:
+    assert not sandbox.home_changed()
+    assert (sandbox.home / ".config" / "cli" / "login.json").is_file()
+    run(sandbox, f"echo '[core] fsmonitor = evil' > {HOME}/.gitconfig")
+    assert sandbox.home_changed()
+    sandbox.reset_home()
+    assert not sandbox.home_changed()
+    run(sandbox, f"chmod 777 {HOME}/.config")
+    assert sandbox.home_changed()
+    sandbox.reset_home()
+    run(sandbox, f"ln -s /etc/passwd {HOME}/link")
+    assert sandbox.home_changed()
+    sandbox.reset_home()
+    assert snapshot(sandbox.home) == snapshot(sandbox.pristine_home)
+
+
+def test_missing_bubblewrap_is_a_slot_fault(tmp_path: Path) -> None:
+    from ec2_agent.sandbox import SandboxFault
+
+    box = Sandbox(tmp_path / "s", tmp_path / "p", SandboxPolicy(), bwrap=str(tmp_path / "no-bwrap"))
+    with pytest.raises(SandboxFault, match="bubblewrap is not installed"):
+        box.start()

@@ -16,7 +16,7 @@ from ec2_agent.pool import AgentPool, PoolConfig
 from ec2_agent.profiles import CliProfile, builtin_profile, generic_profile
 from ec2_agent.runner import JobRunner, RunnerConfig, SlotState
 from ec2_agent.secrets import TokenSecret
-from ec2_agent.session import CliSession
+from ec2_agent.sessions import AgentSession, SessionError, TerminalSession, open_session
 from ec2_agent.workspace import Git, Workspace, install_credential_helper
 from lambda_src.github.client import GitHubClient
 from lambda_src.records.store import JobStore
@@ -30,6 +30,13 @@ def profile_for(settings: AgentSettings) -> CliProfile:
         assert settings.generic_profile is not None
         return generic_profile(settings.generic_profile)
     return builtin_profile(settings.cli_profile, kiro_command=settings.kiro_command)
+
+
+def attach_session(profile: CliProfile, tree: Path, transcript_limit_bytes: int) -> TerminalSession:
+    """A terminal session for a person to attach to. Raises SessionError for a profile without a terminal."""
+    if profile.mode != "interactive":
+        raise SessionError(f"attaching needs an interactive terminal profile; {profile.name!r} is not one")
+    return TerminalSession(profile, tree, transcript_limit_bytes=transcript_limit_bytes)
 
 
 class Agent:
@@ -86,9 +93,7 @@ class Agent:
             token_provider=agent_token,
             work_dir=settings.work_dir / "attach",
             workspace_factory=lambda root: Workspace(root, git),
-            session_factory=lambda tree: CliSession(
-                profile, tree, transcript_limit_bytes=settings.transcript_limit_bytes
-            ),
+            session_factory=lambda tree: attach_session(profile, tree, settings.transcript_limit_bytes),
             max_sessions=settings.attach_max_sessions,
         )
         self._stopped = threading.Event()
@@ -96,8 +101,8 @@ class Agent:
     def _slot(self, slot_id: int, work_dir: Path, git: Git, profile: CliProfile) -> SlotState:
         limit = self.settings.transcript_limit_bytes
 
-        def make_session(tree: Path, on_output: Callable[[str], None]) -> CliSession:
-            return CliSession(profile, tree, transcript_limit_bytes=limit, on_output=on_output)
+        def make_session(tree: Path, on_output: Callable[[str], None]) -> AgentSession:
+            return open_session(profile, tree, transcript_limit_bytes=limit, on_output=on_output)
 
         return SlotState(
             id=slot_id, workspace=Workspace(work_dir / f"slot-{slot_id}", git), session_factory=make_session

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import Server, ServerConnection, serve
 
-from ec2_agent.session import CliSession, SessionError
+from ec2_agent.sessions import SessionError, TerminalSession
 from ec2_agent.workspace import GitError, UnsafeReference, Workspace
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class AttachServer:
         token_provider: Callable[[], str],
         work_dir: Path,
         workspace_factory: Callable[[Path], Workspace],
-        session_factory: Callable[[Path], CliSession],
+        session_factory: Callable[[Path], TerminalSession],
         max_sessions: int = 2,
     ) -> None:
         self._token_provider = token_provider
@@ -109,7 +109,7 @@ class AttachServer:
     def _serve(self, ws: ServerConnection, request: AttachRequest) -> None:
         root = self._work_dir / uuid.uuid4().hex
         workspace = self._workspace_factory(root)
-        session: CliSession | None = None
+        session: TerminalSession | None = None
         try:
             tree = workspace.prepare(request.owner, request.repo, request.branch)
             session = self._session_factory(tree)
@@ -131,7 +131,7 @@ class AttachServer:
     def _bridge(
         self,
         ws: ServerConnection,
-        session: CliSession,
+        session: TerminalSession,
         workspace: Workspace,
         tree: Path,
         request: AttachRequest,
@@ -163,7 +163,7 @@ class AttachServer:
             stop.set()
 
 
-def _pump_output(ws: ServerConnection, session: CliSession, stop: threading.Event) -> None:
+def _pump_output(ws: ServerConnection, session: TerminalSession, stop: threading.Event) -> None:
     """Forward the CLI's raw output to the client until `stop`, the CLI's exit, or the client's departure."""
     try:
         while not stop.is_set():

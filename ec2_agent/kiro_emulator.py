@@ -6,7 +6,7 @@ acceptance criteria (the same TASK.md always gives byte-identical output).
 
 Run ``python -m ec2_agent.kiro_emulator`` (or the ``kiro-emulator`` script) on a terminal.
 
-Interactive protocol (what :mod:`ec2_agent.session` sees, ANSI colouring aside):
+Interactive protocol (what :mod:`ec2_agent.sessions.terminal` sees, ANSI colouring aside):
 
 * start: an OSC window title, a banner naming the emulator, then the prompt — the line
   ``Model: Auto (/model to change)`` followed by ``> `` (no newline after it);

@@ -16,7 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from ec2_agent.jsonlog import job_context, slot_var
 from ec2_agent.runner import AdhocTask, JobHandle, JobRunner, SlotState
-from ec2_agent.session import SessionError
+from ec2_agent.sessions import SessionError
 from ec2_agent.workspace import GitError, UnsafeReference
 from lambda_src.records.models import Heartbeat, Job, utc_now_iso
 from lambda_src.records.models import SlotState as SlotRecord

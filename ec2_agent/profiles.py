@@ -2,7 +2,7 @@
 
 A :class:`CliProfile` says which command to run, how to tell that the CLI is waiting for input
 (``ready_pattern``), how it asks for tool approval and what to answer, how to reset and quit it, and
-the time limits. :mod:`ec2_agent.session` drives a profile through a pseudo-terminal; nothing here
+the time limits. :mod:`ec2_agent.sessions` drives a profile; nothing here
 imports pexpect.
 
 Built-in profiles (:func:`builtin_profile`):
@@ -62,6 +62,24 @@ KIRO_CONFIRM_PATTERN = r"\[y/n\]:"
 _EMULATOR_READY_PATTERN = r"(?m)^Model: [^\n]*\n(?:\[[^\]\n]*\] *)?(?:\d+% *)?!?> *\Z"
 
 
+class ErrorPattern(BaseModel):
+    """Output that means the turn failed although the CLI returned to its prompt (quota, auth, service)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pattern: str = Field(min_length=1, description="regex searched in the turn's output")
+    reason: str = Field(min_length=1, description="what the job record says, e.g. 'model quota exceeded'")
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return pattern
+
+
 class CliProfile(BaseModel):
     """How to run one coding-agent CLI. Validated on construction (regexes compile, argv non-empty)."""
 
@@ -70,7 +88,10 @@ class CliProfile(BaseModel):
     name: str = Field(min_length=1)
     mode: Literal["interactive", "headless"]
     argv: tuple[str, ...] = Field(description="command; for headless the prompt is appended as last argument")
-    env: Mapping[str, str] = Field(default_factory=dict, description="added to the agent's environment")
+    env: Mapping[str, str] = Field(default_factory=dict, description="set in the CLI's environment")
+    env_allow: tuple[str, ...] = Field(
+        default=(), description="variables passed on from the agent's environment (beyond PATH, HOME, locale)"
+    )
     ready_pattern: str = Field(
         default="", description="regex on the ANSI-stripped output: the CLI's input prompt is showing"
     )
@@ -90,6 +111,12 @@ class CliProfile(BaseModel):
     kill_grace_s: float = Field(default=2, gt=0, description="wait after each signal to the process group")
     settle_s: float = Field(
         default=0.0, ge=0, description="quiet period after ready_pattern before completion (0 = none)"
+    )
+    error_patterns: tuple[ErrorPattern, ...] = Field(
+        default=(), description="output that turns a finished turn into 'failed' with the reason"
+    )
+    exit_reasons: Mapping[int, str] = Field(
+        default_factory=dict, description="headless: what a documented non-zero exit status means"
     )
     rows: int = Field(default=50, ge=10, le=1000)
     cols: int = Field(default=200, ge=40, le=1000)
@@ -131,6 +158,17 @@ class CliProfile(BaseModel):
             raise ValueError("must be non-empty text without control characters or line breaks")
         return value
 
+    def error_in(self, text: str) -> str | None:
+        """The reason of the first error pattern found in ``text``, with the matching line; else ``None``."""
+        for error in self.error_patterns:
+            found = re.search(error.pattern, text)
+            if found is not None:
+                start = text.rfind("\n", 0, found.start()) + 1
+                end = text.find("\n", found.end())
+                line = text[start : end if end >= 0 else len(text)].strip()
+                return f"{error.reason}: {line[:300]}"
+        return None
+
     @model_validator(mode="after")
     def _interactive_has_prompt(self) -> Self:
         if self.mode == "interactive" and not self.ready_pattern:
@@ -157,6 +195,12 @@ def builtin_profile(
             name=name,
             mode="headless",
             argv=(kiro_command, "chat", "--no-interactive", "--trust-all-tools"),
+            env_allow=("KIRO_API_KEY",),
+            exit_reasons={
+                1: "failure, authentication included",
+                3: "MCP server start-up failed",
+                4: "agent not found",
+            },
             reset_command=None,
             quit_command=None,
         )
@@ -165,6 +209,7 @@ def builtin_profile(
             name=name,
             mode="interactive",
             argv=(python, "-m", "ec2_agent.kiro_emulator"),
+            env_allow=("KIRO_EMULATOR_WORK_S", "PYTHONPATH"),
             ready_pattern=_EMULATOR_READY_PATTERN,
             approval_pattern=KIRO_APPROVAL_PATTERN,
             confirm_pattern=KIRO_CONFIRM_PATTERN,

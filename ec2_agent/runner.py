@@ -18,7 +18,7 @@ from typing import Any
 
 from ec2_agent.jsonlog import job_context
 from ec2_agent.prompting import strip_control, task_prompt
-from ec2_agent.session import CliSession, SessionError, TaskOutcome
+from ec2_agent.sessions import AgentSession, SessionError, TaskOutcome
 from ec2_agent.workspace import Commit, GitError, PushRejected, UnsafeReference, Workspace
 from lambda_src.github.client import GitHubClient
 from lambda_src.github.errors import GitHubError
@@ -46,8 +46,8 @@ class SlotState:
 
     id: int
     workspace: Workspace
-    session_factory: Callable[[Path, Callable[[str], None]], CliSession]
-    session: CliSession | None = None
+    session_factory: Callable[[Path, Callable[[str], None]], AgentSession]
+    session: AgentSession | None = None
     output_listener: Callable[[str], None] | None = None
     session_dir: Path | None = None
     current_job: str | None = None
@@ -64,7 +64,7 @@ class SlotState:
     def __post_init__(self) -> None:
         self.publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"publish-{self.id}")
 
-    def ensure_session(self, tree: Path) -> CliSession:
+    def ensure_session(self, tree: Path) -> AgentSession:
         """A live session in `tree`, reset so nothing leaks from the previous job. Raises SessionError."""
         if self.session is not None and self.session.alive and self.session_dir == tree:
             if not self.clean:
@@ -331,6 +331,10 @@ class JobRunner:
         if outcome.kind == "crashed":
             slot.drop_session()
             return self._release(handle, f"the CLI exited unexpectedly (status {outcome.exit_status})", tail)
+        if outcome.kind == "failed":
+            return self._finish(
+                handle, JobStatus.FAILED, outcome.reason or "the CLI reported an error", output_tail=tail
+            )
         self._store.advance(job.job_id, handle.worker, JobStatus.COMMITTING, "committing the CLI's changes")
         title = strip_control(job.task_title)
         try:

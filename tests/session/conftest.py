@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ec2_agent.session import CliSession
+from ec2_agent.sessions import TerminalSession
 from tests.session.support import emulator_profile, write_task
 
 
@@ -20,9 +20,9 @@ def workdir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def session(workdir: Path) -> Iterator[CliSession]:
+def session(workdir: Path) -> Iterator[TerminalSession]:
     """A started interactive emulator session; closed afterwards."""
-    cli = CliSession(emulator_profile(), workdir)
+    cli = TerminalSession(emulator_profile(), workdir)
     cli.start()
     yield cli
     cli.close()

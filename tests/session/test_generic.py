@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from ec2_agent.profiles import generic_profile
-from ec2_agent.session import CliSession
+from ec2_agent.sessions import TerminalSession
 
 
 @pytest.fixture
-def repl(tmp_path: Path) -> Iterator[CliSession]:
+def repl(tmp_path: Path) -> Iterator[TerminalSession]:
     profile = generic_profile(
         {
             "name": "python-repl",
@@ -24,19 +24,19 @@ def repl(tmp_path: Path) -> Iterator[CliSession]:
             "startup_timeout_s": 10,
         }
     )
-    cli = CliSession(profile, tmp_path)
+    cli = TerminalSession(profile, tmp_path)
     cli.start()
     yield cli
     cli.close()
 
 
-def test_runs_a_line_and_sees_the_prompt_return(repl: CliSession) -> None:
+def test_runs_a_line_and_sees_the_prompt_return(repl: TerminalSession) -> None:
     outcome = repl.run_task("print(6 * 7)", timeout_s=10)
     assert outcome.kind == "completed"
     assert "\n42\n" in outcome.output_tail
 
 
-def test_timeout_interrupts_and_keeps_the_session(repl: CliSession) -> None:
+def test_timeout_interrupts_and_keeps_the_session(repl: TerminalSession) -> None:
     pid = repl.pid
     outcome = repl.run_task("import time; time.sleep(60)", timeout_s=0.3)
     assert outcome.kind == "timed_out"
@@ -45,7 +45,7 @@ def test_timeout_interrupts_and_keeps_the_session(repl: CliSession) -> None:
     assert repl.run_task("print('still here')", timeout_s=10).kind == "completed"
 
 
-def test_exit_is_crashed_with_status(repl: CliSession) -> None:
+def test_exit_is_crashed_with_status(repl: TerminalSession) -> None:
     outcome = repl.run_task("import os; os._exit(5)", timeout_s=10)
     assert (outcome.kind, outcome.exit_status) == ("crashed", 5)
     repl.restart()

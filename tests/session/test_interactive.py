@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from ec2_agent.kiro_emulator import parse_task, render_change
-from ec2_agent.profiles import builtin_profile
+from ec2_agent.profiles import CliProfile, builtin_profile
 from ec2_agent.prompting import strip_control, task_prompt
-from ec2_agent.session import CliSession, SessionError, SessionStartError
+from ec2_agent.sessions import SessionError, SessionStartError, TerminalSession
 from tests.session.support import WORK_S, emulator_profile, write_task
 
 TIMEOUT_S = 10.0
@@ -37,7 +37,7 @@ def test_task_completes_answers_the_approval_and_writes_deterministically(tmp_pa
         workdir = tmp_path / name
         workdir.mkdir()
         write_task(workdir)
-        cli = CliSession(emulator_profile(), workdir)
+        cli = TerminalSession(emulator_profile(), workdir)
         cli.start()
         try:
             outcome = cli.run_task(
@@ -55,7 +55,7 @@ def test_task_completes_answers_the_approval_and_writes_deterministically(tmp_pa
     assert outputs[0].read_bytes() == outputs[1].read_bytes()
 
 
-def test_reset_clears_the_conversation_between_tasks(session: CliSession) -> None:
+def test_reset_clears_the_conversation_between_tasks(session: TerminalSession) -> None:
     first = session.run_task(task_prompt(), timeout_s=TIMEOUT_S)
     second = session.run_task(task_prompt(), timeout_s=TIMEOUT_S)
     session.reset()
@@ -68,7 +68,7 @@ def test_reset_clears_the_conversation_between_tasks(session: CliSession) -> Non
 def test_answers_are_configurable_and_denial_or_no_change_write_nothing(workdir: Path) -> None:
     written = _expected_change(workdir)[0]
     for answer in ("y", "n"):
-        cli = CliSession(emulator_profile(approval_answer=answer), workdir)
+        cli = TerminalSession(emulator_profile(approval_answer=answer), workdir)
         cli.start()
         try:
             outcomes = [cli.run_task(task_prompt(), timeout_s=TIMEOUT_S) for _ in range(2)]
@@ -79,7 +79,7 @@ def test_answers_are_configurable_and_denial_or_no_change_write_nothing(workdir:
         written.unlink(missing_ok=True)
     assert "Skipping the write" in outcomes[0].output_tail
     write_task(workdir, directive="no-change")
-    cli = CliSession(emulator_profile(), workdir)
+    cli = TerminalSession(emulator_profile(), workdir)
     cli.start()
     try:
         outcome = cli.run_task(task_prompt(), timeout_s=TIMEOUT_S)
@@ -89,7 +89,7 @@ def test_answers_are_configurable_and_denial_or_no_change_write_nothing(workdir:
     assert not written.exists()
 
 
-def test_hang_times_out_and_ctrl_c_brings_the_prompt_back(session: CliSession, workdir: Path) -> None:
+def test_hang_times_out_and_ctrl_c_brings_the_prompt_back(session: TerminalSession, workdir: Path) -> None:
     write_task(workdir, directive="hang")
     pid = session.pid
     outcome = session.run_task(task_prompt(), timeout_s=0.5)
@@ -112,7 +112,7 @@ def _gone(pid: int) -> bool:
 
 def test_wedged_cli_is_killed_with_its_process_group_and_restarts(workdir: Path) -> None:
     write_task(workdir, directive="wedge")
-    cli = CliSession(emulator_profile(interrupt_timeout_s=0.5, kill_grace_s=1), workdir)
+    cli = TerminalSession(emulator_profile(interrupt_timeout_s=0.5, kill_grace_s=1), workdir)
     cli.start()
     try:
         first_pid = cli.pid
@@ -135,7 +135,7 @@ def test_wedged_cli_is_killed_with_its_process_group_and_restarts(workdir: Path)
         cli.close()
 
 
-def test_crash_reports_the_exit_status_and_restart_recovers(session: CliSession, workdir: Path) -> None:
+def test_crash_reports_the_exit_status_and_restart_recovers(session: TerminalSession, workdir: Path) -> None:
     write_task(workdir, directive="crash")
     outcome = session.run_task(task_prompt(), timeout_s=TIMEOUT_S)
     assert (outcome.kind, outcome.exit_status) == ("crashed", 3)
@@ -155,7 +155,7 @@ def _rss_kib(field: str) -> int:
     return int(found.group(1))
 
 
-def test_flood_completes_and_memory_stays_bounded(session: CliSession, workdir: Path) -> None:
+def test_flood_completes_and_memory_stays_bounded(session: TerminalSession, workdir: Path) -> None:
     write_task(workdir, directive="flood=32")
     limit = 64 * 1024
     before = _rss_kib("VmRSS")
@@ -170,7 +170,7 @@ def test_flood_completes_and_memory_stays_bounded(session: CliSession, workdir: 
     assert growth_mib < 16
 
 
-def test_cancel_interrupts_the_task(session: CliSession, workdir: Path) -> None:
+def test_cancel_interrupts_the_task(session: TerminalSession, workdir: Path) -> None:
     write_task(workdir, directive="slow=30")
     cancel = threading.Event()
     timer = threading.Timer(0.3, cancel.set)
@@ -183,7 +183,7 @@ def test_cancel_interrupts_the_task(session: CliSession, workdir: Path) -> None:
     assert not list(workdir.glob("docs/*.md"))
 
 
-class _SpySession(CliSession):
+class _SpySession(TerminalSession):
     """Records everything written to the terminal."""
 
     sent: list[str]
@@ -213,11 +213,11 @@ def test_hostile_task_text_never_reaches_the_terminal(workdir: Path) -> None:
     assert "- [x] ok\n- [x] cleared\n" in written
 
 
-def test_kiro_interactive_profile_drives_a_kiro_shaped_terminal(
-    workdir: Path, kiro_command: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("KIRO_EMULATOR_WORK_S", WORK_S)
-    cli = CliSession(builtin_profile("kiro-interactive", kiro_command=kiro_command), workdir)
+def test_kiro_interactive_profile_drives_a_kiro_shaped_terminal(workdir: Path, kiro_command: str) -> None:
+    data = builtin_profile("kiro-interactive", kiro_command=kiro_command).model_dump()
+    cli = TerminalSession(
+        CliProfile.model_validate({**data, "env": {"KIRO_EMULATOR_WORK_S": WORK_S}}), workdir
+    )
     try:
         cli.start()
         outcome = cli.run_task(task_prompt(), timeout_s=TIMEOUT_S)
@@ -232,17 +232,17 @@ def test_kiro_interactive_profile_drives_a_kiro_shaped_terminal(
 
 def test_start_failures_are_typed(tmp_path: Path) -> None:
     with pytest.raises(SessionStartError, match="cannot run"):
-        CliSession(emulator_profile(argv=("/nonexistent/kiro-cli",)), tmp_path).start()
+        TerminalSession(emulator_profile(argv=("/nonexistent/kiro-cli",)), tmp_path).start()
     exits = emulator_profile(argv=("python3", "-c", "print('no credentials'); raise SystemExit(4)"))
     with pytest.raises(SessionStartError, match=r"status 4\).*no credentials"):
-        CliSession(exits, tmp_path).start()
-    silent = CliSession(emulator_profile(argv=("sleep", "60"), startup_timeout_s=0.3), tmp_path)
+        TerminalSession(exits, tmp_path).start()
+    silent = TerminalSession(emulator_profile(argv=("sleep", "60"), startup_timeout_s=0.3), tmp_path)
     with pytest.raises(SessionStartError, match="no prompt"):
         silent.start()
     assert not silent.alive and silent.pid is None
 
 
-def test_close_is_idempotent_and_quits(session: CliSession) -> None:
+def test_close_is_idempotent_and_quits(session: TerminalSession) -> None:
     pid = session.pid
     assert pid is not None
     session.close()

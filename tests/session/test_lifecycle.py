@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from ec2_agent.prompting import task_prompt
-from ec2_agent.session import CliSession, SessionError
+from ec2_agent.sessions import SessionError, TerminalSession
 from tests.session.support import emulator_profile, write_task
 
 
@@ -22,7 +22,7 @@ class SessionLifecycle(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.workdir = Path(tempfile.mkdtemp(prefix="lifecycle-"))
-        self.cli = CliSession(emulator_profile(interrupt_timeout_s=2), self.workdir)
+        self.cli = TerminalSession(emulator_profile(interrupt_timeout_s=2), self.workdir)
         self.cli.start()
         self.running = True
         self.conversation = 0  # messages the emulator remembers

@@ -1,4 +1,4 @@
-"""A coding-agent CLI in a pseudo-terminal (pexpect): start, run a task, reset, close.
+"""A persistent coding-agent CLI in a pseudo-terminal (pexpect): start, run a task, reset, close.
 
 This is the only module that imports pexpect. Shape borrowed from pexpect's ``replwrap`` and
 terminado's session manager:
@@ -14,8 +14,8 @@ terminado's session manager:
 * commands are argument lists (never a shell string); the child leads its own session and process
   group, so ending it means SIGINT → SIGTERM → SIGKILL to the whole group.
 
-A :class:`CliSession` belongs to one thread; only ``cancel`` (a :class:`threading.Event`) may be set
-from another.
+A :class:`TerminalSession` belongs to one thread; only ``cancel`` (a :class:`threading.Event`) may be
+set from another.
 """
 
 from __future__ import annotations
@@ -27,9 +27,7 @@ import re
 import signal
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,9 +35,18 @@ import pexpect
 
 from ec2_agent.profiles import CliProfile
 from ec2_agent.prompting import TerminalTextStream, strip_control
-from ec2_agent.sandbox import Sandbox
+from ec2_agent.sessions.base import (
+    CommandSandbox,
+    OutcomeKind,
+    SessionError,
+    SessionStartError,
+    Tail,
+    TaskOutcome,
+    Unsandboxed,
+    child_environment,
+)
 
-__all__ = ["CliSession", "SessionError", "SessionStartError", "TaskOutcome"]
+__all__ = ["TerminalSession"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,74 +54,20 @@ _TICK_S = 0.2  # longest uninterrupted block in select: how promptly cancel / de
 _READ_SIZE = 64 * 1024  # most characters taken from the PTY per read
 _ERROR_TAIL_CHARS = 2000  # output quoted in exception messages
 
-OutcomeKind = Literal["completed", "timed_out", "crashed", "cancelled"]
 _Wait = Literal["ready", "eof", "timeout", "cancelled"]
 _Question = Literal["approval", "confirm"]
 _Log = logging.Logger | logging.LoggerAdapter[Any]
-
-
-@dataclass(frozen=True)
-class TaskOutcome:
-    """How one task ended.
-
-    ``output_tail`` is the end of the ANSI-stripped transcript of this task (at most the session's
-    ``transcript_limit_bytes`` of UTF-8); ``exit_status`` is the process's exit status when it ended
-    (negative signal number if killed by a signal), else ``None``; ``approvals`` counts the
-    tool-approval questions answered.
-    """
-
-    kind: OutcomeKind
-    output_tail: str
-    exit_status: int | None
-    duration_s: float
-    approvals: int
-
-
-class SessionError(Exception):
-    """The CLI session cannot do what was asked (not running, reset failed, ...)."""
-
-    def __init__(self, message: str, output_tail: str = "") -> None:
-        super().__init__(message)
-        self.output_tail = output_tail
-
-
-class SessionStartError(SessionError):
-    """The CLI could not be started or did not show its prompt in time."""
 
 
 def _compile(pattern: str | None) -> re.Pattern[str] | None:
     return re.compile(pattern) if pattern else None
 
 
-class _Tail:
-    """The last ``limit`` bytes (UTF-8) of the cleaned transcript, kept as a deque of chunks."""
+class TerminalSession:
+    """One persistent CLI run through a pseudo-terminal according to a :class:`CliProfile`.
 
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._chunks: deque[tuple[str, int]] = deque()
-        self._size = 0
-
-    def append(self, text: str) -> None:
-        size = len(text.encode("utf-8", "replace"))
-        self._chunks.append((text, size))
-        self._size += size
-        while len(self._chunks) > 1 and self._size - self._chunks[0][1] >= self._limit:
-            self._size -= self._chunks.popleft()[1]
-
-    def text(self) -> str:
-        data = "".join(chunk for chunk, _ in self._chunks).encode("utf-8", "replace")
-        return data[-self._limit :].decode("utf-8", "ignore")
-
-    def clear(self) -> None:
-        self._chunks.clear()
-        self._size = 0
-
-
-class CliSession:
-    """One CLI run through a pseudo-terminal according to a :class:`CliProfile`.
-
-    Interactive profiles keep one process across tasks; headless profiles start one process per
-    task. ``on_output`` receives every cleaned chunk of output (it must not raise).
+    ``on_output`` receives every cleaned chunk of output (it must not raise); ``sandbox`` wraps the
+    command before it is spawned (default: run it as given).
     """
 
     def __init__(
@@ -125,20 +78,19 @@ class CliSession:
         transcript_limit_bytes: int = 64 * 1024,
         on_output: Callable[[str], None] | None = None,
         log: _Log | None = None,
-        sandbox: Sandbox | None = None,
+        sandbox: CommandSandbox | None = None,
     ) -> None:
-        if transcript_limit_bytes <= 0:
-            raise ValueError("transcript_limit_bytes must be positive")
+        if profile.mode != "interactive":
+            raise ValueError(f"{profile.name}: a terminal session needs an interactive profile")
         self._profile = profile
+        self._sandbox: CommandSandbox = sandbox if sandbox is not None else Unsandboxed()
         self._workdir = workdir
         self._on_output = on_output
-        self._sandbox = sandbox
         self._log: _Log = log if log is not None else logger
-        self._tail = _Tail(transcript_limit_bytes)
+        self._tail = Tail(transcript_limit_bytes)
         self._stream = TerminalTextStream()
         self._window = ""
-        interactive = profile.mode == "interactive"
-        self._ready = re.compile(profile.ready_pattern) if interactive else None
+        self._ready = re.compile(profile.ready_pattern)
         self._questions: dict[_Question, tuple[re.Pattern[str] | None, str]] = {
             "approval": (_compile(profile.approval_pattern), profile.approval_answer),
             "confirm": (_compile(profile.confirm_pattern), profile.confirm_answer),
@@ -161,14 +113,12 @@ class CliSession:
 
     @property
     def alive(self) -> bool:
-        """Interactive: the CLI process is running. Headless: started and not closed."""
-        if self._profile.mode == "headless":
-            return self._started
+        """The CLI process is running."""
         return self._child is not None and bool(self._child.isalive())
 
     @property
     def pid(self) -> int | None:
-        """The CLI process id (headless: of the task running now), else ``None``."""
+        """The CLI process id, else ``None``."""
         return int(self._child.pid) if self._child is not None else None
 
     @property
@@ -181,15 +131,12 @@ class CliSession:
     def start(self) -> None:
         """Start the CLI in the working directory and wait for its prompt.
 
-        Interactive: waits at most ``startup_timeout_s``; raises :class:`SessionStartError` (with the
-        output tail) if the command cannot be run, exits, or shows no prompt in time. Headless: only
-        marks the session usable. Raises :class:`SessionError` if it is already running.
+        Waits at most ``startup_timeout_s``; raises :class:`SessionStartError` (with the output tail)
+        if the command cannot be run, exits, or shows no prompt in time, and :class:`SessionError` if
+        it is already running.
         """
         if self.alive:
             raise SessionError("the session is already running")
-        if self._profile.mode == "headless":
-            self._started = True
-            return
         self._kill("starting afresh")  # a CLI that died on its own: reap it and close its terminal
         self._spawn(list(self._profile.argv))
         result, _ = self._await(time.monotonic() + self._profile.startup_timeout_s, None)
@@ -226,21 +173,17 @@ class CliSession:
         Returns within about ``timeout_s`` + ``interrupt_timeout_s`` + twice ``kill_grace_s``; a set
         ``cancel`` is seen within ``_TICK_S`` (0.2 s).
 
-        Interactive: sends the prompt and Enter, answers tool approvals, and completes when the prompt
-        returns (after ``settle_s`` of quiet, if set). On timeout or ``cancel``: Ctrl-C, then up to
+        Sends the prompt and Enter, answers tool approvals, and completes when the prompt returns
+        (after ``settle_s`` of quiet, if set). On timeout or ``cancel``: Ctrl-C, then up to
         ``interrupt_timeout_s`` for the prompt, else the process group is killed and the session is
         dead (``alive`` is false; :meth:`restart` it). EOF means ``crashed``.
-        Headless: runs ``argv + [prompt]``; exit status 0 is ``completed``, any other ``crashed``;
-        on timeout or ``cancel`` the process group is killed.
         Raises ``ValueError`` if ``prompt`` is not one line free of control characters, and
-        :class:`SessionError` if the session is not started (or, headless, the command cannot run).
+        :class:`SessionError` if the session is not started.
         """
         if not prompt or strip_control(prompt) != prompt:
             raise ValueError("the prompt must be one non-empty line without control characters")
         if not self._started:
             raise SessionError("the session is not started")
-        if self._profile.mode == "headless":
-            return self._run_headless(prompt, timeout_s, cancel, on_prompt_sent)
         if not self.alive:
             raise SessionError("the CLI is not running; restart the session")
         started = time.monotonic()
@@ -261,12 +204,12 @@ class CliSession:
     def reset(self) -> None:
         """Clear the CLI's conversation (``reset_command``) and wait for the prompt.
 
-        Waits at most ``reset_timeout_s`` and answers ``confirm_pattern``. No-op for headless profiles
-        or without a reset command. Raises :class:`SessionError` if the CLI is not running, exits, or
-        does not come back (it is then killed).
+        Waits at most ``reset_timeout_s`` and answers ``confirm_pattern``. No-op without a reset
+        command. Raises :class:`SessionError` if the CLI is not running, exits, or does not come back
+        (it is then killed).
         """
         command = self._profile.reset_command
-        if self._profile.mode == "headless" or command is None:
+        if command is None:
             return
         if not self.alive:
             raise SessionError("the CLI is not running; restart the session")
@@ -335,14 +278,8 @@ class CliSession:
     # ----------------------------------------------------------------------------- internals
 
     def _spawn(self, argv: list[str]) -> None:
-        env = dict(os.environ)
-        env.setdefault("TERM", "xterm-256color")
-        env.update(self._profile.env)
-        cwd = self._workdir
-        if self._sandbox is not None:
-            # The PTY is the CLI's own, so no new session: Ctrl-C must reach it (see Sandbox.command).
-            argv, env = self._sandbox.command(argv, env, new_session=False)
-            cwd = self._sandbox.tree
+        # The PTY is the CLI's own, so no new session: Ctrl-C must reach it (see Sandbox.command).
+        argv, env = self._sandbox.command(argv, child_environment(self._profile), new_session=False)
         self._tail.clear()
         self._stream = TerminalTextStream()
         self._window = ""
@@ -350,7 +287,7 @@ class CliSession:
             child = pexpect.spawn(
                 argv[0],
                 argv[1:],
-                cwd=str(cwd),
+                cwd=str(self._workdir),
                 env=env,
                 encoding="utf-8",
                 codec_errors="replace",
@@ -517,32 +454,3 @@ class CliSession:
     def _outcome(self, kind: OutcomeKind, started: float, approvals: int) -> TaskOutcome:
         self._log.info("task ended", extra={"outcome": kind, "approvals": approvals})
         return TaskOutcome(kind, self._tail.text(), None, time.monotonic() - started, approvals)
-
-    def _run_headless(
-        self,
-        prompt: str,
-        timeout_s: float,
-        cancel: threading.Event | None,
-        on_prompt_sent: Callable[[], None] | None,
-    ) -> TaskOutcome:
-        started = time.monotonic()
-        try:
-            self._spawn([*self._profile.argv, prompt])
-        except SessionStartError as exc:
-            raise SessionError(str(exc)) from exc
-        if on_prompt_sent is not None:
-            on_prompt_sent()
-        result, approvals = self._await(started + timeout_s, cancel, answering="approval")
-        if result == "eof":
-            status = self._reap()
-            kind: OutcomeKind = "completed" if status == 0 else "crashed"
-            outcome = TaskOutcome(kind, self._tail.text(), status, time.monotonic() - started, approvals)
-            self._discard()
-            self._log.info("headless task ended", extra={"outcome": kind, "exit_status": status})
-            return outcome
-        self._kill(
-            "headless task " + ("cancelled" if result == "cancelled" else "timed out"),
-            signals=(signal.SIGINT, signal.SIGTERM, signal.SIGKILL),
-        )
-        kind = "cancelled" if result == "cancelled" else "timed_out"
-        return self._outcome(kind, started, approvals)

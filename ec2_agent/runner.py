@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ec2_agent.faults import SlotFault
 from ec2_agent.jsonlog import job_context
 from ec2_agent.prompting import strip_control, task_prompt
 from ec2_agent.sessions import AgentSession, SessionError, TaskOutcome
-from ec2_agent.workspace import Commit, GitError, PushRejected, UnsafeReference, Workspace
+from ec2_agent.workspace import Commit, GitError, PushRefused, PushRejected, UnsafeReference, Workspace
 from lambda_src.github.client import GitHubClient
 from lambda_src.github.errors import GitHubError
 from lambda_src.records.models import OUTPUT_TAIL_MAX_CHARS, Job, JobStatus
@@ -272,9 +273,9 @@ class JobRunner:
             self._close(handle, result)
 
     def release_held(self, handle: JobHandle, reason: str) -> None:
-        """Give back a job held but not started (the agent is stopping); never raises."""
+        """Give back a job held but not started (the agent is stopping), using no attempt; never raises."""
         try:
-            self._release(handle, reason)
+            self._release(handle, reason, counted=False)
         except RecordError as err:
             log.warning("could not hand a held job back; its lease will expire", extra={"error": str(err)})
         finally:
@@ -294,12 +295,17 @@ class JobRunner:
             tree = slot.workspace.prepare(job.owner, job.repo_name, job.branch_name, fetched=handle.fetched)
         except UnsafeReference as err:
             return self._finish(handle, JobStatus.FAILED, f"refused: {err}")
+        except SlotFault as err:
+            return self._release(handle, f"slot {slot.id} could not prepare the job: {err}", counted=False)
         except GitError as err:
             return self._release(handle, f"checkout failed: {err}")
         if not (tree / "TASK.md").is_file():
             return self._finish(handle, JobStatus.FAILED, "TASK.md is missing from the branch")
         try:
             session = slot.ensure_session(tree)
+        except SlotFault as err:
+            slot.drop_session()
+            return self._release(handle, f"slot {slot.id} could not start the CLI: {err}", counted=False)
         except SessionError as err:
             slot.drop_session()
             return self._release(handle, f"the CLI session could not start: {err}")
@@ -323,7 +329,9 @@ class JobRunner:
                 slot.drop_session()
             if handle.keeper.lost:
                 return None
-            return self._release(handle, "the agent is shutting down; handed back to the queue")
+            # A graceful stop (SIGTERM on every redeploy) is not the job's failure: it uses no attempt.
+            reason = "the agent is shutting down; handed back to the queue"
+            return self._release(handle, reason, counted=False)
         if outcome.kind == "timed_out":
             slot.drop_session()
             reason = f"the CLI did not finish within {self._config.job_timeout_s:g} s; it was interrupted"
@@ -369,6 +377,10 @@ class JobRunner:
         self._store.renew(job.job_id, handle.worker, self._config.lease_s, output_tail=pub.tail or None)
         try:
             sha = slot.workspace.push(job.owner, job.repo_name, job.branch_name, commit.sha)
+        except PushRefused as err:
+            # The repository's rules refuse it: running the CLI again cannot change that.
+            reason = f"push refused by the repository: {err.message}"
+            return self._finish(handle, JobStatus.FAILED, reason, output_tail=pub.tail)
         except PushRejected as err:
             return self._finish(handle, JobStatus.FAILED, f"push rejected: {err}", output_tail=pub.tail)
         except GitError as err:
@@ -400,11 +412,14 @@ class JobRunner:
         log.info("job ended", extra={"status": status.value, "reason": reason})
         return status
 
-    def _release(self, handle: JobHandle, reason: str, tail: str | None = None) -> JobStatus:
+    def _release(
+        self, handle: JobHandle, reason: str, tail: str | None = None, *, counted: bool = True
+    ) -> JobStatus:
+        """Back to the queue; `counted=False` when the job is not at fault (it then uses no attempt)."""
         if tail:
             self._store.renew(handle.job.job_id, handle.worker, self._config.lease_s, output_tail=tail)
-        status = self._store.release(handle.job.job_id, handle.worker, reason)
-        log.info("job handed back", extra={"status": status.value, "reason": reason})
+        status = self._store.release(handle.job.job_id, handle.worker, reason, counted=counted)
+        log.info("job handed back", extra={"status": status.value, "reason": reason, "counted": counted})
         return status
 
     def _close(self, handle: JobHandle, status: JobStatus | None) -> None:

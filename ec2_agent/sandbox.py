@@ -36,6 +36,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ec2_agent.faults import SlotFault
+
 log = logging.getLogger(__name__)
 
 BWRAP = "/usr/bin/bwrap"
@@ -69,7 +71,7 @@ _FOREGROUND = (
 )  # fmt: skip
 
 
-class SandboxFault(RuntimeError):
+class SandboxFault(SlotFault):
     """The slot's sandbox cannot be set up or cleaned (bwrap missing, home unreadable, a process that will
     not die). Slot-local: the job is handed back without using an attempt, and the slot is rebuilt."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import uuid
 from collections.abc import Callable, Sequence
@@ -23,6 +24,11 @@ log = logging.getLogger(__name__)
 PUSH_ATTEMPTS = 3
 # How git reports a push refused because the branch moved (porcelain status lines go to stdout).
 _REJECTION_MARKS = ("[rejected]", "non-fast-forward", "fetch first")
+# How the remote reports a push its rules refuse, whatever the branch holds: a hook (`pre-receive hook
+# declined`, git's receive-pack), any other server-side refusal (`[remote rejected]`), GitHub's rulesets and
+# branch protections (`GH006: Protected branch update failed`, `GH013: Repository rule violations found`;
+# docs.github.com, "Troubleshooting rules"). Pushing again cannot help.
+_REFUSAL = re.compile(r"\[remote rejected\]|pre-receive hook declined|\bGH0\d\d\b")
 _STDERR_TAIL = 2000
 
 
@@ -37,6 +43,19 @@ class GitError(RuntimeError):
 
 class PushRejected(GitError):
     pass
+
+
+class PushRefused(GitError):
+    """The remote refused the push by its own rules (a hook, a branch protection, a ruleset): permanent.
+
+    `message` is the remote's own explanation: its `remote:` lines and the refused ref's status line.
+    """
+
+    def __init__(self, args: Sequence[str], returncode: int, stdout: str, stderr: str) -> None:
+        super().__init__(args, returncode, stderr)
+        said = [line.removeprefix("remote:").strip() for line in stderr.splitlines() if line[:7] == "remote:"]
+        status = [line.split("\t")[-1].strip() for line in stdout.splitlines() if line.startswith("!")]
+        self.message = "; ".join(part for part in [*said, *status] if part) or stderr.strip()[-_STDERR_TAIL:]
 
 
 class UnsafeReference(ValueError):
@@ -98,7 +117,8 @@ class Git:
         self._timeout_s = timeout_s
 
     def run(self, args: Sequence[str], cwd: Path, *, auth: bool = False) -> str:
-        """Run `git <args>` in `cwd`; returns stdout. Raises GitError (PushRejected for rejected pushes)."""
+        """Run `git <args>` in `cwd`; returns stdout. Raises GitError (PushRejected for a push refused because
+        the branch moved, PushRefused for one the remote's rules refuse)."""
         env = {
             k: v
             for k, v in os.environ.items()
@@ -118,6 +138,8 @@ class Git:
             raise GitError(args, -1, f"timed out after {self._timeout_s} s") from err
         if proc.returncode != 0:
             stderr = proc.stderr.replace(token, "***") if token else proc.stderr
+            if args[0] == "push" and _REFUSAL.search(proc.stdout + stderr):
+                raise PushRefused(args, proc.returncode, proc.stdout, stderr)
             if args[0] == "push" and any(mark in proc.stdout + stderr for mark in _REJECTION_MARKS):
                 raise PushRejected(args, proc.returncode, stderr)
             raise GitError(args, proc.returncode, stderr)
@@ -185,8 +207,8 @@ class Workspace:
         be preparing its next job in `tree`). If the branch moved meanwhile, rebase `sha` onto it in a
         scratch worktree and push again.
 
-        Returns the pushed commit's sha. Raises PushRejected after PUSH_ATTEMPTS, GitError otherwise (a
-        rebase that conflicts is aborted).
+        Returns the pushed commit's sha. Raises PushRefused at once when the remote's rules refuse it,
+        PushRejected after PUSH_ATTEMPTS, GitError otherwise (a rebase that conflicts is aborted).
         """
         tree = self.path_for(owner, repo)
         url = self._git.clone_url(owner, repo)

@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 OUTPUT_TAIL_MAX_CHARS = 8 * 1024
+# Hand-backs that use no attempt (a graceful agent stop, a slot-local fault) a job may take; past this a
+# hand-back counts, so a fault that follows the job everywhere still ends it instead of looping forever.
+MAX_HAND_BACKS = 10
 
 
 class JobStatus(StrEnum):
@@ -91,6 +94,7 @@ class Job(Record):
     updated_at: str
     attempts: int = 0
     max_attempts: int = 3
+    hand_backs: int = 0
     lease_owner: str | None = None
     lease_expires_at_ms: int | None = None
     timeline: list[TimelineEntry] = Field(default_factory=list)

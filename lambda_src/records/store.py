@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError
 
 from lambda_src.records.models import (
     ACTIVE_STATUSES,
+    MAX_HAND_BACKS,
     OUTPUT_TAIL_MAX_CHARS,
     RETRYABLE_STATUSES,
     TERMINAL_STATUSES,
@@ -307,29 +308,33 @@ class JobStore:
             raise ValueError(f"{to.value} is not a terminal status")
         self._transition(job_id, worker, to, reason, {"reason": reason, **fields}, remove_lease=True)
 
-    def release(self, job_id: str, worker: str, reason: str) -> JobStatus:
+    def release(self, job_id: str, worker: str, reason: str, *, counted: bool = True) -> JobStatus:
         """Hand a job we hold back to the queue (or fail it when its attempts are used up).
 
-        Returns the status it ended in. Raises LeaseLost.
+        `counted=False` is a hand-back that is not the job's fault (the agent is stopping, or a fault of the
+        slot's own workspace or sandbox): the attempt its claim took is given back (`attempts` - 1,
+        `handBacks` + 1), so it never fails the job. After MAX_HAND_BACKS such hand-backs a hand-back counts
+        again. Returns the status the job ended in. Raises LeaseLost.
         """
         job = self.get_job(job_id)
-        if job.attempts >= job.max_attempts:
+        uncounted = not counted and job.hand_backs < MAX_HAND_BACKS
+        if not uncounted and job.attempts >= job.max_attempts:
             self.finish(job_id, worker, JobStatus.FAILED, f"{reason} (after {job.attempts} attempts)")
             return JobStatus.FAILED
-        values = {
+        detail = f"{reason} (no attempt used)" if uncounted else reason
+        values: dict[str, Any] = {
             ":me": worker,
             ":queued": JobStatus.QUEUED.value,
             ":now": utc_now_iso(),
             ":empty": [],
-            ":entry": [_entry("requeued", reason)],
+            ":entry": [_entry("requeued", detail)],
             **_active_values(),
         }
-        self._worker_update(
-            job_id,
-            worker,
-            f"SET #status = :queued, updatedAt = :now, {APPEND_TIMELINE} REMOVE leaseOwner, leaseExpiresAtMs",
-            values,
-        )
+        update = f"SET #status = :queued, updatedAt = :now, {APPEND_TIMELINE}"
+        if uncounted:
+            update += ", attempts = attempts - :one, handBacks = if_not_exists(handBacks, :zero) + :one"
+            values.update({":one": 1, ":zero": 0})
+        self._worker_update(job_id, worker, f"{update} REMOVE leaseOwner, leaseExpiresAtMs", values)
         return JobStatus.QUEUED
 
     def _transition(
@@ -503,8 +508,8 @@ class JobStore:
         return self._user_update(
             job_id,
             "retry",
-            f"SET #status = :queued, updatedAt = :now, attempts = :zero, {APPEND_TIMELINE} "
-            "REMOVE reason, #error",
+            "SET #status = :queued, updatedAt = :now, attempts = :zero, handBacks = :zero, "
+            f"{APPEND_TIMELINE} REMOVE reason, #error",
             f"attribute_exists(pk) AND #status IN ({retryable})",
             values,
             extra_names={"#error": "error"},

@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from aipm.local.forge import Forge
-from ec2_agent.workspace import Git, GitError, UnsafeReference, Workspace, install_credential_helper
+from ec2_agent.workspace import (
+    Git,
+    GitError,
+    PushRefused,
+    UnsafeReference,
+    Workspace,
+    install_credential_helper,
+)
 
 TOKEN = "forge-token-for-workspace-tests"
 
@@ -107,6 +114,34 @@ def test_conflicting_rebase_fails_cleanly_and_leaves_the_branch_alone(
     with pytest.raises(GitError, match="rebase"):
         ws.push("acme", "tools", task_branch, commit.sha)
     assert forge.branches("acme", "tools")[task_branch] == theirs
+
+
+def install_pre_receive_hook(bare_repo: Path, message: str) -> None:
+    """A server-side rule, as GitHub's rulesets answer (a `pre-receive` hook in the forge's bare repository,
+    run by the real `git receive-pack`): every push is refused with `message`."""
+    hook = bare_repo / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\necho '{message}' >&2\nexit 1\n")
+    hook.chmod(0o755)
+
+
+def test_a_push_the_remote_refuses_fails_at_once_with_its_message(
+    forge: Forge, bare_repo: Path, tmp_path: Path, task_branch: str
+) -> None:
+    ws = make_workspace(forge, tmp_path / "agent")
+    tree = ws.prepare("acme", "tools", task_branch)
+    (tree / "agent.txt").write_text("agent\n")
+    commit = ws.commit_all(tree, "feat: agent change")
+    assert commit is not None
+    before = forge.branches("acme", "tools")[task_branch]
+    install_pre_receive_hook(bare_repo, "error: GH013: Repository rule violations found for refs/heads/x.")
+    with pytest.raises(PushRefused) as refused:
+        ws.push("acme", "tools", task_branch, commit.sha)
+    assert refused.value.message == (
+        "error: GH013: Repository rule violations found for refs/heads/x.; "
+        "[remote rejected] (pre-receive hook declined)"
+    )
+    assert forge.branches("acme", "tools")[task_branch] == before
+    assert not (tmp_path / "agent" / "slot-1" / ".scratch").exists()  # no rebase was tried
 
 
 def test_no_credentials_in_remote_urls_or_config(forge: Forge, tmp_path: Path, task_branch: str) -> None:

@@ -231,10 +231,74 @@ def test_sigterm_hands_running_jobs_back_and_exits(stack: LocalStack) -> None:
     assert agent.proc.wait(timeout=30) == 0
     job = stack.api("GET", f"/api/jobs/{slow['jobId']}")[1]
     assert job["status"] == "queued"
-    assert job["timeline"][-1]["detail"] == "the agent is shutting down; handed back to the queue"
+    assert (
+        job["timeline"][-1]["detail"]
+        == "the agent is shutting down; handed back to the queue (no attempt used)"
+    )
     stack.start_agent(agent.index)
     done = wait_for_job(stack, slow["jobId"], timeout_s=90)
     assert done["status"] == "completed" and len(agent_commits(stack, slow["branchName"])) == 1
+
+
+def wait_for_steps(stack: LocalStack, job_id: str, step: str, count: int, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if steps(stack.api("GET", f"/api/jobs/{job_id}")[1]).count(step) >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} never reached {step} {count} times")
+
+
+def test_three_graceful_stops_during_one_job_use_no_attempt(stack: LocalStack) -> None:
+    """A redeploy stops the agent with SIGTERM; more stops than the job has attempts (2 here) must not fail
+    it: a graceful hand-back is not the job's failure."""
+    agent = stack.agents[0]
+    assert agent.proc is not None
+    agent.proc.send_signal(signal.SIGTERM)  # restart it with a short drain, so a running job is handed back
+    assert agent.proc.wait(timeout=30) == 0
+    agent.env["AIPM_DRAIN_TIMEOUT_S"] = "0.5"
+    stack.start_agent(agent.index)
+    slow = delegate(stack, task("Survive three redeploys", "slow=4"))
+    for stop in range(1, 4):
+        wait_for_steps(stack, slow["jobId"], "generating", stop)
+        assert agent.proc is not None
+        agent.proc.send_signal(signal.SIGTERM)
+        assert agent.proc.wait(timeout=30) == 0
+        held = stack.api("GET", f"/api/jobs/{slow['jobId']}")[1]
+        assert (held["status"], held["attempts"]) == ("queued", 0), held
+        stack.start_agent(agent.index)
+    job = wait_for_job(stack, slow["jobId"], timeout_s=90)
+    assert job["status"] == "completed", job
+    assert job["attempts"] == 1 and stack.store().get_job(slow["jobId"]).hand_backs == 3
+    assert steps(job).count("claimed") == 4
+    assert len(agent_commits(stack, slow["branchName"])) == 1
+
+
+def test_a_push_the_repository_refuses_fails_at_once_with_its_reason(stack: LocalStack) -> None:
+    """A pre-receive hook on the forge (as GitHub's rulesets answer) refuses the job's branch: the job fails
+    on its first attempt, the CLI ran once, and the reason quotes the repository's message."""
+    body = task("Refused by a rule")
+    hook = stack.demo_repo / "hooks" / "pre-receive"
+    prefix = "refs/heads/" + body["branchName"]  # the API appends -<ms> to the branch name
+    message = f"error: GH013: Repository rule violations found for {prefix}"
+    hook.write_text(
+        "#!/bin/sh\n"
+        "while read -r old new ref; do\n"
+        f'  case "$ref" in {prefix}-*) echo "{message}" >&2; exit 1;; esac\n'
+        "done\n"
+    )
+    hook.chmod(0o755)
+    try:
+        job = wait_for_job(stack, delegate(stack, body)["jobId"], timeout_s=60)
+    finally:
+        hook.unlink()
+    assert job["status"] == "failed", job
+    assert job["attempts"] == 1
+    assert steps(job).count("generating") == 1 and "requeued" not in steps(job)
+    assert job["reason"] == (
+        f"push refused by the repository: {message}; [remote rejected] (pre-receive hook declined)"
+    )
+    assert agent_commits(stack, job["branchName"]) == []
 
 
 def test_two_agents_on_one_queue_never_run_a_job_twice(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from aipm.local.bootstrap import create_records_table
-from lambda_src.records.models import ACTIVE_STATUSES, JobStatus
+from lambda_src.records.models import ACTIVE_STATUSES, MAX_HAND_BACKS, JobStatus
 from lambda_src.records.store import InvalidTransition, JobStore, LeaseLost
 from tests.factories import make_job
 
@@ -42,6 +42,7 @@ def claim_machine(ddb: Any) -> type[RuleBasedStateMachine]:
             self.status = JobStatus.QUEUED
             self.owner: str | None = None
             self.attempts = 0
+            self.hand_backs = 0
             self.expires_ms = 0
 
         def _holds(self, worker: str) -> bool:
@@ -88,12 +89,16 @@ def claim_machine(ddb: Any) -> type[RuleBasedStateMachine]:
             except LeaseLost:
                 assert not self._holds(worker)
 
-        @rule(worker=WORKERS)
-        def release(self, worker: str) -> None:
+        @rule(worker=WORKERS, counted=st.booleans())
+        def release(self, worker: str, counted: bool) -> None:
             try:
-                ended = self.store.release(self.job_id, worker, "handing back")
+                ended = self.store.release(self.job_id, worker, "handing back", counted=counted)
                 assert self._holds(worker)
-                self.status = JobStatus.FAILED if self.attempts >= MAX_ATTEMPTS else JobStatus.QUEUED
+                if not counted and self.hand_backs < MAX_HAND_BACKS:
+                    self.status, self.attempts = JobStatus.QUEUED, self.attempts - 1
+                    self.hand_backs += 1
+                else:
+                    self.status = JobStatus.FAILED if self.attempts >= MAX_ATTEMPTS else JobStatus.QUEUED
                 assert ended is self.status
                 self.owner = None
             except LeaseLost:
@@ -113,7 +118,7 @@ def claim_machine(ddb: Any) -> type[RuleBasedStateMachine]:
             try:
                 self.store.retry(self.job_id, "user")
                 assert self.status.terminal and self.status is not JobStatus.COMPLETED
-                self.status, self.attempts = JobStatus.QUEUED, 0
+                self.status, self.attempts, self.hand_backs = JobStatus.QUEUED, 0, 0
             except InvalidTransition:
                 assert not (self.status.terminal and self.status is not JobStatus.COMPLETED)
 
@@ -136,6 +141,7 @@ def claim_machine(ddb: Any) -> type[RuleBasedStateMachine]:
             assert job.status is self.status
             assert job.lease_owner == (self.owner if self.status in ACTIVE_STATUSES else None)
             assert job.attempts == self.attempts <= MAX_ATTEMPTS
+            assert job.hand_backs == self.hand_backs <= MAX_HAND_BACKS
             assert [e.step for e in job.timeline][-1:] != [] or self.status is JobStatus.QUEUED
 
     return ClaimMachine

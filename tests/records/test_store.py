@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from lambda_src.records.models import Heartbeat, JobStatus, SlotState, utc_now_iso
+from lambda_src.records.models import MAX_HAND_BACKS, Heartbeat, JobStatus, SlotState, utc_now_iso
 from lambda_src.records.store import (
     DelegationExists,
     InvalidCursor,
@@ -155,6 +155,37 @@ def test_release_hands_back_or_fails(store: JobStore) -> None:
     assert store.release(job.job_id, "w1", "agent shutting down") is JobStatus.QUEUED
     store.claim(job.job_id, "w2", 10)
     assert store.release(job.job_id, "w2", "agent shutting down") is JobStatus.FAILED
+
+
+def test_an_uncounted_hand_back_gives_the_attempt_back(store: JobStore) -> None:
+    job, pr = make_job(max_attempts=1)
+    store.create_delegation(job, pr)
+    for n in range(1, 4):  # more hand-backs than attempts: none of them fails the job
+        claimed = store.claim(job.job_id, f"w{n}", 10)
+        assert claimed is not None and claimed.attempts == 1
+        assert store.release(job.job_id, f"w{n}", "agent stopping", counted=False) is JobStatus.QUEUED
+        stored = store.get_job(job.job_id)
+        assert (stored.attempts, stored.hand_backs) == (0, n)
+        assert stored.timeline[-1].detail == "agent stopping (no attempt used)"
+    store.claim(job.job_id, "w9", 10)
+    assert store.release(job.job_id, "w9", "the CLI crashed") is JobStatus.FAILED
+    failed = store.get_job(job.job_id)
+    assert failed.reason == "the CLI crashed (after 1 attempts)"
+    assert store.retry(failed.job_id, "bob").hand_backs == 0
+
+
+def test_hand_backs_past_the_cap_count_again(store: JobStore) -> None:
+    job, pr = make_job(max_attempts=2)
+    store.create_delegation(job, pr)
+    for n in range(MAX_HAND_BACKS):
+        store.claim(job.job_id, "w", 10)
+        store.release(job.job_id, "w", f"slot fault {n}", counted=False)
+    store.claim(job.job_id, "w", 10)
+    assert store.release(job.job_id, "w", "slot fault again", counted=False) is JobStatus.QUEUED
+    stored = store.get_job(job.job_id)
+    assert (stored.attempts, stored.hand_backs) == (1, MAX_HAND_BACKS)
+    store.claim(job.job_id, "w", 10)
+    assert store.release(job.job_id, "w", "slot fault again", counted=False) is JobStatus.FAILED
 
 
 def test_listing_filters_pages_and_orders(store: JobStore) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -38,6 +39,7 @@ from typing import IO, Any
 
 import boto3
 
+from aipm.local import processes
 from aipm.local.bootstrap import create_idempotency_table, create_records_table, put_token_secret
 from aipm.local.forge import ROUTES, Forge
 from aipm.local.moto_server import MotoServer
@@ -159,6 +161,7 @@ def latency(root: Path) -> dict[str, float | int]:
         forge.create_repository(OWNER, REPO)
         env = {
             **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "PYTHONPATH")},
+            **processes.inherited_markers(),
             **aws,
             "RECORDS_TABLE": "bench-records",
             "IDEMPOTENCY_TABLE": "bench-idempotency",
@@ -208,6 +211,7 @@ def latency(root: Path) -> dict[str, float | int]:
 
 def _timed_import(code: str) -> float:
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "PYTHONPATH")}
+    env.update(processes.inherited_markers())
     env["AWS_DEFAULT_REGION"] = REGION
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     return float(out.stdout.strip().splitlines()[-1])
@@ -242,8 +246,12 @@ def serve() -> None:
     from aipm.local.gateway import Gateway as LocalGateway
 
     server = LocalGateway(os.environ["AIPM_BENCH_API_TOKEN"], containers=1)
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: server.request_stop())
     print(f"ready {server.url}", flush=True)
-    server.serve_forever()
+    try:
+        server.serve_forever()
+    finally:
+        server.close()  # ends its handler process, so neither it nor the resource tracker is orphaned
 
 
 if __name__ == "__main__":

@@ -1,16 +1,23 @@
-"""Shared fixtures: one real moto server process for the whole run, reached through pytest-localstack."""
+"""Shared fixtures: one real moto server process for the whole run, reached through pytest-localstack.
+
+And the end-of-run check that no test leaves a process behind: every process started during the run
+inherits `AIPM_TEST_RUN=<uuid>` (set here, before any test runs); when the session ends, any live process
+carrying it — a descendant of pytest, or one re-parented to init — fails the run, and is killed.
+"""
 
 from __future__ import annotations
 
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
 from pytest_localstack.session import RunningSession
 
+from aipm.local import processes
 from aipm.local.bootstrap import create_records_table
 from aipm.local.moto_server import MotoServer
 
@@ -18,6 +25,47 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 REGION = "us-east-1"
+TEST_RUN_MARKER = "AIPM_TEST_RUN"
+LEFTOVER_GRACE_S = 10  # processes still ending at the session's end (a server's last SIGTERM) may finish
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # xdist workers inherit the controller's value; only the controller sets it.
+    os.environ.setdefault(TEST_RUN_MARKER, uuid.uuid4().hex)
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Generator[None, None, None]:
+    """After every other session-finish step (fixture teardown, xdist stopping its workers): fail the run
+    if any process it started is still alive, listing and killing them."""
+    yield
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # the controller checks once all workers have ended
+    run_id = os.environ[TEST_RUN_MARKER]
+
+    def leftovers() -> list[processes.ProcessInfo]:
+        # Children whose environment a test replaced are still below pytest; orphans carry the marker.
+        found = {info.pid: info for info in processes.descendants(os.getpid())}
+        found.update((info.pid, info) for info in processes.marked(TEST_RUN_MARKER, run_id))
+        return sorted(found.values(), key=lambda info: info.pid)
+
+    deadline = time.monotonic() + LEFTOVER_GRACE_S
+    left = leftovers()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = leftovers()
+    if not left:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = [f"{len(left)} process(es) started by this test run outlived it (now killed):"]
+    lines += [f"  {info.describe()}" for info in left]
+    if reporter is not None:
+        reporter.write_sep("=", "processes left behind", red=True)
+        reporter.write_line("\n".join(lines))
+    processes.kill_marked(TEST_RUN_MARKER, run_id, grace_s=2)
+    for info in processes.descendants(os.getpid()):
+        processes.kill(info.pid)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ import hmac
 import json
 import logging
 import os
+import signal
 import threading
 import time
 import uuid
@@ -137,8 +138,20 @@ class Gateway:
         self._httpd.serve_forever()
 
     def shutdown(self) -> None:
+        """Stop serving (call from another thread than `serve_forever`'s) and end the worker processes,
+        waiting for them (so neither they nor multiprocessing's resource tracker outlive the gateway)."""
         self._httpd.shutdown()
-        self._containers.shutdown(cancel_futures=True)
+        self.close()
+
+    def request_stop(self) -> None:
+        """Make `serve_forever` return soon (safe in a signal handler: `shutdown` waits for the serving
+        loop, so it runs on a thread of its own)."""
+        threading.Thread(target=self._httpd.shutdown, name="gateway-stop", daemon=True).start()
+
+    def close(self) -> None:
+        """End the worker processes and wait for them; call after `serve_forever` has returned."""
+        self._httpd.server_close()
+        self._containers.shutdown(wait=True, cancel_futures=True)
 
     def handle(self, req: BaseHTTPRequestHandler) -> None:
         method, path = req.command, urlsplit(req.path).path
@@ -259,11 +272,13 @@ def main() -> None:
     )
     pump = StreamPump(args.stream_arn, dispatch_handler.lambda_handler)
     threading.Thread(target=pump.run, name="stream-pump", daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: gateway.request_stop())
     print(f"gateway ready {gateway.url}", flush=True)
     try:
         gateway.serve_forever()
     finally:
         pump.stop()
+        gateway.close()
 
 
 if __name__ == "__main__":

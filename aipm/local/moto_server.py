@@ -11,7 +11,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -37,13 +37,27 @@ class MotoServer:
     """
 
     def __init__(
-        self, *, port: int | None = None, log_path: Path | None = None, startup_timeout_s: float = 30
+        self,
+        *,
+        port: int | None = None,
+        log_path: Path | None = None,
+        startup_timeout_s: float = 30,
+        env: Mapping[str, str] | None = None,
+        process_group: int | None = None,
     ) -> None:
+        """`env`: the child's whole environment (default: this process's). `process_group`: the group the
+        child joins (0: a new group led by it; default: a new session of its own)."""
         self.host = "127.0.0.1"
+        self._env = dict(env) if env is not None else None
+        self._process_group = process_group
         self.port = port or free_port()
         self._log_path = log_path
         self._startup_timeout_s = startup_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     @property
     def endpoint_url(self) -> str:
@@ -51,12 +65,15 @@ class MotoServer:
 
     def start(self) -> None:
         out = self._log_path.open("ab") if self._log_path else subprocess.DEVNULL
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "aipm.local.moto_server", "--host", self.host, "--port", str(self.port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        argv = [sys.executable, "-m", "aipm.local.moto_server", "--host", self.host, "--port", str(self.port)]
+        if self._process_group is not None:
+            self._proc = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, env=self._env, process_group=self._process_group
+            )
+        else:
+            self._proc = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, env=self._env, start_new_session=True
+            )
         deadline = time.monotonic() + self._startup_timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

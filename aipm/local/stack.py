@@ -12,11 +12,11 @@ on a line of its own.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +25,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from typing import IO, Any
 
 import boto3
 
+from aipm.local import processes
 from aipm.local.bootstrap import (
     create_idempotency_table,
     create_records_table,
@@ -72,6 +74,7 @@ class StackOptions:
     reclaim_interval_s: float | None = None  # default: half the lease
     heartbeat_interval_s: float = 5
     max_attempts: int = 3
+    stop_grace_s: float = 30  # how long an agent may take to finish its jobs after SIGTERM
     agent_env: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -105,7 +108,11 @@ class LocalStack:
         self.records_table = "aipm-local-records"
         self.idempotency_table = "aipm-local-idempotency"
         self.logs = root / "logs"
-        self.moto = MotoServer(log_path=None)
+        self.run_id = uuid.uuid4().hex
+        self._pgid: int | None = None  # the process group every child joins (see aipm.local.processes)
+        self._groups: set[int] = set()
+        self.moto = MotoServer(log_path=None, env=self._marked_env(dict(os.environ)), process_group=0)
+        self.on_progress: Callable[[str], None] = lambda _text: None
         self.forge = Forge(root / "forge", token=self.github_token)
         self.agents: list[AgentProcess] = []
         self._gateway: subprocess.Popen[bytes] | None = None
@@ -132,12 +139,21 @@ class LocalStack:
     def start(self) -> None:
         """Start everything and wait until each part answers. Raises StackError naming the part at fault."""
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.moto.start()
+        self.on_progress("starting the AWS emulator (moto)…")
+        try:
+            self.moto.start()
+        finally:
+            if self.moto.pid is not None:
+                self._pgid = self.moto.pid
+                self._groups.add(self.moto.pid)
         aws = self.aws_env()
+        self.on_progress("creating the tables, parameters and secrets…")
         stream_arn = self._bootstrap(aws)
+        self.on_progress("starting the git forge…")
         self.forge.start()
         self.demo_repo = self.forge.create_repository(DEMO_OWNER, DEMO_REPO, files=DEMO_FILES)
         for index in range(1, self.options.agents + 1):
+            self.on_progress(f"starting agent {index} ({self.options.pool_size} slots)…")
             self.start_agent(index)
         first = self.agents[0]
         ssm = self.client("ssm")
@@ -145,22 +161,50 @@ class LocalStack:
         put_parameter(ssm, f"/aipm/{STAGE}/agent/pool-port", str(first.pool_port))
         put_parameter(ssm, f"/aipm/{STAGE}/agent/processor-port", str(first.processor_port))
         self.console = ConsoleServer().start()
+        self.on_progress("starting the API gateway…")
         self._start_gateway(stream_arn)
         self.console.api_url = self.api_url
 
     def stop(self) -> None:
-        """Stop every process (agents first, gracefully). Idempotent."""
+        """Stop every process: agents first (SIGTERM, `options.stop_grace_s` to finish), then the gateway and
+        moto, then SIGKILL whatever of the run is left — by process group, then by the run's marker variable
+        (grandchildren in sessions of their own). Idempotent."""
         for agent in self.agents:
-            self._terminate(agent.proc, grace_s=30)
+            self._terminate(agent.proc, grace_s=self.options.stop_grace_s)
         self._terminate(self._gateway, grace_s=5)
         if self.console is not None:
             self.console.stop()
             self.console = None
         self.forge.stop()
         self.moto.stop()
+        self.kill_all(grace_s=2)
         for f in self._log_files:
             f.close()
         self._log_files.clear()
+
+    def kill_all(self, *, grace_s: float = 0) -> None:
+        """End every process this stack started, now: SIGKILL to its process group(s), then SIGTERM and
+        (after `grace_s`) SIGKILL to any process carrying this run's marker. Safe in a signal handler."""
+        ours = {info.pgid for info in processes.marked(processes.STACK_MARKER, self.run_id)}
+        for pgid in self._groups & ours:  # a group with none of ours left may be another's by now
+            processes.signal_group(pgid, signal.SIGKILL)
+        processes.kill_marked(processes.STACK_MARKER, self.run_id, grace_s=grace_s)
+
+    def _marked_env(self, env: dict[str, str]) -> dict[str, str]:
+        env[processes.STACK_MARKER] = self.run_id
+        return env
+
+    def _popen(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        """Start a child in the stack's process group (a new one if that group has ended)."""
+        if self._pgid is not None:
+            try:
+                return subprocess.Popen(argv, process_group=self._pgid, **kwargs)
+            except (PermissionError, ProcessLookupError, subprocess.SubprocessError):
+                log.warning("the stack's process group %s is gone; starting a new one", self._pgid)
+        proc = subprocess.Popen(argv, process_group=0, **kwargs)
+        self._pgid = proc.pid
+        self._groups.add(proc.pid)
+        return proc
 
     # -- parts ------------------------------------------------------------------------------------
 
@@ -202,7 +246,8 @@ class LocalStack:
         env = {k: v for k, v in os.environ.items() if k in keep}
         env.update(self.aws_env())
         env["PYTHONUNBUFFERED"] = "1"
-        return env
+        env.update(processes.inherited_markers())
+        return self._marked_env(env)
 
     def start_agent(self, index: int) -> AgentProcess:
         """Start (or restart) agent `index` and wait until its API answers."""
@@ -244,7 +289,7 @@ class LocalStack:
         existing.env["AIPM_ATTACH_PORT"] = str(existing.attach_port)
         out = existing.log_path.open("ab")
         self._log_files.append(out)
-        existing.proc = subprocess.Popen(
+        existing.proc = self._popen(
             [sys.executable, "-m", "ec2_agent"], env=existing.env, stdout=out, stderr=subprocess.STDOUT
         )
         self._wait_agent(existing)
@@ -292,7 +337,7 @@ class LocalStack:
         )
         out = (self.logs / "gateway.log").open("ab")
         self._log_files.append(out)
-        self._gateway = subprocess.Popen(
+        self._gateway = self._popen(
             [sys.executable, "-m", "aipm.local.gateway", "--port", "0", "--stream-arn", stream_arn],
             env=env,
             stdout=subprocess.PIPE,
@@ -396,40 +441,103 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--work-s", type=float, default=2.0, help="seconds of simulated work per emulator task"
     )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the work folder (logs, repositories) after stopping"
+    )
+    parser.add_argument(
+        "--stop-grace-s",
+        type=float,
+        default=10.0,
+        help="seconds the agents get to finish their jobs after Ctrl-C or SIGTERM (default 10)",
+    )
+
+
+class _Stopper:
+    """SIGINT/SIGTERM handling for `run`: the first signal asks for a graceful stop; a second one (a double
+    Ctrl-C) kills every process of the stack at once. The work folder is removed either way."""
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self.stack: LocalStack | None = None
+        self.started = False
+        self.signals = 0
+
+    def __call__(self, signum: int, _frame: object) -> None:
+        self.signals += 1
+        if self.signals == 1:
+            self.requested.set()
+            if not self.started:  # still starting: stop at once, through the context manager
+                raise KeyboardInterrupt
+            return
+        print("\nsecond signal: killing every process of the local stack now", file=sys.stderr, flush=True)
+        if self.stack is not None:
+            self.stack.kill_all()
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the local stack until Ctrl-C or SIGTERM; the API's base URL is the last line printed."""
+    """Run the local stack until Ctrl-C or SIGTERM; the API's base URL is the last line printed.
+
+    Every line before it is progress or how to use the stack; each start-up step is printed as it begins.
+    On the first Ctrl-C/SIGTERM the agents get `--stop-grace-s` to finish, then everything is stopped; on a
+    second one everything is killed. The work folder is removed unless `--keep` (then its path is printed).
+    """
     logging.basicConfig(level=logging.WARNING)
     root = Path(tempfile.mkdtemp(prefix="aipm-local-"))
-    options = StackOptions(pool_size=args.slots, agents=args.agents, emulator_work_s=args.work_s)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with LocalStack(root, options) as stack:
-        print(f"API token:  {stack.api_token}")
-        print(f"Forge:      {stack.forge.base_url}  (repository {DEMO_OWNER}/{DEMO_REPO})")
-        if stack.console is not None:
-            print(f"Console:    {stack.console.url}  (paste the API token in its Connection panel)")
-        print(f"Logs:       {stack.logs}")
-        print("CLI:")
-        print(f"  export AIPM_API_URL={stack.api_url} AIPM_API_TOKEN={stack.api_token}")
-        print(
-            f"  aipm delegate --repo {DEMO_OWNER}/{DEMO_REPO} --title 'Add hello' --objective 'Say hello' "
-            "--criterion 'It greets'"
-        )
-        print("Try:")
-        print(
-            f"  curl -s -X POST {stack.api_url}/api/personal-delegate "
-            f"-H 'Authorization: Bearer {stack.api_token}' "
-            f"""-H 'Content-Type: application/json' -d '{{"owner":"{DEMO_OWNER}","repo":"{DEMO_REPO}","""
-            """"branchName":"feature/hello","taskTitle":"Add hello","objective":"Say hello","""
-            """"prTitle":"feat: hello","acceptanceCriteria":["It greets"]}'"""
-        )
-        print(stack.api_url, flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            stop.wait()
-    print("stopped")
+    options = StackOptions(
+        pool_size=args.slots,
+        agents=args.agents,
+        emulator_work_s=args.work_s,
+        stop_grace_s=args.stop_grace_s,
+    )
+    stopper = _Stopper()
+    previous = {sig: signal.signal(sig, stopper) for sig in (signal.SIGINT, signal.SIGTERM)}
+    started = time.monotonic()
+
+    def progress(text: str) -> None:
+        print(f"[{time.monotonic() - started:4.1f} s] {text}", flush=True)
+
+    try:
+        stack = LocalStack(root, options)
+        stack.on_progress = progress
+        stopper.stack = stack
+        progress(f"work folder {root}")
+        try:
+            with stack:
+                stopper.started = True
+                _print_usage(stack)
+                stopper.requested.wait()
+                progress("stopping: the agents finish their jobs, then every process ends…")
+        except KeyboardInterrupt:
+            progress("interrupted while starting; stopped every process")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if args.keep:
+            print(f"kept the work folder {root} (--keep)", flush=True)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    print("stopped", flush=True)
     return 0
+
+
+def _print_usage(stack: LocalStack) -> None:
+    print(f"API token:  {stack.api_token}")
+    print(f"Forge:      {stack.forge.base_url}  (repository {DEMO_OWNER}/{DEMO_REPO})")
+    if stack.console is not None:
+        print(f"Console:    {stack.console.url}  (paste the API token in its Connection panel)")
+    print(f"Logs:       {stack.logs}")
+    print("CLI:")
+    print(f"  export AIPM_API_URL={stack.api_url} AIPM_API_TOKEN={stack.api_token}")
+    print(f"  aipm delegate --repo {DEMO_OWNER}/{DEMO_REPO} --title 'Add hello' --objective 'Say hello'")
+    print("Try:")
+    print(
+        f"  curl -s -X POST {stack.api_url}/api/personal-delegate "
+        f"-H 'Authorization: Bearer {stack.api_token}' "
+        f"""-H 'Content-Type: application/json' -d '{{"owner":"{DEMO_OWNER}","repo":"{DEMO_REPO}","""
+        """"branchName":"feature/hello","taskTitle":"Add hello","objective":"Say hello","""
+        """"prTitle":"feat: hello","acceptanceCriteria":["It greets"]}'"""
+    )
+    print(stack.api_url, flush=True)
 
 
 def main() -> None:

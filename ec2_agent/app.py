@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -10,11 +12,12 @@ from pathlib import Path
 import boto3
 
 from ec2_agent.attach import AttachServer
-from ec2_agent.config import AgentSettings
+from ec2_agent.config import AgentSettings, owners
 from ec2_agent.http_api import ApiServer, pool_routes, processor_routes
 from ec2_agent.pool import AgentPool, PoolConfig
 from ec2_agent.profiles import CliProfile, builtin_profile, generic_profile
 from ec2_agent.runner import JobRunner, RunnerConfig, SlotState
+from ec2_agent.sandbox import FORBIDDEN_PREFIXES, Sandbox, SandboxPolicy
 from ec2_agent.secrets import TokenSecret
 from ec2_agent.sessions import AgentSession, SessionError, TerminalSession, open_session
 from ec2_agent.workspace import Git, Workspace, install_credential_helper
@@ -32,11 +35,54 @@ def profile_for(settings: AgentSettings) -> CliProfile:
     return builtin_profile(settings.cli_profile, kiro_command=settings.kiro_command)
 
 
-def attach_session(profile: CliProfile, tree: Path, transcript_limit_bytes: int) -> TerminalSession:
-    """A terminal session for a person to attach to. Raises SessionError for a profile without a terminal."""
+def sandbox_policy(profile: CliProfile, settings: AgentSettings) -> SandboxPolicy:
+    """What the profile's CLI has inside its sandbox: its installation read-only (the emulator: this
+    Python and this package; any other CLI: the directory of its resolved command, plus
+    AIPM_SANDBOX_RO_BINDS), the variables its profile allows, its seeded home, its network
+    (AIPM_SANDBOX_NETWORK; the emulator needs none)."""
+    names = dict.fromkeys(
+        n for n in (*profile.env_allow, *profile.env) if not n.upper().startswith(FORBIDDEN_PREFIXES)
+    )
+    binds: list[str] = [str(p) for p in settings.sandbox_ro_binds]
+    network = settings.sandbox_network
+    if profile.name == "emulator":
+        package = Path(__file__).resolve().parent
+        binds += [sys.prefix, sys.base_prefix, str(package)]
+        network = network or "none"
+    else:
+        found = shutil.which(profile.argv[0])
+        if found is not None:
+            binds += [str(Path(found).parent), str(Path(found).resolve().parent)]
+    unique = [b for b in dict.fromkeys(binds) if not b.startswith(("/usr/", "/bin", "/lib"))]
+    return SandboxPolicy(
+        env_allow=tuple(names),
+        ro_binds=tuple((b, b) for b in unique),
+        network=network or "host",
+        home_seed=settings.cli_home_seed,
+    )
+
+
+def attach_session(profile: CliProfile, sandbox: Sandbox, transcript_limit_bytes: int) -> TerminalSession:
+    """A terminal session, in its own sandbox, for a person to attach to. Raises SessionError for a
+    profile without a terminal."""
     if profile.mode != "interactive":
         raise SessionError(f"attaching needs an interactive terminal profile; {profile.name!r} is not one")
-    return TerminalSession(profile, tree, transcript_limit_bytes=transcript_limit_bytes)
+    return TerminalSession(
+        profile, sandbox.tree, transcript_limit_bytes=transcript_limit_bytes, sandbox=sandbox
+    )
+
+
+def is_job_branch(store: JobStore, owner: str, repo: str, branch: str, *, pages: int = 20) -> bool:
+    """True if a job of `owner/repo` (newest first, up to `pages` pages) works on `branch`."""
+    cursor: str | None = None
+    for _ in range(pages):
+        page = store.list_jobs(repo=f"{owner}/{repo}", limit=100, cursor=cursor)
+        if any(job.branch_name == branch and job.owner == owner for job in page.jobs):
+            return True
+        if page.next_cursor is None:
+            return False
+        cursor = page.next_cursor
+    return False
 
 
 class Agent:
@@ -59,6 +105,8 @@ class Agent:
             timeout_s=settings.git_timeout_s,
         )
         profile = profile_for(settings)
+        policy = sandbox_policy(profile, settings)
+        pristine = settings.work_dir / "homes" / profile.name
         runner = JobRunner(
             store,
             github,
@@ -68,7 +116,10 @@ class Agent:
                 job_timeout_s=settings.job_timeout_s,
             ),
         )
-        slots = [self._slot(i, settings.work_dir, git, profile) for i in range(1, settings.pool_size + 1)]
+        slots = [
+            self._slot(i, git, profile, Sandbox(settings.work_dir / "slots" / str(i), pristine, policy))
+            for i in range(1, settings.pool_size + 1)
+        ]
         self.pool = AgentPool(
             PoolConfig(
                 agent_id=settings.agent_id,
@@ -91,21 +142,30 @@ class Agent:
             settings.bind_host,
             settings.attach_port,
             token_provider=agent_token,
-            work_dir=settings.work_dir / "attach",
-            workspace_factory=lambda root: Workspace(root, git),
-            session_factory=lambda tree: attach_session(profile, tree, settings.transcript_limit_bytes),
+            work_dir=settings.work_dir,
+            workspace_factory=lambda tree: Workspace(settings.work_dir, tree, git),
+            sandbox_factory=lambda root: Sandbox(root, pristine, policy),
+            session_factory=lambda box: attach_session(profile, box, settings.transcript_limit_bytes),
+            is_job_branch=lambda owner, repo, branch: is_job_branch(store, owner, repo, branch),
+            allowed_owners=owners(settings),
+            console_origin=settings.console_origin,
             max_sessions=settings.attach_max_sessions,
         )
         self._stopped = threading.Event()
 
-    def _slot(self, slot_id: int, work_dir: Path, git: Git, profile: CliProfile) -> SlotState:
+    def _slot(self, slot_id: int, git: Git, profile: CliProfile, sandbox: Sandbox) -> SlotState:
         limit = self.settings.transcript_limit_bytes
 
         def make_session(tree: Path, on_output: Callable[[str], None]) -> AgentSession:
-            return open_session(profile, tree, transcript_limit_bytes=limit, on_output=on_output)
+            return open_session(
+                profile, tree, transcript_limit_bytes=limit, on_output=on_output, sandbox=sandbox
+            )
 
         return SlotState(
-            id=slot_id, workspace=Workspace(work_dir / f"slot-{slot_id}", git), session_factory=make_session
+            id=slot_id,
+            workspace=Workspace(self.settings.work_dir, sandbox.tree, git),
+            sandbox=sandbox,
+            session_factory=make_session,
         )
 
     def start(self) -> None:

@@ -1,6 +1,7 @@
 """Interactive attach ("Refine with Kiro"): a WebSocket terminal to a CLI session on a PR's branch.
 
-It runs outside the pool's slots, each session in its own workspace, and listens on the agent's private
+It runs outside the pool's slots, each session in its own workspace and sandbox, only on a job's branch of
+an allowed owner (never the default branch), and listens on the agent's private
 interface only (ops reach it through SSM port forwarding). Protocol, JSON text frames:
 
 - client → agent, first frame within AUTH_TIMEOUT_S:
@@ -16,10 +17,10 @@ A session that closes without "finish" discards its changes.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
-import shutil
 import threading
 import uuid
 from collections.abc import Callable
@@ -29,9 +30,19 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import Server, ServerConnection, serve
+from websockets.typing import Origin
 
+from ec2_agent.faults import SlotFault
+from ec2_agent.sandbox import Sandbox, remove_tree
 from ec2_agent.sessions import SessionError, TerminalSession
-from ec2_agent.workspace import GitError, UnsafeReference, Workspace
+from ec2_agent.workspace import (
+    Checkout,
+    GitError,
+    TreeRefused,
+    UnsafeReference,
+    Workspace,
+    check_job_reference,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +62,13 @@ class AttachRequest(BaseModel):
 
 
 class AttachServer:
-    """Serves attach sessions on `host:port`; at most `max_sessions` at once."""
+    """Serves attach sessions on `host:port`; at most `max_sessions` at once.
+
+    Refused before any git or CLI runs: a browser whose `Origin` is not `console_origin` (the handshake
+    answers 403; a client without an Origin header, such as the CLI over SSM port forwarding, still needs
+    the token), a wrong token, an owner not in `allowed_owners`, the repository's default branch, and any
+    branch that is not a job's (`is_job_branch`). The session runs in a sandbox of its own, like a slot's.
+    """
 
     def __init__(
         self,
@@ -61,15 +78,25 @@ class AttachServer:
         token_provider: Callable[[], str],
         work_dir: Path,
         workspace_factory: Callable[[Path], Workspace],
-        session_factory: Callable[[Path], TerminalSession],
+        sandbox_factory: Callable[[Path], Sandbox],
+        session_factory: Callable[[Sandbox], TerminalSession],
+        is_job_branch: Callable[[str, str, str], bool],
+        allowed_owners: frozenset[str],
+        console_origin: str | None,
         max_sessions: int = 2,
     ) -> None:
         self._token_provider = token_provider
         self._work_dir = work_dir
         self._workspace_factory = workspace_factory
+        self._sandbox_factory = sandbox_factory
         self._session_factory = session_factory
+        self._is_job_branch = is_job_branch
+        self._allowed_owners = frozenset(o.lower() for o in allowed_owners)
         self._slots = threading.BoundedSemaphore(max_sessions)
-        self._server: Server = serve(self._handle, host, port, max_size=MAX_FRAME_BYTES)
+        origins: list[Origin | None] = [None]
+        if console_origin:
+            origins.append(Origin(console_origin))
+        self._server: Server = serve(self._handle, host, port, max_size=MAX_FRAME_BYTES, origins=origins)
         self._thread = threading.Thread(target=self._server.serve_forever, name="attach", daemon=True)
 
     @property
@@ -104,37 +131,45 @@ class AttachServer:
             raise ValueError("the first frame must be an attach request") from err
         if not hmac.compare_digest(request.token.encode(), self._token_provider().encode()):
             raise ValueError("unauthorized")
+        check_job_reference(request.owner, request.repo, request.branch)
+        if request.owner.lower() not in self._allowed_owners:
+            raise ValueError(f"owner {request.owner!r} is not allowed (AIPM_ALLOWED_OWNERS)")
         return request
 
     def _serve(self, ws: ServerConnection, request: AttachRequest) -> None:
-        root = self._work_dir / uuid.uuid4().hex
-        workspace = self._workspace_factory(root)
+        key = uuid.uuid4().hex
+        root = self._work_dir / "attach" / key
+        sandbox = self._sandbox_factory(root)
+        workspace = self._workspace_factory(sandbox.tree)
         session: TerminalSession | None = None
+        checkout: Checkout | None = None
+        owner, repo, branch = request.owner, request.repo, request.branch
         try:
-            tree = workspace.prepare(request.owner, request.repo, request.branch)
-            session = self._session_factory(tree)
+            if branch == workspace.default_branch(owner, repo):
+                raise UnsafeReference(f"{branch!r} is the repository's default branch")
+            if not self._is_job_branch(owner, repo, branch):
+                raise UnsafeReference(f"{branch!r} is not the branch of a job on {owner}/{repo}")
+            sandbox.start()
+            checkout = workspace.prepare(f"attach-{key}", owner, repo, branch)
+            session = self._session_factory(sandbox)
             session.start()
-            log.info(
-                "attach session opened",
-                extra={"repo": f"{request.owner}/{request.repo}", "branch": request.branch},
-            )
+            log.info("attach session opened", extra={"repo": f"{owner}/{repo}", "branch": branch})
             ws.send(json.dumps({"type": "ready"}))
-            self._bridge(ws, session, workspace, tree, request)
-        except (UnsafeReference, GitError, SessionError) as err:
+            self._bridge(ws, session, workspace, checkout)
+        except (UnsafeReference, GitError, SessionError, SlotFault, TreeRefused) as err:
             _refuse(ws, str(err))
         finally:
             if session is not None:
                 session.close()
-            shutil.rmtree(root, ignore_errors=True)
+            with contextlib.suppress(SlotFault):
+                sandbox.stop()
+            if checkout is not None:
+                workspace.discard(checkout)
+            remove_tree(root)
             log.info("attach session closed")
 
     def _bridge(
-        self,
-        ws: ServerConnection,
-        session: TerminalSession,
-        workspace: Workspace,
-        tree: Path,
-        request: AttachRequest,
+        self, ws: ServerConnection, session: TerminalSession, workspace: Workspace, checkout: Checkout
     ) -> None:
         stop = threading.Event()
         pump = threading.Thread(
@@ -154,7 +189,7 @@ class AttachServer:
                 elif kind == "finish":
                     stop.set()
                     pump.join(timeout=5)
-                    ws.send(json.dumps({"type": "finished", "commit": _publish(workspace, tree, request)}))
+                    ws.send(json.dumps({"type": "finished", "commit": _publish(workspace, checkout)}))
                     ws.close()
                     return
         except ConnectionClosed:
@@ -177,13 +212,13 @@ def _pump_output(ws: ServerConnection, session: TerminalSession, stop: threading
         return
 
 
-def _publish(workspace: Workspace, tree: Path, request: AttachRequest) -> str | None:
+def _publish(workspace: Workspace, checkout: Checkout) -> str | None:
     commit = workspace.commit_all(
-        tree, "refine: changes from an interactive session\n\nAttached through the AIPM agent."
+        checkout, "refine: changes from an interactive session\n\nAttached through the AIPM agent."
     )
     if commit is None:
         return None
-    return workspace.push(request.owner, request.repo, request.branch, commit.sha)
+    return workspace.push(checkout, commit.sha)
 
 
 def _parse(frame: str | bytes) -> dict[str, Any]:

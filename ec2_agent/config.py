@@ -48,6 +48,11 @@ class AgentSettings(BaseSettings):
     session_restart_backoff_s: float = Field(default=1.0, gt=0)
     session_restart_backoff_max_s: float = Field(default=60.0, gt=0)
     git_timeout_s: float = Field(default=120, gt=0)
+    cli_home_seed: Path | None = None
+    allowed_owners: str = Field(default="", description="comma-separated owners attach may work on")
+    console_origin: str | None = Field(default=None, description="the only browser Origin attach accepts")
+    sandbox_network: Literal["host", "none"] | None = None
+    sandbox_ro_binds: tuple[Path, ...] = ()
     git_author_name: str = "AIPM Agent"
     git_author_email: str = "aipm-agent@users.noreply.github.com"
 
@@ -56,6 +61,11 @@ class AgentSettings(BaseSettings):
         if self.cli_profile == "generic" and not self.generic_profile:
             raise ValueError("AIPM_GENERIC_PROFILE (JSON) is required when AIPM_CLI_PROFILE=generic")
         return self
+
+
+def owners(settings: AgentSettings) -> frozenset[str]:
+    """AIPM_ALLOWED_OWNERS as a set of lower-case owner names."""
+    return frozenset(o.strip().lower() for o in settings.allowed_owners.split(",") if o.strip())
 
 
 def load_settings() -> AgentSettings:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
+from ec2_agent.faults import SlotFault
 from ec2_agent.jsonlog import job_context, slot_var
 from ec2_agent.runner import AdhocTask, JobHandle, JobRunner, SlotState
 from ec2_agent.sessions import SessionError
@@ -235,8 +236,7 @@ class AgentPool:
                 log.info("claimed ahead", extra={"branch": job.branch_name})
                 try:
                     slot.workspace.fetch(job.owner, job.repo_name, job.branch_name)
-                    handle.fetched = True
-                except (GitError, UnsafeReference) as err:
+                except (GitError, UnsafeReference, SlotFault) as err:
                     log.info("fetch ahead failed; the checkout will say why", extra={"error": str(err)})
         except Exception:
             log.exception("look-ahead failed")
@@ -258,8 +258,10 @@ class AgentPool:
 
     def _warm(self, slot: SlotState) -> None:
         """Start the slot's session in its own directory so the pool reports ready CLIs at boot."""
-        slot.workspace.root.mkdir(parents=True, exist_ok=True)
-        slot.reap_orphan()
+        try:
+            slot.prepare_sandbox()
+        except SlotFault as err:
+            log.error("the slot's sandbox cannot be prepared", extra={"error": str(err)})
         self._heal(slot, force=True)
 
     def _heal(self, slot: SlotState, *, force: bool = False) -> None:
@@ -268,11 +270,10 @@ class AgentPool:
             return
         if not force and time.monotonic() < self._heal_at.get(slot.id, 0.0):
             return
-        tree = slot.session_dir or slot.workspace.root
         try:
             slot.drop_session()
-            slot.ensure_session(tree)
-        except SessionError as err:
+            slot.ensure_session()
+        except (SessionError, SlotFault) as err:
             delay = min(
                 self._heal_delay.get(slot.id, self._config.restart_backoff_s / 2) * 2,
                 self._config.restart_backoff_max_s,

@@ -4,10 +4,7 @@ published. Every step is recorded in the job's timeline."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -19,8 +16,20 @@ from typing import Any
 from ec2_agent.faults import SlotFault
 from ec2_agent.jsonlog import job_context
 from ec2_agent.prompting import strip_control, task_prompt
+from ec2_agent.sandbox import Sandbox, SandboxFault
+from ec2_agent.secret_screen import screen_secrets
 from ec2_agent.sessions import AgentSession, SessionError, TaskOutcome
-from ec2_agent.workspace import Commit, GitError, PushRefused, PushRejected, UnsafeReference, Workspace
+from ec2_agent.workspace import (
+    Checkout,
+    Commit,
+    GitError,
+    PushRefused,
+    PushRejected,
+    TreeRefused,
+    UnsafeReference,
+    Workspace,
+    empty_directory,
+)
 from lambda_src.github.client import GitHubClient
 from lambda_src.github.errors import GitHubError
 from lambda_src.records.models import OUTPUT_TAIL_MAX_CHARS, Job, JobStatus
@@ -43,14 +52,15 @@ class AdhocTask:
 
 @dataclass
 class SlotState:
-    """What one slot owns: its workspace and its CLI session. Only its own thread touches the session."""
+    """What one slot owns: its workspace (the tree), its sandbox and its CLI session. Only its own thread
+    touches the session."""
 
     id: int
     workspace: Workspace
+    sandbox: Sandbox
     session_factory: Callable[[Path, Callable[[str], None]], AgentSession]
     session: AgentSession | None = None
     output_listener: Callable[[str], None] | None = None
-    session_dir: Path | None = None
     current_job: str | None = None
     idle_since: float = field(default_factory=time.monotonic)
     restarts: int = 0
@@ -65,51 +75,48 @@ class SlotState:
     def __post_init__(self) -> None:
         self.publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"publish-{self.id}")
 
-    def ensure_session(self, tree: Path) -> AgentSession:
-        """A live session in `tree`, reset so nothing leaks from the previous job. Raises SessionError."""
-        if self.session is not None and self.session.alive and self.session_dir == tree:
+    def ensure_session(self) -> AgentSession:
+        """A live session in the slot's sandbox, reset so nothing leaks from the previous job; a new one
+        starts with a fresh home. Raises SessionError, SandboxFault."""
+        if self.session is not None and self.session.alive:
             if not self.clean:
                 self.session.reset()
                 self.clean = True
             return self.session
-        if self.session is not None:
-            self.session.close()
+        self.drop_session()
         if self.started_once:
             self.restarts += 1
         self.started_once = True
-        self.ready = False
-        self.session = self.session_factory(tree, self.emit)
-        self.session_dir = tree
+        self.sandbox.reset_home()
+        self.session = self.session_factory(self.sandbox.tree, self.emit)
         self.session.start()
-        if self.session.pid is not None:
-            self._pidfile.write_text(str(self.session.pid))
         self.ready = True
         self.clean = True
         return self.session
 
-    @property
-    def _pidfile(self) -> Path:
-        return self.workspace.root / ".cli.pid"
-
-    def reap_orphan(self) -> None:
-        """Kill the process group of a CLI left running by an earlier agent process that died (kill -9,
-        OOM): it would otherwise keep writing into this slot's workspace. Only a process whose working
-        directory lies inside this slot's workspace is touched."""
-        try:
-            pid = int(self._pidfile.read_text())
-            cwd = Path(f"/proc/{pid}/cwd").resolve(strict=True)
-        except (OSError, ValueError):
-            return
-        if cwd.is_relative_to(self.workspace.root.resolve()):
-            log.warning("killing an orphaned CLI from a previous agent process", extra={"pid": pid})
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-        self._pidfile.unlink(missing_ok=True)
+    def prepare_sandbox(self) -> None:
+        """At start: kill whatever an earlier agent process left in this slot's sandbox (kill -9, OOM)
+        and make its tree and home. Raises SandboxFault."""
+        self.sandbox.start()
 
     def tidy(self) -> None:
-        """Reset the conversation as soon as a job ends, so the next job starts without waiting for it.
-        A session that does not come back from the reset is dropped (the pool's healing restarts it)."""
+        """As soon as a job ends: kill every process in the sandbox but the CLI's main one, compare the
+        home with its pristine copy (any difference: the session restarts with a fresh home), and reset
+        the conversation, so the next job starts without waiting. A session that does not come back from
+        the reset is dropped (the pool's healing restarts it)."""
         if self.session is None or self.clean:
+            return
+        try:
+            killed = self.sandbox.kill_all_but_main()
+        except SandboxFault as err:
+            log.warning("the sandbox could not be cleaned; restarting it", extra={"error": str(err)})
+            self.drop_session()
+            return
+        if killed:
+            log.warning("killed processes the job left in the sandbox", extra={"count": len(killed)})
+        if self.sandbox.home_changed():
+            log.warning("the CLI's home changed during the job; restarting with a fresh home")
+            self.drop_session()
             return
         if not self.session.alive:
             self.drop_session()
@@ -122,16 +129,15 @@ class SlotState:
             self.drop_session()
 
     def run_adhoc(self, task: AdhocTask) -> None:
-        """Run a POST /execute prompt in this slot's scratch directory (not a job's tree); never raises."""
-        scratch = self.workspace.root / "scratch"
-        scratch.mkdir(parents=True, exist_ok=True)
+        """Run a POST /execute prompt in this slot's emptied tree (no job's files); never raises."""
         try:
-            session = self.ensure_session(scratch)
+            empty_directory(self.sandbox.tree)
+            session = self.ensure_session()
             self.clean = False
             task.outcome = session.run_task(task.prompt, timeout_s=task.timeout_s, cancel=task.cancel)
             if task.outcome.kind in ("timed_out", "crashed"):
                 self.drop_session()
-        except SessionError as err:
+        except (SessionError, SlotFault, OSError) as err:
             task.error = str(err)
             self.drop_session()
         finally:
@@ -143,11 +149,15 @@ class SlotState:
             self.output_listener(chunk)
 
     def drop_session(self) -> None:
+        """Close the session and kill everything left in the slot's sandbox."""
         if self.session is not None:
             self.session.close()
         self.session = None
-        self.session_dir = None
         self.ready = False
+        try:
+            self.sandbox.stop()
+        except SandboxFault as err:
+            log.error("sandbox processes survived SIGKILL", extra={"error": str(err)})
 
 
 @dataclass(frozen=True)
@@ -185,7 +195,8 @@ class LeaseKeeper:
     def _run(self) -> None:
         while not self._stop.wait(self._lease_s / 3):
             try:
-                self._store.renew(self._job_id, self._worker, self._lease_s, output_tail=self.tail or None)
+                tail = screen_secrets(self.tail) or None
+                self._store.renew(self._job_id, self._worker, self._lease_s, output_tail=tail)
             except LeaseLost:
                 log.warning("lease lost; interrupting the CLI", extra={"job_id": self._job_id})
                 self.lost = True
@@ -205,7 +216,7 @@ class JobHandle:
     cancel: threading.Event
     started: float = field(default_factory=time.monotonic)
     shutting_down: bool = False
-    fetched: bool = False
+    checkout: Checkout | None = None
     reason: str = ""
     commit_sha: str | None = None
     changed_files: list[str] = field(default_factory=list)
@@ -224,7 +235,7 @@ class Publication:
     """A committed job waiting to be pushed."""
 
     handle: JobHandle
-    tree: Path
+    checkout: Checkout
     commit: Commit
     tail: str
 
@@ -270,6 +281,8 @@ class JobRunner:
         if isinstance(result, Publication):
             slot.publisher.submit(self._publish, slot, result)
         else:
+            if handle.checkout is not None:
+                slot.workspace.discard(handle.checkout)
             self._close(handle, result)
 
     def release_held(self, handle: JobHandle, reason: str) -> None:
@@ -292,17 +305,19 @@ class JobRunner:
             job.job_id, worker, JobStatus.PREPARING, f"checking out {job.branch_name} on slot {slot.id}"
         )
         try:
-            tree = slot.workspace.prepare(job.owner, job.repo_name, job.branch_name, fetched=handle.fetched)
+            checkout = slot.workspace.prepare(job.job_id, job.owner, job.repo_name, job.branch_name)
         except UnsafeReference as err:
             return self._finish(handle, JobStatus.FAILED, f"refused: {err}")
         except SlotFault as err:
             return self._release(handle, f"slot {slot.id} could not prepare the job: {err}", counted=False)
         except GitError as err:
             return self._release(handle, f"checkout failed: {err}")
-        if not (tree / "TASK.md").is_file():
+        handle.checkout = checkout
+        tree = checkout.tree
+        if not (tree / "TASK.md").is_file() or (tree / "TASK.md").is_symlink():
             return self._finish(handle, JobStatus.FAILED, "TASK.md is missing from the branch")
         try:
-            session = slot.ensure_session(tree)
+            session = slot.ensure_session()
         except SlotFault as err:
             slot.drop_session()
             return self._release(handle, f"slot {slot.id} could not start the CLI: {err}", counted=False)
@@ -318,12 +333,12 @@ class JobRunner:
             on_prompt_sent=(lambda: while_generating(tree)) if while_generating else None,
         )
         log.info("CLI finished", extra={"outcome": outcome.kind, "duration_s": round(outcome.duration_s, 3)})
-        return self._after_cli(slot, handle, tree, outcome)
+        return self._after_cli(slot, handle, checkout, outcome)
 
     def _after_cli(
-        self, slot: SlotState, handle: JobHandle, tree: Path, outcome: TaskOutcome
+        self, slot: SlotState, handle: JobHandle, checkout: Checkout, outcome: TaskOutcome
     ) -> Publication | JobStatus | None:
-        job, tail = handle.job, outcome.output_tail
+        job, tail = handle.job, screen_secrets(outcome.output_tail)
         if outcome.kind == "cancelled":
             if not slot.session or not slot.session.alive:
                 slot.drop_session()
@@ -347,14 +362,18 @@ class JobRunner:
         title = strip_control(job.task_title)
         try:
             commit = slot.workspace.commit_all(
-                tree, f"feat: {title}\n\nGenerated by the AIPM agent (job {job.job_id})."
+                checkout, f"feat: {title}\n\nGenerated by the AIPM agent (job {job.job_id})."
+            )
+        except TreeRefused as err:
+            return self._finish(
+                handle, JobStatus.FAILED, f"the work tree was refused: {err}", output_tail=tail
             )
         except GitError as err:
             return self._finish(handle, JobStatus.FAILED, f"commit failed: {err}", output_tail=tail)
         if commit is None:
             reason = "the CLI finished without changing any file"
             return self._finish(handle, JobStatus.NO_CHANGES, reason, output_tail=tail)
-        return Publication(handle=handle, tree=tree, commit=commit, tail=tail)
+        return Publication(handle=handle, checkout=checkout, commit=commit, tail=tail)
 
     def _publish(self, slot: SlotState, pub: Publication) -> None:
         """On the slot's publisher thread: push, record, comment. Never raises (the lease expiry covers a
@@ -369,6 +388,8 @@ class JobRunner:
                 log.exception("publishing failed; the lease will expire and the job will be retried")
                 handle.keeper.stop()
                 return
+            finally:
+                slot.workspace.discard(pub.checkout)
             self._close(handle, status)
 
     def _push(self, slot: SlotState, pub: Publication) -> JobStatus:
@@ -376,7 +397,7 @@ class JobRunner:
         # A job cancelled while the CLI worked must not reach the PR: confirm the lease right before pushing.
         self._store.renew(job.job_id, handle.worker, self._config.lease_s, output_tail=pub.tail or None)
         try:
-            sha = slot.workspace.push(job.owner, job.repo_name, job.branch_name, commit.sha)
+            sha = slot.workspace.push(pub.checkout, commit.sha)
         except PushRefused as err:
             # The repository's rules refuse it: running the CLI again cannot change that.
             reason = f"push refused by the repository: {err.message}"

@@ -83,7 +83,8 @@ class SandboxPolicy(BaseModel):
     key); `ro_binds`: (outside, inside) paths mounted read-only, the CLI's installation; `network`: `host`
     shares the host's network (the cloud host's firewall confines the CLI's user), `none` gives the sandbox
     an empty network namespace; `home_seed`: a directory whose copy is the CLI's pristine home (its login
-    and configuration only); `path`: the PATH inside.
+    and configuration only); `path`: the PATH inside; `setenv`: fixed variables inside (e.g. the
+    PYTHONPATH of a runtime mounted by `ro_binds`).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -93,6 +94,7 @@ class SandboxPolicy(BaseModel):
     network: Literal["host", "none"] = "host"
     home_seed: Path | None = None
     path: str = Field(default=SYSTEM_PATH, min_length=1)
+    setenv: tuple[tuple[str, str], ...] = ()
 
     @field_validator("env_allow")
     @classmethod
@@ -101,6 +103,12 @@ class SandboxPolicy(BaseModel):
             if not name or "=" in name or name.upper().startswith(FORBIDDEN_PREFIXES):
                 raise ValueError(f"{name!r} may not be passed into the sandbox")
         return names
+
+    @field_validator("setenv")
+    @classmethod
+    def _no_agent_settings(cls, pairs: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        cls._no_agent_credentials(tuple(name for name, _ in pairs))
+        return pairs
 
     @field_validator("ro_binds")
     @classmethod
@@ -178,7 +186,7 @@ class Sandbox:
         """Replace the slot's home with a copy of the pristine one. Raises SandboxFault."""
         try:
             if self.home.exists() or self.home.is_symlink():
-                _remove(self.home)
+                remove_tree(self.home)
             shutil.copytree(self.pristine_home, self.home, symlinks=True)
         except OSError as err:
             raise SandboxFault(f"cannot reset the CLI's home {self.home}: {err}") from err
@@ -208,6 +216,7 @@ class Sandbox:
             for k, v in env.items()
             if k in allowed and not k.upper().startswith(FORBIDDEN_PREFIXES) and "\0" not in v
         }
+        inner.update(self.policy.setenv)
         inner.update(HOME=HOME, PATH=self.policy.path, TMPDIR=SANDBOX_TMP, PWD=WORKSPACE, USER="cli")
         inner.setdefault("LANG", "C.UTF-8")
         args = [
@@ -332,10 +341,13 @@ def _system_mounts() -> list[str]:
     return args
 
 
-def _remove(path: Path) -> None:
-    """Remove a file, link or tree without following links; make read-only directories writable first."""
-    if path.is_symlink() or not path.is_dir():
+def remove_tree(path: Path) -> None:
+    """Remove a file, link or directory tree without following links, making directories writable first
+    (a CLI may leave read-only ones). A missing path is fine."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
         path.unlink()
+        return
+    if not path.exists():
         return
     for dirpath, _dirnames, _files in os.walk(path, followlinks=False):
         with contextlib.suppress(OSError):

@@ -1,27 +1,57 @@
-"""Git workspaces: one clone per slot and repository, driven with argument lists only.
+"""Git for jobs, with the agent's git kept where the CLI never reaches (docs/sandbox-and-sessions.md).
 
-Pushes go to the job's branch only, with an explicit refspec; credentials come from a credential helper
-fed through the environment, never from the remote URL.
+Layout under `AIPM_WORK_DIR`: `git/<owner>/<repo>.git` a bare per-repository object store (the warm cache,
+fetched with the token); `jobs/<job_id>.git` the job's private git directory (`HEAD`, index, its own new
+objects, `objects/info/alternates` → the store); the slot's tree (mounted in the sandbox at /workspace)
+holds the job's files and no git directory of the agent's.
+
+- checkout: `read-tree -u --reset <tip>` into the emptied tree — a checkout, not a clone;
+- commit: `add --all` into the private index, `write-tree`, and `commit-tree` on the branch tip, so what the
+  CLI did is compared as content with the branch (its own commits, stashes or git directories count for
+  nothing); `None` when the tree equals the branch;
+- push: `<sha>:refs/heads/<job branch>` only, to the URL (no remote in any config); a push refused because
+  the branch moved is replayed with `merge-tree` onto the new tip (no work tree, no rebase state);
+- git itself: `/usr/bin/git` by absolute path, `GIT_CONFIG_GLOBAL=/dev/null`, `GIT_CONFIG_NOSYSTEM=1`, hooks
+  and fsmonitor off, attribute and exclude files off (a `.gitattributes` in the tree can name filters, but
+  no configuration the agent's git reads defines one), protocols limited to the forge's scheme, the
+  credential helper by absolute path outside every sandbox mount and checked against its shipped bytes
+  before each use; the token is in git's environment only for fetch and push;
+- the tree is untrusted input: walked without following links, symlinks committed as links, special files
+  and oversized trees refused (`TreeRefused`);
+- a store or job directory that git cannot use (a stale lock, a corrupt object, a half-made directory) is
+  rebuilt once; if that fails too, `WorkspaceFault` — slot-local, the job does not lose an attempt.
+
+Sources: git(1) ENVIRONMENT (GIT_CONFIG_GLOBAL, GIT_CONFIG_NOSYSTEM, GIT_DIR, GIT_WORK_TREE), git-config(1)
+(core.hooksPath, core.fsmonitor, protocol.allow), gitrepository-layout(5) (objects/info/alternates),
+git-read-tree(1), git-commit-tree(1), git-merge-tree(1) (`--write-tree`, git ≥ 2.38).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
+import stat
 import subprocess
-import uuid
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ec2_agent.faults import SlotFault
+from ec2_agent.sandbox import remove_tree
 from lambda_src.models import check_branch_name
 
 log = logging.getLogger(__name__)
 
+GIT = "/usr/bin/git"
 PUSH_ATTEMPTS = 3
+MAX_FILE_BYTES = 100 * 1024 * 1024  # GitHub refuses larger files
+MAX_TREE_BYTES = 2 * 1024 * 1024 * 1024
+MAX_TREE_ENTRIES = 1_000_000
 # How git reports a push refused because the branch moved (porcelain status lines go to stdout).
 _REJECTION_MARKS = ("[rejected]", "non-fast-forward", "fetch first")
 # How the remote reports a push its rules refuse, whatever the branch holds: a hook (`pre-receive hook
@@ -30,6 +60,7 @@ _REJECTION_MARKS = ("[rejected]", "non-fast-forward", "fetch first")
 # docs.github.com, "Troubleshooting rules"). Pushing again cannot help.
 _REFUSAL = re.compile(r"\[remote rejected\]|pre-receive hook declined|\bGH0\d\d\b")
 _STDERR_TAIL = 2000
+_EMPTY_DIR_NAME = ".git-home"
 
 
 class GitError(RuntimeError):
@@ -62,26 +93,57 @@ class UnsafeReference(ValueError):
     """An owner, repository or branch from a job record that must not be handed to git."""
 
 
+class TreeRefused(ValueError):
+    """The CLI left a work tree the agent will not commit (too large, a special file); the job fails."""
+
+
+class WorkspaceFault(SlotFault):
+    """The slot's git state could not be made usable even after a rebuild. Slot-local: the job goes back
+    to the queue without using an attempt."""
+
+
 @dataclass(frozen=True)
 class Commit:
     sha: str
     changed_files: list[str]
 
 
+@dataclass(frozen=True)
+class Checkout:
+    """A job's checkout: its private git directory, the tree it was read into, the branch and its tip."""
+
+    job_id: str
+    owner: str
+    repo: str
+    branch: str
+    git_dir: Path
+    tree: Path
+    base: str
+
+
 def install_credential_helper(bin_dir: Path) -> Path:
-    """Install the credential helper git runs (`git-credential-aipm`, shipped with this package); returns its
-    path. Raises ValueError if the path would contain a space (git would split it)."""
+    """Install the credential helper git runs (`git-credential-aipm`, shipped with this package) into an
+    agent-only directory (never mounted in a sandbox); returns its path. Raises ValueError if the path
+    would contain a space (git would split it)."""
     bin_dir.mkdir(parents=True, exist_ok=True)
+    bin_dir.chmod(0o700)
     helper = bin_dir / "git-credential-aipm"
     if " " in str(helper):
         raise ValueError(f"the credential helper path must not contain spaces: {helper}")
-    helper.write_bytes(resources.files("ec2_agent").joinpath("git-credential-aipm").read_bytes())
-    helper.chmod(0o700)
+    if helper.is_symlink() or helper.exists():
+        helper.unlink()
+    helper.write_bytes(_helper_bytes())
+    helper.chmod(0o500)
     return helper
 
 
+def _helper_bytes() -> bytes:
+    return resources.files("ec2_agent").joinpath("git-credential-aipm").read_bytes()
+
+
 class Git:
-    """Runs git with a fixed, safe configuration. Every command has a timeout (GitError on expiry)."""
+    """Runs `/usr/bin/git` with a fixed, safe configuration on an explicit git directory. Every command
+    has a timeout (GitError on expiry)."""
 
     def __init__(
         self,
@@ -92,50 +154,101 @@ class Git:
         author_name: str,
         author_email: str,
         timeout_s: float,
+        executable: str = GIT,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.username or parts.password:
             raise ValueError("the git base URL must not carry credentials")
+        if parts.scheme not in ("https", "http"):
+            raise ValueError(f"the git base URL must be http(s), not {parts.scheme!r}")
         self.base_url = base_url.rstrip("/")
         self._host = parts.netloc
         self._protocol = parts.scheme
         self._token_provider = token_provider
+        self._helper = credential_helper
+        self._helper_digest = hashlib.sha256(_helper_bytes()).hexdigest()
+        self._executable = executable
+        self._home = credential_helper.parent / _EMPTY_DIR_NAME
+        self._home.mkdir(mode=0o700, exist_ok=True)
+        self._author = (author_name, author_email)
         self._config = [
             "-c", "credential.helper=",
             "-c", f"credential.helper={credential_helper}",
+            "-c", "credential.useHttpPath=false",
             "-c", f"user.name={author_name}",
             "-c", f"user.email={author_email}",
             "-c", "core.hooksPath=/dev/null",
+            "-c", "core.fsmonitor=false",
+            "-c", "core.untrackedCache=false",
+            "-c", "core.attributesFile=/dev/null",
+            "-c", "core.excludesFile=/dev/null",
+            "-c", "core.symlinks=true",
+            "-c", "core.autocrlf=false",
+            "-c", "core.askPass=",
             "-c", "commit.gpgsign=false",
-            "-c", "protocol.file.allow=never",
+            "-c", "protocol.allow=never",
+            "-c", f"protocol.{self._protocol}.allow=always",
+            "-c", "http.followRedirects=false",
+            "-c", "submodule.recurse=false",
+            "-c", "fetch.recurseSubmodules=false",
+            "-c", "push.recurseSubmodules=no",
             "-c", "advice.detachedHead=false",
-            # A slot's threads use one repository at once (a fetch ahead while the publisher pushes):
-            # no background gc or maintenance may repack refs under them.
+            # Several slots share a store: no background gc or maintenance may repack under them.
             "-c", "gc.auto=0",
             "-c", "maintenance.auto=false",
         ]  # fmt: skip
         self._timeout_s = timeout_s
 
-    def run(self, args: Sequence[str], cwd: Path, *, auth: bool = False) -> str:
-        """Run `git <args>` in `cwd`; returns stdout. Raises GitError (PushRejected for a push refused because
-        the branch moved, PushRefused for one the remote's rules refuse)."""
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k in {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT"}
+    def run(
+        self,
+        args: Sequence[str],
+        git_dir: Path,
+        *,
+        work_tree: Path | None = None,
+        auth: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> str:
+        """Run `git <args>` on `git_dir` (and `work_tree`); returns stdout. Raises GitError (PushRejected
+        for a push refused because the branch moved, PushRefused for one the remote's rules refuse),
+        WorkspaceFault if the credential helper is not the shipped one."""
+        full_env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(self._home),
+            "XDG_CONFIG_HOME": str(self._home),
+            "LANG": "C",
+            "GIT_DIR": str(git_dir),
+            "GIT_CONFIG_GLOBAL": "/dev/null",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_ATTR_NOSYSTEM": "1",
+            "GIT_NO_REPLACE_OBJECTS": "1",
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_ASKPASS": "",
+            "SSH_ASKPASS": "",
+            "GIT_PROTOCOL_FROM_USER": "0",
         }
-        env.update(GIT_TERMINAL_PROMPT="0", GIT_CONFIG_NOSYSTEM="1", GIT_ASKPASS="", SSH_ASKPASS="")
+        if work_tree is not None:
+            full_env["GIT_WORK_TREE"] = str(work_tree)
+        full_env.update(env or {})
         token = ""
         if auth:
+            self._check_helper()
             token = self._token_provider()
-            env.update(AIPM_GIT_TOKEN=token, AIPM_GIT_HOST=self._host, AIPM_GIT_PROTOCOL=self._protocol)
-        argv = ["git", *self._config, *args]
+            full_env.update(AIPM_GIT_TOKEN=token, AIPM_GIT_HOST=self._host, AIPM_GIT_PROTOCOL=self._protocol)
+        cwd = work_tree if work_tree is not None else git_dir
         try:
             proc = subprocess.run(
-                argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=self._timeout_s, check=False
+                [self._executable, *self._config, *args],
+                cwd=cwd,
+                env=full_env,
+                capture_output=True,
+                text=True,
+                timeout=self._timeout_s,
+                check=False,
             )
         except subprocess.TimeoutExpired as err:
             raise GitError(args, -1, f"timed out after {self._timeout_s} s") from err
+        except OSError as err:
+            raise GitError(args, -1, f"cannot run {self._executable}: {err}") from err
         if proc.returncode != 0:
             stderr = proc.stderr.replace(token, "***") if token else proc.stderr
             if args[0] == "push" and _REFUSAL.search(proc.stdout + stderr):
@@ -144,6 +257,24 @@ class Git:
                 raise PushRejected(args, proc.returncode, stderr)
             raise GitError(args, proc.returncode, stderr)
         return proc.stdout
+
+    def commit_env(self) -> dict[str, str]:
+        name, email = self._author
+        return {
+            "GIT_AUTHOR_NAME": name,
+            "GIT_AUTHOR_EMAIL": email,
+            "GIT_COMMITTER_NAME": name,
+            "GIT_COMMITTER_EMAIL": email,
+        }
+
+    def _check_helper(self) -> None:
+        try:
+            st = self._helper.lstat()
+            data = self._helper.read_bytes()
+        except OSError as err:
+            raise WorkspaceFault(f"the credential helper is missing: {err}") from err
+        if not stat.S_ISREG(st.st_mode) or hashlib.sha256(data).hexdigest() != self._helper_digest:
+            raise WorkspaceFault(f"the credential helper {self._helper} is not the shipped one; refusing")
 
     def clone_url(self, owner: str, repo: str) -> str:
         return f"{self.base_url}/{owner}/{repo}.git"
@@ -160,100 +291,218 @@ def check_job_reference(owner: str, repo: str, branch: str) -> None:
         raise UnsafeReference(f"branch {branch!r}: {err}") from None
 
 
-class Workspace:
-    """A slot's working trees, one per repository, under `root`. Never shared with another slot."""
+_store_locks: dict[Path, threading.Lock] = {}
+_store_locks_guard = threading.Lock()
 
-    def __init__(self, root: Path, git: Git) -> None:
-        self.root = root
+
+def _store_lock(path: Path) -> threading.Lock:
+    with _store_locks_guard:
+        return _store_locks.setdefault(path, threading.Lock())
+
+
+class Workspace:
+    """A slot's view of the git layout: the shared stores and job directories under `work_dir`, and this
+    slot's `tree` (the sandbox's /workspace). One slot thread prepares and commits; its publisher pushes."""
+
+    def __init__(self, work_dir: Path, tree: Path, git: Git) -> None:
+        self.work_dir = work_dir
+        self.tree = tree
         self._git = git
 
-    def path_for(self, owner: str, repo: str) -> Path:
-        return self.root / owner / repo
+    def store_path(self, owner: str, repo: str) -> Path:
+        return self.work_dir / "git" / owner / f"{repo}.git"
 
-    def prepare(self, owner: str, repo: str, branch: str, *, fetched: bool = False) -> Path:
-        """Check `branch` out, clean, at the remote's tip (skip the fetch if `fetch` already ran for it).
-        Returns the working tree. Raises UnsafeReference, GitError."""
-        tree = self.fetch(owner, repo, branch) if not fetched else self.path_for(owner, repo)
-        self._git.run(["checkout", "--force", "-B", branch, f"refs/remotes/origin/{branch}"], tree)
-        self._git.run(["clean", "-ffdx"], tree)
-        return tree
+    def job_dir(self, job_id: str) -> Path:
+        return self.work_dir / "jobs" / f"{job_id}.git"
 
-    def fetch(self, owner: str, repo: str, branch: str) -> Path:
-        """Bring `branch` into the repository (cloning it first if needed) without touching the working
-        tree, so it is safe while a CLI works there. Returns the tree. Raises UnsafeReference, GitError."""
+    # -- the store --------------------------------------------------------------------------------
+
+    def fetch(self, owner: str, repo: str, branch: str) -> str:
+        """Bring `branch` into the repository's store (creating it if needed); returns its tip. A fetch
+        that fails is retried once into a rebuilt store; a second failure is the remote's (GitError).
+        Safe while a CLI works: the store is never in a sandbox. Raises UnsafeReference, GitError."""
         check_job_reference(owner, repo, branch)
-        tree = self.path_for(owner, repo)
+        store = self.store_path(owner, repo)
+        with _store_lock(store):
+            try:
+                return self._fetch_into(store, owner, repo, branch)
+            except GitError as err:
+                log.warning("fetch failed; rebuilding the store once", extra={"error": str(err)[:300]})
+            remove_tree(store)
+            return self._fetch_into(store, owner, repo, branch)
+
+    def _fetch_into(self, store: Path, owner: str, repo: str, branch: str) -> str:
         git = self._git
-        if not (tree / ".git").is_dir():
-            tree.parent.mkdir(parents=True, exist_ok=True)
-            git.run(
-                ["clone", "--no-checkout", "--", git.clone_url(owner, repo), str(tree)], self.root, auth=True
+        if not (store / "objects").is_dir() or not (store / "HEAD").is_file():
+            remove_tree(store)
+            store.parent.mkdir(parents=True, exist_ok=True)
+            git.run(["init", "--quiet", "--bare", str(store)], store.parent)
+        ref = f"refs/remotes/origin/{branch}"
+        git.run(
+            [
+                "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--",
+                git.clone_url(owner, repo), f"+refs/heads/{branch}:{ref}",
+            ],
+            store,
+            auth=True,
+        )  # fmt: skip
+        return git.run(["rev-parse", "--verify", "--end-of-options", f"{ref}^{{commit}}"], store).strip()
+
+    def default_branch(self, owner: str, repo: str) -> str:
+        """The repository's default branch, as the forge says (`ls-remote --symref HEAD`). Raises
+        UnsafeReference, GitError."""
+        check_job_reference(owner, repo, "main")
+        store = self.store_path(owner, repo)
+        with _store_lock(store):
+            if not (store / "HEAD").is_file():
+                remove_tree(store)
+                store.parent.mkdir(parents=True, exist_ok=True)
+                self._git.run(["init", "--quiet", "--bare", str(store)], store.parent)
+            out = self._git.run(
+                ["ls-remote", "--symref", "--", self._git.clone_url(owner, repo), "HEAD"], store, auth=True
             )
-        git.run(_fetch_args(branch), tree, auth=True)
-        return tree
+        for line in out.splitlines():
+            if line.startswith("ref: refs/heads/") and line.endswith("\tHEAD"):
+                return line.removeprefix("ref: refs/heads/").removesuffix("\tHEAD")
+        raise GitError(["ls-remote", "--symref"], 0, "the forge named no default branch")
 
-    def commit_all(self, tree: Path, message: str) -> Commit | None:
-        """Commit every change in the tree; None when there is nothing to commit."""
-        self._git.run(["add", "--all"], tree)
-        listed = self._git.run(["diff", "--cached", "--name-only", "-z"], tree).split("\0")
-        changed = [name for name in listed if name]
-        if not changed:
+    # -- a job ------------------------------------------------------------------------------------
+
+    def prepare(self, job_id: str, owner: str, repo: str, branch: str) -> Checkout:
+        """Fetch `branch` and read its tip into the emptied tree through a fresh private git directory.
+        Raises UnsafeReference, GitError (the remote), WorkspaceFault (local state, after one rebuild)."""
+        if not job_id or not all(c.isalnum() or c in "-_" for c in job_id):
+            raise UnsafeReference(f"job id {job_id!r} is not a safe directory name")
+        tip = self.fetch(owner, repo, branch)
+        store = self.store_path(owner, repo)
+        for attempt in (1, 2):
+            try:
+                return self._checkout(job_id, owner, repo, branch, store, tip)
+            except (GitError, OSError) as err:
+                if attempt == 2:
+                    raise WorkspaceFault(f"the checkout failed after a rebuild: {err}") from err
+                log.warning(
+                    "checkout failed; rebuilding the job's workspace", extra={"error": str(err)[:300]}
+                )
+        raise AssertionError("unreachable")
+
+    def _checkout(self, job_id: str, owner: str, repo: str, branch: str, store: Path, tip: str) -> Checkout:
+        git_dir = self.job_dir(job_id)
+        remove_tree(git_dir)
+        git_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._git.run(["init", "--quiet", "--bare", str(git_dir)], git_dir.parent)
+        (git_dir / "objects" / "info" / "alternates").write_text(f"{(store / 'objects').resolve()}\n")
+        self._git.run(["config", "core.bare", "false"], git_dir)
+        self._git.run(["update-ref", f"refs/heads/{branch}", tip], git_dir)
+        self._git.run(["symbolic-ref", "HEAD", f"refs/heads/{branch}"], git_dir)
+        empty_directory(self.tree)
+        self._git.run(["read-tree", "-u", "--reset", tip], git_dir, work_tree=self.tree)
+        return Checkout(job_id, owner, repo, branch, git_dir, self.tree, tip)
+
+    def commit_all(self, checkout: Checkout, message: str) -> Commit | None:
+        """Commit the tree as it is now onto the branch tip; None when it equals the branch. Raises
+        TreeRefused, GitError."""
+        check_tree(checkout.tree)
+        git, git_dir, tree = self._git, checkout.git_dir, checkout.tree
+        git.run(["add", "--all", "--", "."], git_dir, work_tree=tree)
+        written = git.run(["write-tree"], git_dir).strip()
+        if written == git.run(["rev-parse", f"{checkout.base}^{{tree}}"], git_dir).strip():
             return None
-        self._git.run(["commit", "--quiet", "--no-verify", "-m", message], tree)
-        return Commit(sha=self._git.run(["rev-parse", "HEAD"], tree).strip(), changed_files=changed)
+        sha = git.run(
+            ["commit-tree", written, "-p", checkout.base, "-m", message], git_dir, env=git.commit_env()
+        ).strip()
+        git.run(["update-ref", f"refs/heads/{checkout.branch}", sha, checkout.base], git_dir)
+        return Commit(sha=sha, changed_files=self._changed(git_dir, checkout.base, sha))
 
-    def push(self, owner: str, repo: str, branch: str, sha: str) -> str:
-        """Push commit `sha` to the job's branch only (never the working tree's HEAD: the slot may already
-        be preparing its next job in `tree`). If the branch moved meanwhile, rebase `sha` onto it in a
-        scratch worktree and push again.
+    def _changed(self, git_dir: Path, base: str, sha: str) -> list[str]:
+        listed = self._git.run(["diff-tree", "-r", "--no-renames", "--name-only", "-z", base, sha], git_dir)
+        return [name for name in listed.split("\0") if name]
 
-        Returns the pushed commit's sha. Raises PushRefused at once when the remote's rules refuse it,
-        PushRejected after PUSH_ATTEMPTS, GitError otherwise (a rebase that conflicts is aborted).
-        """
-        tree = self.path_for(owner, repo)
-        url = self._git.clone_url(owner, repo)
-        try:
-            self._push_sha(tree, url, branch, sha)
-            return sha
-        except PushRejected:
-            log.info("push rejected: the branch moved; rebasing onto it", extra={"branch": branch})
-        scratch = self.root / ".scratch" / uuid.uuid4().hex
-        self._git.run(["worktree", "add", "--detach", str(scratch), sha], tree)
-        try:
-            return self._rebase_and_push(scratch, url, branch)
-        finally:
-            self._git.run(["worktree", "remove", "--force", str(scratch)], tree)
-
-    def _rebase_and_push(self, scratch: Path, url: str, branch: str) -> str:
-        remote_ref = f"refs/remotes/origin/{branch}"
-        for attempt in range(2, PUSH_ATTEMPTS + 1):
-            self._git.run(_fetch_args(branch), scratch, auth=True)
+    def push(self, checkout: Checkout, sha: str) -> str:
+        """Push `sha` to the job's branch only. If the branch moved meanwhile, replay the commit onto its
+        new tip (`merge-tree`) and push again. Returns the pushed sha. Raises PushRejected after
+        PUSH_ATTEMPTS, PushRefused at once when the remote's rules refuse it, GitError (a conflicting
+        replay: nothing is pushed)."""
+        git = self._git
+        url = git.clone_url(checkout.owner, checkout.repo)
+        base = checkout.base
+        for attempt in range(1, PUSH_ATTEMPTS + 1):
             try:
-                self._git.run(["rebase", remote_ref], scratch)
-            except GitError:
-                self._git.run(["rebase", "--abort"], scratch)
-                raise
-            sha = self._git.run(["rev-parse", "HEAD"], scratch).strip()
-            try:
-                self._push_sha(scratch, url, branch, sha)
+                git.run(
+                    ["push", "--porcelain", "--", url, f"{sha}:refs/heads/{checkout.branch}"],
+                    checkout.git_dir,
+                    auth=True,
+                )
                 return sha
             except PushRejected:
                 if attempt == PUSH_ATTEMPTS:
                     raise
+                log.info(
+                    "push rejected: the branch moved; replaying onto it", extra={"branch": checkout.branch}
+                )
+            tip = self.fetch(checkout.owner, checkout.repo, checkout.branch)
+            sha, base = self._replay(checkout.git_dir, base, sha, tip), tip
         raise AssertionError("unreachable")
 
-    def _push_sha(self, cwd: Path, url: str, branch: str, sha: str) -> None:
-        # To the URL, not the remote's name: git then updates no remote-tracking ref in this repository,
-        # which the slot may be fetching into at the same moment.
-        self._git.run(["push", "--porcelain", url, f"{sha}:refs/heads/{branch}"], cwd, auth=True)
+    def _replay(self, git_dir: Path, base: str, sha: str, onto: str) -> str:
+        """Our single commit `base..sha` recreated on `onto` (their merge base is `base` when the branch
+        moved forward; `--merge-base` needs git 2.40). Raises GitError on a conflict."""
+        git = self._git
+        try:
+            tree = git.run(["merge-tree", "--write-tree", onto, sha], git_dir)
+        except GitError as err:
+            raise GitError(
+                ["rebase", "onto"], err.returncode, f"the branch moved and conflicts: {err}"
+            ) from err
+        message = git.run(["log", "-1", "--format=%B", sha], git_dir)
+        return git.run(
+            ["commit-tree", tree.splitlines()[0].strip(), "-p", onto, "-m", message.rstrip("\n")],
+            git_dir,
+            env=git.commit_env(),
+        ).strip()
+
+    def discard(self, checkout: Checkout) -> None:
+        """Remove the job's private git directory (its tree is emptied by the next checkout)."""
+        remove_tree(checkout.git_dir)
 
 
-def _fetch_args(branch: str) -> list[str]:
-    """Fetch one branch into its remote-tracking ref; FETCH_HEAD is not written (a shared file)."""
-    return [
-        "fetch",
-        "--no-tags",
-        "--no-write-fetch-head",
-        "origin",
-        f"+refs/heads/{branch}:refs/remotes/origin/{branch}",
-    ]
+def check_tree(tree: Path) -> None:
+    """Refuse a tree the agent will not commit: special files, files over MAX_FILE_BYTES, more than
+    MAX_TREE_ENTRIES entries or MAX_TREE_BYTES in all. Never follows links. Raises TreeRefused."""
+    total = 0
+    for entries, (path, st) in enumerate(_walk(tree), start=1):
+        if entries > MAX_TREE_ENTRIES:
+            raise TreeRefused(f"the work tree has more than {MAX_TREE_ENTRIES} entries")
+        mode = st.st_mode
+        if stat.S_ISREG(mode):
+            if st.st_size > MAX_FILE_BYTES:
+                raise TreeRefused(f"{path.relative_to(tree)} is larger than {MAX_FILE_BYTES} bytes")
+            total += st.st_size
+            if total > MAX_TREE_BYTES:
+                raise TreeRefused(f"the work tree holds more than {MAX_TREE_BYTES} bytes")
+        elif not (stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+            raise TreeRefused(f"{path.relative_to(tree)} is not a file, directory or symbolic link")
+
+
+def _walk(root: Path) -> Iterator[tuple[Path, os.stat_result]]:
+    """Everything under `root` except any `.git` (git never adds those), links not followed."""
+    stack = [root]
+    while stack:
+        directory = stack.pop()
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.name == ".git":
+                    continue
+                st = entry.stat(follow_symlinks=False)
+                path = Path(entry.path)
+                yield path, st
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append(path)
+
+
+def empty_directory(directory: Path) -> None:
+    """Remove everything inside `directory` (never following links), keeping the directory itself, so a
+    bind mount of it stays valid."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for entry in os.scandir(directory):
+        remove_tree(Path(entry.path))

@@ -152,6 +152,7 @@ class LocalStack:
         self.on_progress("starting the git forge…")
         self.forge.start()
         self.demo_repo = self.forge.create_repository(DEMO_OWNER, DEMO_REPO, files=DEMO_FILES)
+        self.console = ConsoleServer().start()
         for index in range(1, self.options.agents + 1):
             self.on_progress(f"starting agent {index} ({self.options.pool_size} slots)…")
             self.start_agent(index)
@@ -160,7 +161,6 @@ class LocalStack:
         put_parameter(ssm, f"/aipm/{STAGE}/agent/endpoint", f"http://127.0.0.1:{first.processor_port}")
         put_parameter(ssm, f"/aipm/{STAGE}/agent/pool-port", str(first.pool_port))
         put_parameter(ssm, f"/aipm/{STAGE}/agent/processor-port", str(first.processor_port))
-        self.console = ConsoleServer().start()
         self.on_progress("starting the API gateway…")
         self._start_gateway(stream_arn)
         self.console.api_url = self.api_url
@@ -272,7 +272,10 @@ class LocalStack:
                 AIPM_RECLAIM_INTERVAL_S=str(self.options.reclaim_interval_s or self.options.lease_s / 2),
                 AIPM_HEARTBEAT_INTERVAL_S=str(self.options.heartbeat_interval_s),
                 KIRO_EMULATOR_WORK_S=str(self.options.emulator_work_s),
+                AIPM_ALLOWED_OWNERS=DEMO_OWNER,
             )
+            if self.console is not None:
+                env["AIPM_CONSOLE_ORIGIN"] = self.console.origin
             env.update(self.options.agent_env)
             existing = AgentProcess(
                 index=index,

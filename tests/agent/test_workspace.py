@@ -1,7 +1,9 @@
-"""Git workspaces against the real forge over smart HTTP, with the shipped credential helper."""
+"""Git workspaces against the real forge over smart HTTP, with the shipped credential helper: the store,
+the private job git directory, the checkout, the commit by content, the push of the job's branch only."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +15,10 @@ from ec2_agent.workspace import (
     Git,
     GitError,
     PushRefused,
+    TreeRefused,
     UnsafeReference,
     Workspace,
+    WorkspaceFault,
     install_credential_helper,
 )
 
@@ -32,87 +36,148 @@ def bare_repo(forge: Forge) -> Path:
     return forge.create_repository("acme", "tools", files={"README.md": "# tools\n", "src/app.py": "x = 1\n"})
 
 
-def make_workspace(forge: Forge, root: Path) -> Workspace:
-    git = Git(
+def make_git(forge: Forge, root: Path, token: str = TOKEN) -> Git:
+    return Git(
         base_url=forge.base_url,
-        token_provider=lambda: TOKEN,
+        token_provider=lambda: token,
         credential_helper=install_credential_helper(root / ".bin"),
         author_name="Agent",
         author_email="agent@example.test",
         timeout_s=30,
     )
-    return Workspace(root / "slot-1", git)
+
+
+def make_workspace(forge: Forge, root: Path, slot: int = 1) -> Workspace:
+    return Workspace(root, root / "slots" / str(slot) / "tree", make_git(forge, root))
 
 
 def push_from_elsewhere(forge: Forge, tmp: Path, branch: str, path: str, content: str) -> None:
     """Someone else pushes a commit to `branch` (through the forge, with the token)."""
     ws = make_workspace(forge, tmp)
-    tree = ws.prepare("acme", "tools", branch)
-    (tree / path).parent.mkdir(parents=True, exist_ok=True)
-    (tree / path).write_text(content)
-    commit = ws.commit_all(tree, f"someone else changes {path}")
+    checkout = ws.prepare("other", "acme", "tools", branch)
+    (checkout.tree / path).parent.mkdir(parents=True, exist_ok=True)
+    (checkout.tree / path).write_text(content)
+    commit = ws.commit_all(checkout, f"someone else changes {path}")
     assert commit is not None
-    ws.push("acme", "tools", branch, commit.sha)
+    ws.push(checkout, commit.sha)
 
 
 @pytest.fixture
 def task_branch(forge: Forge, bare_repo: Path, tmp_path: Path) -> str:
     """A branch holding one TASK.md commit, as the API creates it."""
-    push_from_elsewhere(forge, tmp_path / "api", "main", "TASK.md", "# Task\n")
     subprocess.run(["git", "--git-dir", str(bare_repo), "branch", "feature/x-1", "main"], check=True)
+    push_from_elsewhere(forge, tmp_path / "api", "feature/x-1", "TASK.md", "# Task\n")
     return "feature/x-1"
 
 
-def test_prepare_checks_out_clean_and_commit_push_round_trip(
+def test_checkout_commit_push_round_trip_with_no_git_in_the_tree(
     forge: Forge, tmp_path: Path, task_branch: str
 ) -> None:
     ws = make_workspace(forge, tmp_path / "agent")
-    tree = ws.prepare("acme", "tools", task_branch)
-    assert (tree / "TASK.md").read_text() == "# Task\n"
-    assert ws.commit_all(tree, "nothing") is None
+    checkout = ws.prepare("job-1", "acme", "tools", task_branch)
+    tree = checkout.tree
+    assert sorted(p.name for p in tree.iterdir()) == ["README.md", "TASK.md", "src"]  # no .git
+    assert checkout.git_dir == tmp_path / "agent" / "jobs" / "job-1.git"
+    alternates = (checkout.git_dir / "objects" / "info" / "alternates").read_text().strip()
+    assert alternates == str((tmp_path / "agent" / "git" / "acme" / "tools.git" / "objects").resolve())
+    assert ws.commit_all(checkout, "nothing") is None
     (tree / "src" / "app.py").write_text("x = 2\n")
     (tree / "new.txt").write_text("new\n")
-    commit = ws.commit_all(tree, "feat: change")
+    commit = ws.commit_all(checkout, "feat: change")
     assert commit is not None and sorted(commit.changed_files) == ["new.txt", "src/app.py"]
-    assert ws.push("acme", "tools", task_branch, commit.sha) == commit.sha
+    assert ws.push(checkout, commit.sha) == commit.sha
     assert forge.branches("acme", "tools")[task_branch] == commit.sha
+    assert forge.branches("acme", "tools")["main"] != commit.sha
+    ws.discard(checkout)
+    assert not checkout.git_dir.exists()
 
+    inode = tree.stat().st_ino
     (tree / "junk.txt").write_text("left behind by a CLI\n")
     (tree / "README.md").write_text("scribbled\n")
-    tree_again = ws.prepare("acme", "tools", task_branch)
-    assert tree_again == tree
+    again = ws.prepare("job-2", "acme", "tools", task_branch)
+    assert again.tree == tree and tree.stat().st_ino == inode  # the sandbox's bind mount stays valid
     assert not (tree / "junk.txt").exists() and (tree / "README.md").read_text() == "# tools\n"
+    assert (tree / "new.txt").read_text() == "new\n"
 
 
-def test_push_after_the_branch_moved_rebases_and_keeps_both_commits(
+def test_what_the_cli_did_with_git_counts_only_as_content(
     forge: Forge, tmp_path: Path, task_branch: str
 ) -> None:
     ws = make_workspace(forge, tmp_path / "agent")
-    tree = ws.prepare("acme", "tools", task_branch)
-    (tree / "agent.txt").write_text("agent\n")
-    commit = ws.commit_all(tree, "feat: agent change")
+    checkout = ws.prepare("job-1", "acme", "tools", task_branch)
+    tree = checkout.tree
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": "/dev/null", "HOME": str(tmp_path)}
+    cli_git = ["git", "-c", "user.name=cli", "-c", "user.email=cli@x"]
+    subprocess.run([*cli_git, "init", "-q"], cwd=tree, check=True, env=env)
+    (tree / "work.txt").write_text("done by the cli\n")
+    subprocess.run([*cli_git, "add", "work.txt"], cwd=tree, check=True, env=env)
+    subprocess.run([*cli_git, "commit", "-qm", "cli commit"], cwd=tree, check=True, env=env)
+    (tree / ".git" / "info").mkdir(exist_ok=True)
+    (tree / ".git" / "info" / "exclude").write_text("*\n")
+    with (tree / ".git" / "config").open("a") as config:
+        config.write(f"[core]\n\tfsmonitor = touch {tmp_path}/pwned\n")
+    (tree / "link-out").symlink_to("/etc/passwd")
+    (tree / ".gitattributes").write_text("* filter=evil\n")
+    commit = ws.commit_all(checkout, "feat: job")
+    assert commit is not None
+    assert sorted(commit.changed_files) == [".gitattributes", "link-out", "work.txt"]
+    show = ["git", "--git-dir", str(checkout.git_dir)]
+    assert (
+        subprocess.run(
+            [*show, "cat-file", "-p", f"{commit.sha}:link-out"], capture_output=True, text=True, check=True
+        ).stdout
+        == "/etc/passwd"
+    )
+    mode = subprocess.run(
+        [*show, "ls-tree", commit.sha, "link-out"], capture_output=True, text=True, check=True
+    ).stdout
+    assert mode.startswith("120000")  # committed as a link, never followed
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_special_and_oversized_files_are_refused(
+    forge: Forge, tmp_path: Path, task_branch: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = make_workspace(forge, tmp_path / "agent")
+    checkout = ws.prepare("job-1", "acme", "tools", task_branch)
+    os.mkfifo(checkout.tree / "pipe")
+    with pytest.raises(TreeRefused, match="pipe"):
+        ws.commit_all(checkout, "x")
+    (checkout.tree / "pipe").unlink()
+    monkeypatch.setattr("ec2_agent.workspace.MAX_FILE_BYTES", 10)
+    (checkout.tree / "big.bin").write_bytes(b"x" * 11)
+    with pytest.raises(TreeRefused, match=r"big\.bin"):
+        ws.commit_all(checkout, "x")
+
+
+def test_push_after_the_branch_moved_replays_and_keeps_both_commits(
+    forge: Forge, tmp_path: Path, task_branch: str
+) -> None:
+    ws = make_workspace(forge, tmp_path / "agent")
+    checkout = ws.prepare("job-1", "acme", "tools", task_branch)
+    (checkout.tree / "agent.txt").write_text("agent\n")
+    commit = ws.commit_all(checkout, "feat: agent change")
     assert commit is not None
     push_from_elsewhere(forge, tmp_path / "human", task_branch, "human.txt", "human\n")
 
-    pushed = ws.push("acme", "tools", task_branch, commit.sha)
+    pushed = ws.push(checkout, commit.sha)
     assert pushed != commit.sha and forge.branches("acme", "tools")[task_branch] == pushed
-    check = make_workspace(forge, tmp_path / "check").prepare("acme", "tools", task_branch)
-    assert (check / "agent.txt").exists() and (check / "human.txt").exists()
-    assert not list((tmp_path / "agent" / "slot-1" / ".scratch").iterdir())  # scratch worktree removed
+    check = make_workspace(forge, tmp_path / "check").prepare("check", "acme", "tools", task_branch)
+    assert (check.tree / "agent.txt").exists() and (check.tree / "human.txt").exists()
 
 
-def test_conflicting_rebase_fails_cleanly_and_leaves_the_branch_alone(
+def test_conflicting_replay_fails_cleanly_and_leaves_the_branch_alone(
     forge: Forge, tmp_path: Path, task_branch: str
 ) -> None:
     ws = make_workspace(forge, tmp_path / "agent")
-    tree = ws.prepare("acme", "tools", task_branch)
-    (tree / "README.md").write_text("agent's readme\n")
-    commit = ws.commit_all(tree, "feat: agent readme")
+    checkout = ws.prepare("job-1", "acme", "tools", task_branch)
+    (checkout.tree / "README.md").write_text("agent's readme\n")
+    commit = ws.commit_all(checkout, "feat: agent readme")
     assert commit is not None
     push_from_elsewhere(forge, tmp_path / "human", task_branch, "README.md", "human's readme\n")
     theirs = forge.branches("acme", "tools")[task_branch]
-    with pytest.raises(GitError, match="rebase"):
-        ws.push("acme", "tools", task_branch, commit.sha)
+    with pytest.raises(GitError, match="conflicts"):
+        ws.push(checkout, commit.sha)
     assert forge.branches("acme", "tools")[task_branch] == theirs
 
 
@@ -128,40 +193,75 @@ def test_a_push_the_remote_refuses_fails_at_once_with_its_message(
     forge: Forge, bare_repo: Path, tmp_path: Path, task_branch: str
 ) -> None:
     ws = make_workspace(forge, tmp_path / "agent")
-    tree = ws.prepare("acme", "tools", task_branch)
-    (tree / "agent.txt").write_text("agent\n")
-    commit = ws.commit_all(tree, "feat: agent change")
+    checkout = ws.prepare("job-1", "acme", "tools", task_branch)
+    (checkout.tree / "agent.txt").write_text("agent\n")
+    commit = ws.commit_all(checkout, "feat: agent change")
     assert commit is not None
     before = forge.branches("acme", "tools")[task_branch]
     install_pre_receive_hook(bare_repo, "error: GH013: Repository rule violations found for refs/heads/x.")
     with pytest.raises(PushRefused) as refused:
-        ws.push("acme", "tools", task_branch, commit.sha)
+        ws.push(checkout, commit.sha)
     assert refused.value.message == (
         "error: GH013: Repository rule violations found for refs/heads/x.; "
         "[remote rejected] (pre-receive hook declined)"
     )
     assert forge.branches("acme", "tools")[task_branch] == before
-    assert not (tmp_path / "agent" / "slot-1" / ".scratch").exists()  # no rebase was tried
 
 
-def test_no_credentials_in_remote_urls_or_config(forge: Forge, tmp_path: Path, task_branch: str) -> None:
+def test_no_credentials_in_any_git_config(forge: Forge, tmp_path: Path, task_branch: str) -> None:
     ws = make_workspace(forge, tmp_path / "agent")
-    tree = ws.prepare("acme", "tools", task_branch)
-    url = subprocess.run(
-        ["git", "remote", "get-url", "origin"], cwd=tree, capture_output=True, text=True, check=True
-    ).stdout.strip()
-    assert url == forge.clone_url("acme", "tools") and TOKEN not in url
-    assert TOKEN not in (tree / ".git" / "config").read_text()
+    checkout = ws.prepare("job-1", "acme", "tools", task_branch)
+    for config in (checkout.git_dir / "config", ws.store_path("acme", "tools") / "config"):
+        text = config.read_text()
+        assert TOKEN not in text and "url" not in text and "remote" not in text
 
 
 def test_wrong_token_fails_with_a_message_that_hides_it(
     forge: Forge, tmp_path: Path, task_branch: str
 ) -> None:
-    ws = make_workspace(forge, tmp_path / "agent")
-    ws._git._token_provider = lambda: "wrong-token-value"
+    root = tmp_path / "agent"
+    ws = Workspace(root, root / "tree", make_git(forge, root, token="wrong-token-value"))
     with pytest.raises(GitError) as caught:
-        ws.prepare("acme", "tools", task_branch)
+        ws.prepare("job-1", "acme", "tools", task_branch)
     assert "wrong-token-value" not in str(caught.value)
+
+
+def test_a_locked_or_broken_store_is_rebuilt(forge: Forge, tmp_path: Path, task_branch: str) -> None:
+    ws = make_workspace(forge, tmp_path / "agent")
+    ws.prepare("job-1", "acme", "tools", task_branch)
+    store = ws.store_path("acme", "tools")
+    lock = store / "refs" / "remotes" / "origin" / "feature" / "x-1.lock"
+    lock.write_text("stale\n")  # what a kill during a fetch leaves
+    (store / "index.lock").write_text("stale\n")
+    push_from_elsewhere(forge, tmp_path / "human", task_branch, "moved.txt", "the branch moved\n")
+    checkout = ws.prepare("job-2", "acme", "tools", task_branch)
+    assert (checkout.tree / "moved.txt").is_file() and not lock.exists()
+    (store / "HEAD").unlink()
+    assert (ws.prepare("job-3", "acme", "tools", task_branch).tree / "TASK.md").is_file()
+
+
+def test_a_checkout_that_cannot_be_made_is_a_slot_fault(
+    forge: Forge, tmp_path: Path, task_branch: str
+) -> None:
+    root = tmp_path / "agent"
+    ws = Workspace(root, root / "tree", make_git(forge, root))
+    root.mkdir(exist_ok=True)
+    (root / "jobs").write_text("not a directory")  # local state broken, not the job's fault
+    with pytest.raises(WorkspaceFault, match="after a rebuild"):
+        ws.prepare("job-1", "acme", "tools", task_branch)
+
+
+def test_a_replaced_credential_helper_is_refused(forge: Forge, tmp_path: Path, task_branch: str) -> None:
+    ws = make_workspace(forge, tmp_path / "agent")
+    helper = tmp_path / "agent" / ".bin" / "git-credential-aipm"
+    helper.chmod(0o700)
+    helper.write_text("#!/bin/sh\nenv > /tmp/leaked-token\n")
+    with pytest.raises(WorkspaceFault, match="credential helper"):
+        ws.prepare("job-1", "acme", "tools", task_branch)
+
+
+def test_default_branch_comes_from_the_forge(forge: Forge, tmp_path: Path, bare_repo: Path) -> None:
+    assert make_workspace(forge, tmp_path / "agent").default_branch("acme", "tools") == "main"
 
 
 @pytest.mark.parametrize(
@@ -177,4 +277,4 @@ def test_unsafe_references_never_reach_git(
     tmp_path: Path, forge: Forge, bare_repo: Path, owner: str, repo: str, branch: str
 ) -> None:
     with pytest.raises(UnsafeReference):
-        make_workspace(forge, tmp_path / "agent").prepare(owner, repo, branch)
+        make_workspace(forge, tmp_path / "agent").prepare("job-1", owner, repo, branch)

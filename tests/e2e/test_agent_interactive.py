@@ -11,9 +11,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from aipm.local.stack import DEMO_OWNER, DEMO_REPO, LocalStack, StackOptions
+from aipm.local.stack import DEMO_OWNER, DEMO_REPO, LocalStack, StackOptions, wait_for_job
 
 pytestmark = pytest.mark.e2e
 
@@ -60,8 +61,9 @@ def test_execute_refuses_bad_bodies(stack: LocalStack, body: dict[str, Any]) -> 
 
 
 @contextmanager
-def attach(stack: LocalStack, **overrides: str) -> Iterator[ClientConnection]:
-    with connect(f"ws://127.0.0.1:{stack.agents[0].attach_port}/attach", open_timeout=10) as ws:
+def attach(stack: LocalStack, origin: str | None = None, **overrides: str) -> Iterator[ClientConnection]:
+    url = f"ws://127.0.0.1:{stack.agents[0].attach_port}/attach"
+    with connect(url, open_timeout=10, origin=origin) as ws:  # type: ignore[arg-type]
         request = {"type": "attach", "token": stack.agent_token, "owner": DEMO_OWNER, "repo": DEMO_REPO}
         ws.send(json.dumps({**request, "branch": "main", **overrides}))
         yield ws
@@ -76,16 +78,59 @@ def receive_until(ws: ClientConnection, kind: str, timeout_s: float = 20) -> lis
             return seen
 
 
-def test_attach_refuses_a_wrong_token_and_bad_names(stack: LocalStack) -> None:
-    for overrides in ({"token": "wrong"}, {"branch": "a..b"}, {"owner": "-x"}):
-        with attach(stack, **overrides) as ws:
-            [answer] = receive_until(ws, "ready")
-            assert answer["type"] == "error"
+def job_branch(stack: LocalStack, title: str) -> str:
+    """The branch of a job delegated through the API and finished."""
+    status, delegated = stack.api(
+        "POST",
+        "/api/personal-delegate",
+        {
+            "owner": DEMO_OWNER,
+            "repo": DEMO_REPO,
+            "branchName": "feature/" + title.lower().replace(" ", "-"),
+            "taskTitle": title,
+            "objective": f"Deliver {title}",
+            "prTitle": f"feat: {title}",
+            "acceptanceCriteria": ["It works"],
+        },
+    )
+    assert status == 201, delegated
+    assert wait_for_job(stack, delegated["jobId"], timeout_s=60)["status"] == "completed"
+    return str(delegated["branchName"])
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"token": "wrong"},
+        {"branch": "a..b"},
+        {"owner": "-x"},
+        {"branch": "main"},  # the default branch
+        {"branch": "not-a-job-branch"},
+        {"owner": "someone-else"},  # not an allowed owner
+    ],
+    ids=["token", "bad-branch", "bad-owner", "default-branch", "not-a-job", "other-owner"],
+)
+def test_attach_refuses(stack: LocalStack, overrides: dict[str, str]) -> None:
+    subprocess.run(
+        ["git", "--git-dir", str(stack.demo_repo), "branch", "-f", "not-a-job-branch", "main"], check=True
+    )
+    with attach(stack, **overrides) as ws:
+        [answer] = receive_until(ws, "ready")
+        assert answer["type"] == "error"
+
+
+def test_attach_refuses_a_browser_from_another_origin(stack: LocalStack) -> None:
+    assert stack.console is not None
+    with pytest.raises(InvalidStatus) as refused, attach(stack, origin="http://evil.example"):
+        pass
+    assert refused.value.response.status_code == 403
+    branch = job_branch(stack, "Origin check")
+    with attach(stack, origin=stack.console.origin, branch=branch) as ws:
+        assert receive_until(ws, "ready")[-1]["type"] == "ready"
 
 
 def test_attach_gives_a_terminal_on_the_branch_and_pushes_on_finish(stack: LocalStack) -> None:
-    branch = "refine/attach-test"
-    subprocess.run(["git", "--git-dir", str(stack.demo_repo), "branch", branch, "main"], check=True)
+    branch = job_branch(stack, "Attach base")
     task_md = "# Refine the readme\n\n## Objective\n\nAdd a section\n\n## Acceptance criteria\n\n- [ ] Done\n"
     subprocess.run(
         [
@@ -128,7 +173,7 @@ def test_attach_gives_a_terminal_on_the_branch_and_pushes_on_finish(stack: Local
 
 
 def _commit_task(stack: LocalStack, branch: str, task_md: str) -> str:
-    """A commit on `branch` adding TASK.md, made with git plumbing in the bare repository."""
+    """A commit on `branch` adding or replacing TASK.md, made with git plumbing in the bare repository."""
     git = ["git", "--git-dir", str(stack.demo_repo)]
     blob = subprocess.run(
         [*git, "hash-object", "-w", "--stdin"], input=task_md, capture_output=True, text=True, check=True
@@ -137,6 +182,7 @@ def _commit_task(stack: LocalStack, branch: str, task_md: str) -> str:
         [*git, "rev-parse", f"{branch}^{{tree}}"], capture_output=True, text=True, check=True
     ).stdout.strip()
     listing = subprocess.run([*git, "ls-tree", base_tree], capture_output=True, text=True, check=True).stdout
+    listing = "".join(line + "\n" for line in listing.splitlines() if not line.endswith("\tTASK.md"))
     tree = subprocess.run(
         [*git, "mktree"],
         input=listing + f"100644 blob {blob}\tTASK.md\n",

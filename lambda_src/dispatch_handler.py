@@ -1,19 +1,27 @@
 """The dispatcher: the records table's stream nudges an agent when a job enters the queue.
 
 It nudges the agents whose fresh heartbeats show a free slot (spreading a batch over their free slots),
-and falls back to the endpoint in the SSM parameter. A nudge is an optimisation, never the source of truth:
+and falls back to the endpoint in the SSM parameter. The nudge carries the agent token, so it goes only to
+endpoints the dispatcher can verify: the SSM parameter (written by the deployment), and heartbeat items in
+the agents' own key space (`AGENT#<id>`/`HEARTBEAT`, which only the agent role may write: an IAM
+leading-key condition) whose endpoint is a bare `http://<IP>:<port>` of the same address class as the
+parameter's (loopback only when the parameter is loopback, as in local mode; never link-local — the
+instance metadata service —, multicast, unspecified or reserved). A URL from any other record is never
+called. A nudge is an optimisation, never the source of truth:
 the job is already in the table, and the agents' sweeps take anything a lost nudge missed. So failures are
 logged, and the next target is tried once.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import time
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
+from urllib.parse import urlsplit
 
 import urllib3
 from aws_lambda_powertools import Logger
@@ -51,24 +59,59 @@ def queued_jobs(event: DynamoDBStreamEvent) -> list[dict[str, Any]]:
     return found
 
 
+def _address(endpoint: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP of a bare `http(s)://<IP literal>:<port>` endpoint; None for anything else (names, user
+    info, paths, queries, fragments, a missing port)."""
+    try:
+        parts = urlsplit(endpoint)
+        port = parts.port
+        address = ipaddress.ip_address(parts.hostname or "")
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or parts.username or parts.password or port is None:
+        return None
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return None
+    return address
+
+
+def verified_endpoint(endpoint: str, anchor: str) -> bool:
+    """True if a heartbeat's `endpoint` may receive a nudge, judged against `anchor` (the SSM parameter's
+    endpoint): a bare IP endpoint, of the anchor's class (loopback, or private), never link-local,
+    multicast, unspecified or reserved."""
+    address, trusted = _address(endpoint), _address(anchor)
+    if address is None or trusted is None:
+        return False
+    if address.is_link_local or address.is_multicast or address.is_unspecified or address.is_reserved:
+        return False
+    if address.is_loopback or trusted.is_loopback:
+        return address.is_loopback and trusted.is_loopback
+    return address.is_private
+
+
 def targets() -> list[str]:
     """Agent endpoints to nudge, one entry per free slot (agents with the most free slots first), from
-    fresh heartbeats; else the endpoint in the SSM parameter. Never raises for a heartbeat read."""
+    fresh, verified heartbeats; else the endpoint in the SSM parameter. Never raises for a heartbeat read;
+    without the parameter nothing is nudged (no heartbeat can be verified)."""
     cfg = settings()
+    try:
+        anchor = aws_clients.ssm_parameter(cfg.agent_endpoint_param)
+    except aws_clients.SecretUnavailable as err:
+        logger.warning("no agent endpoint to nudge", extra={"error": str(err)})
+        return []
     free: list[str] = []
     if cfg.records_table:
         beats = heartbeats.get(cfg.records_table)
         now_ms = time.time_ns() // 1_000_000
         fresh = [b for b in beats if b.endpoint and now_ms - b.at_ms <= cfg.worker_stale_s * 1000]
         for beat in sorted(fresh, key=lambda b: -b.free_slots):
+            if not verified_endpoint(str(beat.endpoint), anchor):
+                logger.warning(
+                    "heartbeat endpoint refused", extra={"agent_id": beat.agent_id, "endpoint": beat.endpoint}
+                )
+                continue
             free.extend([str(beat.endpoint)] * beat.free_slots)
-    if free:
-        return free
-    try:
-        return [aws_clients.ssm_parameter(cfg.agent_endpoint_param)]
-    except aws_clients.SecretUnavailable as err:
-        logger.warning("no agent endpoint to nudge", extra={"error": str(err)})
-        return []
+    return free or [anchor]
 
 
 @dataclass

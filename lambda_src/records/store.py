@@ -552,6 +552,7 @@ class JobStore:
         self._ddb.put_item(TableName=self.table_name, Item=_serialize(item))
 
     def list_heartbeats(self, limit: int = 50) -> list[Heartbeat]:
+        """The agents' heartbeats, newest first; items outside the agents' key space are ignored."""
         resp = self._ddb.query(
             TableName=self.table_name,
             IndexName=KIND_INDEX,
@@ -561,7 +562,14 @@ class JobStore:
             ScanIndexForward=False,
             Limit=limit,
         )
-        return [Heartbeat.model_validate(_deserialize(i)) for i in resp.get("Items", [])]
+        items = [_deserialize(i) for i in resp.get("Items", [])]
+        # Only items in the agents' own key space count (pk AGENT#<its id>, sk HEARTBEAT: the keys the agent
+        # role may write under its IAM leading-key condition); a heartbeat-shaped item elsewhere is forged.
+        return [
+            Heartbeat.model_validate(i)
+            for i in items
+            if i.get("sk") == "HEARTBEAT" and i.get("pk") == f"AGENT#{i.get('agentId')}"
+        ]
 
 
 def _entry(step: str, detail: str) -> dict[str, Any]:

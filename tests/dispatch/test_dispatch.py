@@ -184,3 +184,53 @@ def test_an_unreachable_agent_falls_through_to_the_next_and_never_raises(
     assert [r["jobId"] for r in agents[1].received] == [job["jobId"]]
     agents[1].status = 503
     assert dispatch(stream_record(queued_job_item(), None, "INSERT"))["nudged"] == 0
+
+
+def test_a_heartbeat_outside_the_agents_key_space_is_never_nudged(
+    table: str, ddb: Any, agents: list[FakeAgent]
+) -> None:
+    """A heartbeat-shaped item written anywhere but AGENT#<id>/HEARTBEAT (the keys only the agent role may
+    write) is forged: its endpoint gets nothing, least of all the agent token."""
+    JobStore(table, ddb).put_heartbeat(beat("mallory", agents[0].endpoint, free=4))
+    key = {"pk": {"S": "AGENT#mallory"}, "sk": {"S": "HEARTBEAT"}}
+    forged = ddb.get_item(TableName=table, Key=key)["Item"]
+    ddb.delete_item(TableName=table, Key=key)
+    for pk, sk in (("JOB#forged", "JOB"), ("AGENT#someone-else", "HEARTBEAT"), ("AGENT#mallory", "OTHER")):
+        ddb.put_item(TableName=table, Item={**forged, "pk": {"S": pk}, "sk": {"S": sk}})
+    job = queued_job_item()
+    assert dispatch(stream_record(job, None, "INSERT")) == {"queued": 1, "nudged": 1}
+    assert agents[0].received == [] and agents[0].authorizations == []
+    assert [r["jobId"] for r in agents[2].received] == [job["jobId"]]  # the SSM parameter's agent
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "http://169.254.169.254:80",  # the instance metadata service
+        "http://[fd00:ec2::254]:80",
+        "http://localhost:{port}",  # a name, not an address
+        "http://127.0.0.1:{port}/api/elsewhere?x=1",
+        "http://user:pw@127.0.0.1:{port}",
+        "http://10.0.0.5:8082",  # private, but the parameter's agent is on loopback
+        "ftp://127.0.0.1:{port}",
+    ],
+)
+def test_an_unverifiable_heartbeat_endpoint_is_refused(
+    table: str, ddb: Any, agents: list[FakeAgent], endpoint: str
+) -> None:
+    port = agents[0].endpoint.rsplit(":", 1)[1]
+    JobStore(table, ddb).put_heartbeat(beat("a", endpoint.format(port=port), free=2))
+    job = queued_job_item()
+    assert dispatch(stream_record(job, None, "INSERT")) == {"queued": 1, "nudged": 1}
+    assert agents[0].received == []
+    assert [r["jobId"] for r in agents[2].received] == [job["jobId"]]
+
+
+def test_verified_endpoints_follow_the_parameters_address_class() -> None:
+    verified = dispatch_handler.verified_endpoint
+    assert verified("http://10.0.1.7:8082", "http://10.0.0.4:8082")
+    assert not verified("http://127.0.0.1:8082", "http://10.0.0.4:8082")  # a forged loopback in the cloud
+    assert not verified("http://169.254.169.254:80", "http://10.0.0.4:8082")
+    assert not verified("http://8.8.8.8:8082", "http://10.0.0.4:8082")  # not private
+    assert verified("http://127.0.0.1:9000", "http://127.0.0.1:8082")
+    assert not verified("http://10.0.0.4:8082", "not a url")

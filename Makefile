@@ -30,13 +30,17 @@ typecheck: $(INSTALLED)
 	$(BIN)/mypy
 
 # Debian packages the tests drive for real (installed when missing, as root; CI machines run as root):
-# systemd-analyze (CDK user-data), chromium + chromedriver (tests/web), sshd (tests/cli/test_ssh.py), dot (docs).
+# systemd-analyze (CDK user-data), chromium + chromedriver (tests/web), sshd (tests/cli/test_ssh.py), dot (docs),
+# bwrap (the agent's sandbox), /usr/bin/python3 (the sandbox's terminal launcher), ip (tests/containment).
 sysdeps: systemd-analyze
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	test -x /usr/sbin/sshd || missing="$$missing openssh-server"; \
 	command -v dot >/dev/null || missing="$$missing graphviz"; \
+	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
+	test -x /usr/bin/python3 || missing="$$missing python3"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	if [ -n "$$missing" ]; then \
 		test "$$(id -u)" = 0 || { echo "missing Debian packages:$$missing (as root: apt-get install$$missing)" >&2; exit 1; }; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing fonts-dejavu-core; \

@@ -206,10 +206,13 @@ class Sandbox:
         `env` is what the driver wants the CLI to see; only names of BASE_ENV and the policy's allow-list
         pass, the agent's credentials never. `new_session=False` only for a driver that gives the CLI a
         pseudo-terminal of its own (TIOCSTI there reaches the CLI's own input, not the agent's terminal;
-        Ctrl-C must reach the CLI). Raises ValueError for an empty argv.
+        Ctrl-C must reach the CLI). Raises ValueError for an empty argv, SandboxFault without
+        /usr/bin/python3 for `new_session=False`.
         """
         if not argv or not argv[0]:
             raise ValueError("argv must name a command")
+        if not new_session and not Path(_FOREGROUND[0]).is_file():
+            raise SandboxFault(f"{_FOREGROUND[0]} is missing: the terminal launcher needs it")
         allowed = set(BASE_ENV) | set(self.policy.env_allow)
         inner = {
             k: v

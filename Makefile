@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install sysdeps docs-diagram demo local test lint typecheck bench clean
+.PHONY: install clis sysdeps docs-diagram demo local test lint typecheck bench clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,13 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 install: $(INSTALLED) ## create .venv and install the project with every extra
+
+# The real coding-agent CLIs, pinned in aipm/local/clis.toml, from npm/PyPI into the git-ignored .cache/clis/.
+CLIS := .cache/clis/installed.json
+$(CLIS): aipm/local/clis.toml $(INSTALLED)
+	$(BIN)/python -m aipm.local.clis install
+
+clis: $(CLIS) ## install the pinned real CLIs (idempotent, cached)
 
 demo: $(INSTALLED) ## run one sample task through the whole local stack, print the PR and timeline
 	$(BIN)/python -m aipm.local.demo
@@ -49,7 +56,7 @@ sysdeps: systemd-analyze
 docs-diagram: sysdeps ## re-render docs/architecture.png from docs/architecture.dot (Graphviz)
 	dot -Tpng -Gdpi=96 docs/architecture.dot -o docs/architecture.png
 
-test: sysdeps lint typecheck ## lint, type-check and run the whole test suite
+test: sysdeps lint typecheck clis ## lint, type-check and run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(INSTALLED) ## speed figures as ratios; writes bench/results.json

@@ -9,7 +9,9 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ProfileName = Literal["kiro-interactive", "kiro-headless", "generic", "emulator"]
+ProfileName = Literal[
+    "kiro-acp", "kiro-interactive", "kiro-headless", "generic", "emulator", "gemini-acp", "qwen-acp"
+]
 
 
 class ConfigError(RuntimeError):
@@ -33,7 +35,7 @@ class AgentSettings(BaseSettings):
     attach_max_sessions: int = Field(default=2, ge=1, le=16)
 
     pool_size: int = Field(default=2, ge=1, le=16)
-    cli_profile: ProfileName = "kiro-interactive"
+    cli_profile: ProfileName = "kiro-acp"
     kiro_command: str = "kiro-cli"
     generic_profile: dict[str, Any] | None = None
     transcript_limit_bytes: int = Field(default=64 * 1024, ge=4096)

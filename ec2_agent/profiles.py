@@ -25,6 +25,19 @@ Built-in profiles (:func:`builtin_profile`):
     ``kiro-cli chat --no-interactive --trust-all-tools <prompt>``, one process per job; exit status 0
     is success (Kiro documents 0 success, 1 failure, 3 MCP start-up failure). Kiro's headless mode
     authenticates with an API key in ``KIRO_API_KEY``, which the agent's environment must provide.
+``kiro-acp`` (the default)
+    ``kiro-cli acp``: Kiro over the Agent Client Protocol (:mod:`ec2_agent.sessions.acp`). From Kiro's docs
+    (kiro.dev CLI: ACP) and the Q CLI source only — no Kiro binary runs here: protocol version 1, auth outside
+    ACP (``kiro-cli login`` or ``KIRO_API_KEY``), no ``--trust-all-tools`` so every tool asks and the
+    permission policy answers; it spawns a ``kiro-cli-chat`` child (the driver kills the tree).
+``gemini-acp``
+    ``gemini --acp`` (npm ``@google/gemini-cli``, pinned in ``aipm/local/clis.toml``); no self-relaunch
+    (``GEMINI_CLI_NO_RELAUNCH``), workspace trusted, session mode ``default`` (asks before edits and shell).
+    Needs ``GEMINI_API_KEY`` (and ``GOOGLE_GEMINI_BASE_URL`` for a stand-in) and, in its home,
+    ``.gemini/settings.json`` selecting API-key auth with usage statistics off.
+``qwen-acp``
+    ``qwen --acp`` (npm ``@qwen-code/qwen-code``, Node 22): its default session mode ``auto`` approves by
+    itself, so the profile sets ``default``. Needs ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_MODEL``.
 ``emulator``
     ``python -m ec2_agent.kiro_emulator``: an emulator of the Kiro CLI's terminal protocol for local
     runs and tests (not Kiro; see that module).
@@ -52,7 +65,9 @@ __all__ = [
     "generic_profile",
 ]
 
-BuiltinProfileName = Literal["kiro-interactive", "kiro-headless", "emulator"]
+BuiltinProfileName = Literal[
+    "kiro-acp", "kiro-interactive", "kiro-headless", "emulator", "gemini-acp", "qwen-acp"
+]
 
 # Kiro's classic prompt, e.g. "> ", "[dev] > ", "35% > ", "[dev] 8% λ !> ", as the last thing printed.
 KIRO_PROMPT_PATTERN = r"(?m)^(?:\[[^\]\n]*\] *)?(?:\d+% *)?(?:λ *)?!?> *\Z"
@@ -80,13 +95,31 @@ class ErrorPattern(BaseModel):
         return pattern
 
 
+class AcpSettings(BaseModel):
+    """The ``acp`` section of a profile of kind ``acp`` (driven by :mod:`ec2_agent.sessions.acp`).
+
+    ``mode``: the session mode set after each ``session/new`` (an agent whose default approves everything,
+    e.g. Qwen Code's and Claude's "auto", must be set to one that asks); ``None`` keeps the agent's.
+    ``permissions``: how permission requests are answered — ``workspace`` allows a tool call whose paths
+    all lie in the job's workspace and refuses (and records) any other; ``allow`` / ``refuse`` answer all
+    alike. ``allow_shell``: under ``workspace``, allow tool calls of kind ``execute`` (they run inside the
+    sandbox; their paths, where given, are still checked).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: str | None = Field(default=None, min_length=1)
+    permissions: Literal["workspace", "allow", "refuse"] = "workspace"
+    allow_shell: bool = True
+
+
 class CliProfile(BaseModel):
     """How to run one coding-agent CLI. Validated on construction (regexes compile, argv non-empty)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(min_length=1)
-    mode: Literal["interactive", "headless"]
+    mode: Literal["interactive", "headless", "acp"]
     argv: tuple[str, ...] = Field(description="command; for headless the prompt is appended as last argument")
     env: Mapping[str, str] = Field(default_factory=dict, description="set in the CLI's environment")
     env_allow: tuple[str, ...] = Field(
@@ -118,6 +151,7 @@ class CliProfile(BaseModel):
     exit_reasons: Mapping[int, str] = Field(
         default_factory=dict, description="headless: what a documented non-zero exit status means"
     )
+    acp: AcpSettings | None = Field(default=None, description="kind 'acp' only: see AcpSettings")
     rows: int = Field(default=50, ge=10, le=1000)
     cols: int = Field(default=200, ge=40, le=1000)
     search_window_chars: int = Field(
@@ -173,6 +207,8 @@ class CliProfile(BaseModel):
     def _interactive_has_prompt(self) -> Self:
         if self.mode == "interactive" and not self.ready_pattern:
             raise ValueError("an interactive profile needs a ready_pattern")
+        if (self.mode == "acp") != (self.acp is not None):
+            raise ValueError("an 'acp' section goes with kind 'acp', and kind 'acp' needs one")
         return self
 
 
@@ -201,6 +237,37 @@ def builtin_profile(
                 3: "MCP server start-up failed",
                 4: "agent not found",
             },
+            reset_command=None,
+            quit_command=None,
+        )
+    if name == "kiro-acp":
+        return CliProfile(
+            name=name,
+            mode="acp",
+            argv=(kiro_command, "acp"),
+            env_allow=("KIRO_API_KEY",),
+            acp=AcpSettings(),
+            reset_command=None,
+            quit_command=None,
+        )
+    if name == "gemini-acp":
+        return CliProfile(
+            name=name,
+            mode="acp",
+            argv=("gemini", "--acp"),
+            env={"GEMINI_CLI_NO_RELAUNCH": "true", "GEMINI_CLI_TRUST_WORKSPACE": "true"},
+            env_allow=("GEMINI_API_KEY", "GOOGLE_GEMINI_BASE_URL"),
+            acp=AcpSettings(mode="default"),
+            reset_command=None,
+            quit_command=None,
+        )
+    if name == "qwen-acp":
+        return CliProfile(
+            name=name,
+            mode="acp",
+            argv=("qwen", "--acp"),
+            env_allow=("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL"),
+            acp=AcpSettings(mode="default"),
             reset_command=None,
             quit_command=None,
         )

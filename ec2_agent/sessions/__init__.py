@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ec2_agent.profiles import CliProfile
+from ec2_agent.sessions.acp import AcpSession
 from ec2_agent.sessions.base import (
     AgentSession,
     CommandSandbox,
@@ -24,6 +25,7 @@ from ec2_agent.sessions.headless import HeadlessSession
 from ec2_agent.sessions.terminal import TerminalSession
 
 __all__ = [
+    "AcpSession",
     "AgentSession",
     "CommandSandbox",
     "HeadlessSession",
@@ -47,6 +49,15 @@ def open_session(
     log: logging.Logger | logging.LoggerAdapter[Any] | None = None,
 ) -> AgentSession:
     """A not yet started session for ``profile`` running in ``workdir`` (inside ``sandbox`` if given)."""
+    if profile.mode == "acp":
+        return AcpSession(
+            profile,
+            workdir,
+            transcript_limit_bytes=transcript_limit_bytes,
+            on_output=on_output,
+            sandbox=sandbox,
+            log=log,
+        )
     if profile.mode == "headless":
         return HeadlessSession(
             profile,

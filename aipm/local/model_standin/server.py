@@ -17,6 +17,7 @@ Every model request needs an API key (``x-api-key``, ``Authorization: Bearer``, 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import logging
@@ -26,7 +27,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -95,6 +96,7 @@ class _State:
     faults: Faults = field(default_factory=Faults)
     log: deque[LoggedRequest] = field(default_factory=lambda: deque(maxlen=5000))
     seq: int = 0
+    waiting: int = 0  # requests held by a delay or hang right now
     lock: threading.Lock = field(default_factory=threading.Lock)
     closing: threading.Event = field(default_factory=threading.Event)
     log_file: Path | None = None
@@ -253,16 +255,29 @@ class _Handler(BaseHTTPRequestHandler):
             return 0.0
         start = time.monotonic()
         deadline = start + seconds
-        while (remaining := deadline - time.monotonic()) > 0:
-            if self.server.state.closing.wait(min(_TICK_S, remaining)) or self._client_gone():
-                raise _ClientGone
+        with self._waiting():
+            while (remaining := deadline - time.monotonic()) > 0:
+                if self.server.state.closing.wait(min(_TICK_S, remaining)) or self._client_gone():
+                    raise _ClientGone
         return (time.monotonic() - start) * 1000
 
     def _hold(self) -> None:
-        while not self.server.state.closing.wait(_TICK_S):
-            if self._client_gone():
-                break
+        with self._waiting():
+            while not self.server.state.closing.wait(_TICK_S):
+                if self._client_gone():
+                    break
         self.close_connection = True
+
+    @contextlib.contextmanager
+    def _waiting(self) -> Iterator[None]:
+        state = self.server.state
+        with state.lock:
+            state.waiting += 1
+        try:
+            yield
+        finally:
+            with state.lock:
+                state.waiting -= 1
 
     # ------------------------------------------------------------------------------- writing
 
@@ -443,6 +458,11 @@ class ModelStandin:
     def requests_since(self, seq: int) -> list[LoggedRequest]:
         """Requests logged after sequence number ``seq``."""
         return [r for r in self.requests() if r.seq > seq]
+
+    def waiting(self) -> int:
+        """How many requests a delay or hang is holding right now."""
+        with self._state.lock:
+            return self._state.waiting
 
     def last_seq(self) -> int:
         with self._state.lock:

@@ -1,0 +1,69 @@
+"""How each real CLI is pointed at the model stand-in: its environment and the files its home needs to run
+offline (no onboarding, no telemetry, API-key auth). Sources: /work/shared/COUNTERPARTS.md (each switch was
+needed by the real program here) and the CLIs' documentation.
+
+:func:`client_env` gives the variables; :func:`seed_home` writes the home files. Both are keyed by the CLI's
+command name (``gemini``, ``qwen``, ``claude``); ``ValueError`` for another.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+__all__ = ["STANDIN_API_KEY", "client_env", "seed_home"]
+
+STANDIN_API_KEY = "sk-ant-aipm-standin-0123456789abcdefghij"  # not a secret: the stand-in accepts any key
+
+
+def client_env(cli: str, base_url: str) -> dict[str, str]:
+    """The environment that makes ``cli`` call the stand-in at ``base_url`` (``http://127.0.0.1:<port>``)."""
+    if cli == "gemini":
+        return {
+            "GEMINI_API_KEY": STANDIN_API_KEY,
+            "GOOGLE_GEMINI_BASE_URL": base_url,
+            "GEMINI_CLI_TRUST_WORKSPACE": "true",
+            "GEMINI_CLI_NO_RELAUNCH": "true",
+        }
+    if cli == "qwen":
+        return {
+            "OPENAI_API_KEY": STANDIN_API_KEY,
+            "OPENAI_BASE_URL": base_url + "/v1",
+            "OPENAI_MODEL": "standin",
+        }
+    if cli == "claude":
+        return {
+            "ANTHROPIC_API_KEY": STANDIN_API_KEY,
+            "ANTHROPIC_BASE_URL": base_url,
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        }
+    raise ValueError(f"no stand-in settings for the CLI {cli!r} (known: gemini, qwen, claude)")
+
+
+def seed_home(cli: str, home: Path) -> None:
+    """Write the files ``cli`` needs in ``home`` to start offline without questions."""
+    if cli == "gemini":
+        settings = {
+            "security": {"auth": {"selectedType": "gemini-api-key"}},
+            "privacy": {"usageStatisticsEnabled": False},
+            "telemetry": {"enabled": False},
+            "general": {"enableAutoUpdate": False, "enableAutoUpdateNotification": False},
+        }
+        _write(home / ".gemini" / "settings.json", settings)
+    elif cli == "qwen":
+        settings = {"privacy": {"usageStatisticsEnabled": False}, "telemetry": {"enabled": False}}
+        _write(home / ".qwen" / "settings.json", settings)
+    elif cli == "claude":
+        # Onboarding done, the stand-in's key approved (its last 20 characters), as Claude Code records them.
+        state = {
+            "hasCompletedOnboarding": True,
+            "customApiKeyResponses": {"approved": [STANDIN_API_KEY[-20:]], "rejected": []},
+        }
+        _write(home / ".claude.json", state)
+    else:
+        raise ValueError(f"no stand-in settings for the CLI {cli!r} (known: gemini, qwen, claude)")
+
+
+def _write(path: Path, data: dict[str, object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.write_text(json.dumps(data, indent=2) + "\n")

@@ -1,0 +1,57 @@
+"""Fixtures for driving the real ACP agents: the pinned CLIs (installed on first use, cached), the model
+stand-in, and a session of a built-in profile pointed at it with a home of its own."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from aipm.local.clis import install, path_with_clis
+from aipm.local.model_standin import ModelStandin
+from aipm.local.model_standin.clients import client_env, seed_home
+from ec2_agent.profiles import BuiltinProfileName, CliProfile, builtin_profile
+from ec2_agent.sessions.acp import AcpSession
+
+
+@pytest.fixture(scope="session")
+def cli_bin() -> Path:
+    """The pinned real CLIs (aipm/local/clis.toml), installed from npm into .cache/clis on first use."""
+    return install()
+
+
+@pytest.fixture
+def standin() -> Iterator[ModelStandin]:
+    with ModelStandin() as server:
+        yield server
+
+
+def standin_profile(name: BuiltinProfileName, standin: ModelStandin, home: Path, bin_dir: Path) -> CliProfile:
+    """A built-in profile with the stand-in's settings, its own home and the pinned CLIs first on PATH."""
+    profile = builtin_profile(name)
+    cli = Path(profile.argv[0]).name
+    seed_home(cli, home)
+    env = dict(profile.env) | client_env(cli, standin.base_url)
+    env |= {"HOME": str(home), "PATH": path_with_clis(cache=bin_dir.parent)}
+    return profile.model_copy(update={"env": env})
+
+
+@pytest.fixture
+def acp_session(
+    tmp_path: Path, standin: ModelStandin, cli_bin: Path
+) -> Iterator[Callable[[BuiltinProfileName], AcpSession]]:
+    """Start a session of a built-in ACP profile in ``tmp_path/ws``; closed after the test."""
+    made: list[AcpSession] = []
+
+    def make(name: BuiltinProfileName) -> AcpSession:
+        workdir = tmp_path / "ws"
+        workdir.mkdir(exist_ok=True)
+        session = AcpSession(standin_profile(name, standin, tmp_path / "home", cli_bin), workdir)
+        made.append(session)
+        session.start()
+        return session
+
+    yield make
+    for session in made:
+        session.close()

@@ -1,0 +1,120 @@
+"""Real ACP agents from npm (Gemini CLI ``gemini --acp``, Qwen Code ``qwen --acp``; pinned in
+aipm/local/clis.toml) driven by the ACP session against the loopback model stand-in: each makes the real
+change through its own tools; a reset leaves the next job nothing of the previous one (checked in the
+stand-in's request log); cancel and timeout end the turn; a model error is a failed task with the reason."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from aipm.local.model_standin import ModelStandin
+from aipm.local.model_standin.script import render_change
+from ec2_agent.profiles import BuiltinProfileName
+from ec2_agent.prompting import task_prompt
+from ec2_agent.sessions.acp import AcpSession
+
+pytestmark = pytest.mark.slow
+AGENTS: list[BuiltinProfileName] = ["gemini-acp", "qwen-acp"]
+MakeSession = Callable[[BuiltinProfileName], AcpSession]
+
+
+def write_task(workdir: Path, title: str, objective: str = "Say hello.") -> str:
+    """A fresh checkout holding only TASK.md (as the runner leaves it); returns the TASK.md text."""
+    for child in workdir.iterdir():
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
+    text = (
+        f"# {title}\n\n## Objective\n\n{objective}\n\n## Constraints\n\nNone stated.\n\n"
+        "## Acceptance criteria\n\n- [ ] It is done\n"
+    )
+    (workdir / "TASK.md").write_text(text)
+    return text
+
+
+def cancel_when_the_model_is_waited_for(standin: ModelStandin) -> threading.Event:
+    cancel = threading.Event()
+
+    def watch() -> None:
+        deadline = time.monotonic() + 60
+        while standin.waiting() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cancel.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    return cancel
+
+
+@pytest.mark.parametrize("name", AGENTS)
+def test_two_jobs_in_a_row_with_a_reset_share_nothing(
+    name: BuiltinProfileName, acp_session: MakeSession, standin: ModelStandin
+) -> None:
+    session = acp_session(name)
+    workdir = session.workdir
+    first = write_task(workdir, "Add the Zanzibar report")
+    outcome = session.run_task(task_prompt(), timeout_s=120)
+    assert outcome.kind == "completed", outcome
+    path, content = render_change(first)
+    assert (workdir / path).read_text() == content
+    assert any(step["kind"] == "tool_call" for step in session.steps)
+    assert "[edit] " in outcome.output_tail or path in outcome.output_tail
+    first_session = session.session_id
+    stages = [r.stage for r in standin.requests()]
+    assert "read" in stages and "write" in stages and "final" in stages
+
+    session.reset()
+    assert session.session_id != first_session
+    mark = standin.last_seq()
+    second = write_task(workdir, "Add the Quokka summary")
+    outcome = session.run_task(task_prompt(), timeout_s=120)
+    assert outcome.kind == "completed", outcome
+    path2, content2 = render_change(second)
+    assert (workdir / path2).read_text() == content2 and not (workdir / path).exists()
+    later = standin.requests_since(mark)
+    assert later and any("Quokka" in r.text for r in later)
+    assert not [r.seq for r in later if "Zanzibar" in r.text], "the second job's CLI saw the first job"
+
+
+@pytest.mark.parametrize("name", AGENTS)
+def test_cancel_mid_turn_stops_the_turn_and_the_slot_goes_on(
+    name: BuiltinProfileName, acp_session: MakeSession, standin: ModelStandin
+) -> None:
+    session = acp_session(name)
+    task = write_task(session.workdir, "Slow work", "Take your time. <!-- model: slow=60 -->")
+    cancel = cancel_when_the_model_is_waited_for(standin)
+    outcome = session.run_task(task_prompt(), timeout_s=120, cancel=cancel)
+    assert outcome.kind == "cancelled", outcome
+    assert outcome.duration_s < 30
+    assert not (session.workdir / render_change(task)[0]).exists()
+    if not session.alive:  # the agent did not acknowledge in time: the pool restarts it
+        session.restart()
+    else:
+        session.reset()
+    task = write_task(session.workdir, "Quick work")
+    assert session.run_task(task_prompt(), timeout_s=120).kind == "completed"
+    assert (session.workdir / render_change(task)[0]).exists()
+
+
+@pytest.mark.parametrize("name", AGENTS)
+def test_a_timeout_ends_the_turn(name: BuiltinProfileName, acp_session: MakeSession) -> None:
+    session = acp_session(name)
+    write_task(session.workdir, "Never ending", "Wait. <!-- model: hang -->")
+    started = time.monotonic()
+    outcome = session.run_task(task_prompt(), timeout_s=6)
+    assert outcome.kind == "timed_out", outcome
+    assert time.monotonic() - started < 6 + 5 + 2 * 2 + 1
+
+
+@pytest.mark.parametrize("name", AGENTS)
+def test_a_model_error_is_a_failed_task_with_the_reason(
+    name: BuiltinProfileName, acp_session: MakeSession
+) -> None:
+    session = acp_session(name)
+    write_task(session.workdir, "Refused", "Do it. <!-- model: error=400 -->")
+    outcome = session.run_task(task_prompt(), timeout_s=90)
+    assert outcome.kind == "failed", outcome
+    assert "400" in outcome.reason or "trouble responding" in outcome.reason

@@ -23,8 +23,9 @@ $(CLIS): aipm/local/clis.toml $(INSTALLED)
 
 clis: $(CLIS) ## install the pinned real CLIs (idempotent, cached)
 
-demo: $(INSTALLED) ## run one sample task through the whole local stack, print the PR and timeline
-	$(BIN)/python -m aipm.local.demo
+CLI ?= emulator
+demo: $(INSTALLED) $(if $(filter emulator,$(CLI)),,$(CLIS)) ## one sample task through the local stack (CLI=<profile>)
+	$(BIN)/python -m aipm.local.demo --cli $(CLI)
 
 local: $(INSTALLED) ## keep the local stack up until Ctrl-C
 	$(BIN)/python -m aipm.local.stack

@@ -17,7 +17,7 @@ from ec2_agent.http_api import ApiServer, pool_routes, processor_routes
 from ec2_agent.pool import AgentPool, PoolConfig
 from ec2_agent.profiles import CliProfile, builtin_profile, generic_profile
 from ec2_agent.runner import JobRunner, RunnerConfig, SlotState
-from ec2_agent.sandbox import FORBIDDEN_PREFIXES, Sandbox, SandboxPolicy
+from ec2_agent.sandbox import FORBIDDEN_PREFIXES, SYSTEM_PATH, Sandbox, SandboxPolicy
 from ec2_agent.secrets import TokenSecret
 from ec2_agent.sessions import AgentSession, SessionError, TerminalSession, open_session
 from ec2_agent.workspace import Git, Workspace, install_credential_helper
@@ -44,6 +44,7 @@ def sandbox_policy(profile: CliProfile, settings: AgentSettings) -> SandboxPolic
         n for n in (*profile.env_allow, *profile.env) if not n.upper().startswith(FORBIDDEN_PREFIXES)
     )
     binds: list[str] = [str(p) for p in settings.sandbox_ro_binds]
+    path = SYSTEM_PATH
     network = settings.sandbox_network
     if profile.name == "emulator":
         package = Path(__file__).resolve().parent
@@ -53,12 +54,14 @@ def sandbox_policy(profile: CliProfile, settings: AgentSettings) -> SandboxPolic
         found = shutil.which(profile.argv[0])
         if found is not None:
             binds += [str(Path(found).parent), str(Path(found).resolve().parent)]
+            path = f"{Path(found).parent}:{path}"  # the CLI's folder first (it may hold its own node)
     unique = [b for b in dict.fromkeys(binds) if not b.startswith(("/usr/", "/bin", "/lib"))]
     return SandboxPolicy(
         env_allow=tuple(names),
         ro_binds=tuple((b, b) for b in unique),
         network=network or "host",
         home_seed=settings.cli_home_seed,
+        path=path,
     )
 
 

@@ -7,6 +7,7 @@ completed.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import subprocess
 import sys
@@ -54,14 +55,19 @@ def show_pull_request(stack: LocalStack, delegated: dict[str, Any], job: dict[st
         print(f"PR comment: {comment['body']}")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m aipm.local.demo", description="One sample task end to end."
+    )
+    parser.add_argument("--cli", default="emulator", metavar="PROFILE", help="the agent's CLI profile")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="aipm-demo-") as tmp:
         print(
             "Starting the local stack (moto, git forge, API gateway + Lambda handlers, agent with 2 slots)…"
         )
         started = time.monotonic()
-        with LocalStack(Path(tmp), StackOptions(emulator_work_s=1.0)) as stack:
+        with LocalStack(Path(tmp), StackOptions(emulator_work_s=1.0, cli_profile=args.cli)) as stack:
             print(f"ready in {time.monotonic() - started:.1f} s; API at {stack.api_url}\n")
             print("== POST /api/personal-delegate")
             status, delegated = stack.api("POST", "/api/personal-delegate", SAMPLE_TASK)

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import boto3
 
@@ -41,9 +41,13 @@ from aipm.local.bootstrap import (
     put_parameter,
     put_token_secret,
 )
+from aipm.local.clis import cache_dir, path_with_clis
 from aipm.local.console import ConsoleServer
 from aipm.local.forge import Forge
+from aipm.local.model_standin import ModelStandin
+from aipm.local.model_standin.clients import REAL_CLIS, client_env, seed_home
 from aipm.local.moto_server import MotoServer, free_port
+from ec2_agent.profiles import BuiltinProfileName, builtin_profile
 from lambda_src.records.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -120,6 +124,8 @@ class LocalStack:
         self.api_url = ""
         self.demo_repo = Path()
         self._log_files: list[IO[bytes]] = []
+        self.standin: ModelStandin | None = None  # the model stand-in, for a profile of a real CLI
+        self._cli_env: dict[str, str] = {}
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -153,6 +159,7 @@ class LocalStack:
         self.forge.start()
         self.demo_repo = self.forge.create_repository(DEMO_OWNER, DEMO_REPO, files=DEMO_FILES)
         self.console = ConsoleServer().start()
+        self._start_standin()
         for index in range(1, self.options.agents + 1):
             self.on_progress(f"starting agent {index} ({self.options.pool_size} slots)…")
             self.start_agent(index)
@@ -176,6 +183,8 @@ class LocalStack:
             self.console.stop()
             self.console = None
         self.forge.stop()
+        if self.standin is not None:
+            self.standin.close()
         self.moto.stop()
         self.kill_all(grace_s=2)
         for f in self._log_files:
@@ -207,6 +216,27 @@ class LocalStack:
         return proc
 
     # -- parts ------------------------------------------------------------------------------------
+
+    def _start_standin(self) -> None:
+        """For a profile of a real CLI (Gemini CLI, Qwen Code, Claude Code; installed by `make clis`): the
+        model stand-in on loopback, the CLI's pristine home seeded for it, and the agent's environment
+        pointing the CLI at it with the pinned CLIs first on PATH and mounted in the sandbox."""
+        try:
+            profile = builtin_profile(cast(BuiltinProfileName, self.options.cli_profile))
+        except ValueError:  # "generic": configured by the caller's agent_env
+            return
+        cli = Path(profile.argv[0]).name
+        if cli not in REAL_CLIS:
+            return
+        self.on_progress(f"starting the model stand-in for {cli}…")
+        self.standin = ModelStandin(log_file=self.logs / "model-standin.jsonl").start()
+        seed = self.root / "cli-home-seed"
+        seed_home(cli, seed)
+        self._cli_env = client_env(cli, self.standin.base_url) | {
+            "PATH": path_with_clis(),
+            "AIPM_CLI_HOME_SEED": str(seed),
+            "AIPM_SANDBOX_RO_BINDS": json.dumps([str(cache_dir())]),
+        }
 
     def aws_env(self) -> dict[str, str]:
         """Environment that points boto3 at the local emulator."""
@@ -276,6 +306,7 @@ class LocalStack:
             )
             if self.console is not None:
                 env["AIPM_CONSOLE_ORIGIN"] = self.console.origin
+            env.update(self._cli_env)
             env.update(self.options.agent_env)
             existing = AgentProcess(
                 index=index,
@@ -445,6 +476,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--work-s", type=float, default=2.0, help="seconds of simulated work per emulator task"
     )
     parser.add_argument(
+        "--cli",
+        default="emulator",
+        metavar="PROFILE",
+        help="the agent's CLI profile (default emulator); a real CLI's profile (gemini-acp, qwen-acp, ...) "
+        "runs it against the model stand-in (install the CLIs first: make clis)",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep the work folder (logs, repositories) after stopping"
     )
     parser.add_argument(
@@ -491,6 +529,7 @@ def run(args: argparse.Namespace) -> int:
         agents=args.agents,
         emulator_work_s=args.work_s,
         stop_grace_s=args.stop_grace_s,
+        cli_profile=args.cli,
     )
     stopper = _Stopper()
     previous = {sig: signal.signal(sig, stopper) for sig in (signal.SIGINT, signal.SIGTERM)}

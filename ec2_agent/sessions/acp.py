@@ -74,6 +74,7 @@ from pydantic import ValidationError
 
 from ec2_agent.profiles import CliProfile
 from ec2_agent.prompting import strip_control
+from ec2_agent.sandbox import WORKSPACE, Sandbox
 from ec2_agent.sessions.base import (
     CommandSandbox,
     OutcomeKind,
@@ -178,8 +179,8 @@ class AcpSession:
     """One ACP agent process for a slot, driven by a profile of kind ``acp`` (see the module docstring).
 
     ``workdir`` is the job's work tree on this host; ``agent_cwd`` the same directory as the agent sees it
-    (inside the sandbox, ``/workspace``; default ``workdir``). ``on_output`` receives transcript lines on the
-    slot's thread; it must not raise.
+    (default: ``/workspace`` inside a :class:`~ec2_agent.sandbox.Sandbox`, else ``workdir``). ``on_output``
+    receives transcript lines on the slot's thread; it must not raise.
     """
 
     def __init__(
@@ -198,7 +199,8 @@ class AcpSession:
         self._profile = profile
         self._acp = profile.acp
         self._workdir = workdir
-        self._agent_cwd = agent_cwd or str(workdir)
+        inside = WORKSPACE if isinstance(sandbox, Sandbox) else str(workdir)
+        self._agent_cwd = agent_cwd or inside
         self._on_output = on_output
         self._log: _Log = log if log is not None else logger
         self._sandbox: CommandSandbox = sandbox if sandbox is not None else Unsandboxed()
@@ -421,7 +423,7 @@ class AcpSession:
         """Close the agent and start it again (in ``workdir`` if given). Raises like :meth:`start`."""
         self.close()
         if workdir is not None:
-            if self._agent_cwd == str(self._workdir):
+            if self._agent_cwd == str(self._workdir):  # not sandboxed: the agent sees this host's path
                 self._agent_cwd = str(workdir)
             self._workdir = workdir
         self.start()

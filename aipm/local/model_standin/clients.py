@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["STANDIN_API_KEY", "client_env", "seed_home"]
+__all__ = ["REAL_CLIS", "STANDIN_API_KEY", "client_env", "seed_home"]
+
+REAL_CLIS = ("gemini", "qwen", "claude")  # the commands the stand-in has settings for
 
 STANDIN_API_KEY = "sk-ant-aipm-standin-0123456789abcdefghij"  # not a secret: the stand-in accepts any key
 

@@ -34,10 +34,13 @@ Built-in profiles (:func:`builtin_profile`):
     ``gemini --acp`` (npm ``@google/gemini-cli``, pinned in ``aipm/local/clis.toml``); no self-relaunch
     (``GEMINI_CLI_NO_RELAUNCH``), workspace trusted, session mode ``default`` (asks before edits and shell).
     Needs ``GEMINI_API_KEY`` (and ``GOOGLE_GEMINI_BASE_URL`` for a stand-in) and, in its home,
-    ``.gemini/settings.json`` selecting API-key auth with usage statistics off.
+    ``.gemini/settings.json`` selecting API-key auth with usage statistics off. It writes chat logs and a
+    project registry under ``.gemini`` during every session: restored to pristine between jobs.
 ``qwen-acp``
     ``qwen --acp`` (npm ``@qwen-code/qwen-code``, Node 22): its default session mode ``auto`` approves by
     itself, so the profile sets ``default``. Needs ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_MODEL``.
+    It keeps chats, a usage record and a memory file (``.qwen/memories/MEMORY.md``, written by a sub-agent
+    after each turn) under ``.qwen``: restored to pristine between jobs, so no job reads another's memory.
 ``emulator``
     ``python -m ec2_agent.kiro_emulator``: an emulator of the Kiro CLI's terminal protocol for local
     runs and tests (not Kiro; see that module).
@@ -152,6 +155,11 @@ class CliProfile(BaseModel):
         default_factory=dict, description="headless: what a documented non-zero exit status means"
     )
     acp: AcpSettings | None = Field(default=None, description="kind 'acp' only: see AcpSettings")
+    home_restore: tuple[str, ...] = Field(
+        default=(),
+        description="paths in the CLI's home it rewrites by itself (session logs, memory): put back to "
+        "pristine between jobs while the session keeps running; any other change restarts it",
+    )
     rows: int = Field(default=50, ge=10, le=1000)
     cols: int = Field(default=200, ge=40, le=1000)
     search_window_chars: int = Field(
@@ -258,6 +266,7 @@ def builtin_profile(
             env={"GEMINI_CLI_NO_RELAUNCH": "true", "GEMINI_CLI_TRUST_WORKSPACE": "true"},
             env_allow=("GEMINI_API_KEY", "GOOGLE_GEMINI_BASE_URL"),
             acp=AcpSettings(mode="default"),
+            home_restore=(".gemini",),
             reset_command=None,
             quit_command=None,
         )
@@ -268,6 +277,7 @@ def builtin_profile(
             argv=("qwen", "--acp"),
             env_allow=("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL"),
             acp=AcpSettings(mode="default"),
+            home_restore=(".qwen",),
             reset_command=None,
             quit_command=None,
         )

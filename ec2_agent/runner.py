@@ -100,8 +100,10 @@ class SlotState:
         self.sandbox.start()
 
     def tidy(self) -> None:
-        """As soon as a job ends: kill every process in the sandbox but the CLI's main one, compare the
-        home with its pristine copy (any difference: the session restarts with a fresh home), and reset
+        """As soon as a job ends: kill every process in the sandbox but the CLI's main one, restore the
+        paths of the home the CLI rewrites by itself (its profile's `home_restore`: session logs, memory)
+        to pristine, compare the home with its pristine copy (any other difference: the session restarts
+        with a fresh home), and reset
         the conversation, so the next job starts without waiting. A session that does not come back from
         the reset is dropped (the pool's healing restarts it)."""
         if self.session is None or self.clean:
@@ -114,6 +116,12 @@ class SlotState:
             return
         if killed:
             log.warning("killed processes the job left in the sandbox", extra={"count": len(killed)})
+        try:
+            self.sandbox.restore_home(self.session.profile.home_restore)
+        except SandboxFault as err:
+            log.warning("the CLI's home could not be restored; restarting it", extra={"error": str(err)})
+            self.drop_session()
+            return
         if self.sandbox.home_changed():
             log.warning("the CLI's home changed during the job; restarting with a fresh home")
             self.drop_session()

@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -190,6 +190,30 @@ class Sandbox:
             shutil.copytree(self.pristine_home, self.home, symlinks=True)
         except OSError as err:
             raise SandboxFault(f"cannot reset the CLI's home {self.home}: {err}") from err
+
+    def restore_home(self, paths: Sequence[str]) -> None:
+        """Put each of `paths` (relative to the home: what the CLI rewrites by itself, its profile's
+        `home_restore`) back as it is in the pristine copy — removed when the pristine copy has none — while
+        the CLI keeps running. Raises SandboxFault for a path that leaves the home or runs through a link
+        (the CLI may have planted one), or when the files cannot be replaced."""
+        for rel in paths:
+            parts = PurePosixPath(rel).parts
+            if not parts or PurePosixPath(rel).is_absolute() or ".." in parts:
+                raise SandboxFault(f"home_restore path {rel!r} must be relative, inside the home")
+            target = self.home.joinpath(*parts)
+            for parent in [self.home, *list(target.parents)[: len(parts) - 1]]:
+                if parent.is_symlink():
+                    raise SandboxFault(f"the CLI's home has a link at {parent}; it is not restored in place")
+            source = self.pristine_home.joinpath(*parts)
+            try:
+                remove_tree(target)
+                if source.is_dir() and not source.is_symlink():
+                    shutil.copytree(source, target, symlinks=True)
+                elif source.exists() or source.is_symlink():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(source, target, follow_symlinks=False)
+            except OSError as err:
+                raise SandboxFault(f"cannot restore {rel!r} in the CLI's home: {err}") from err
 
     def home_changed(self) -> bool:
         """True if the slot's home differs in any way from the pristine copy (names, types, modes, sizes,

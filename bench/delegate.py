@@ -5,7 +5,8 @@
   GitHub API call that writes, seen from a Lambda, takes that or more). The forge's own git work (tens of ms
   per request on either path) comes on top, as does moto; delegate_overhead_ms / delegate_baseline_overhead_ms
   are p50 minus the injected delays, i.e. everything but the modelled GitHub latency.
-  Two gateways serve the same moto and forge in this run:
+  Both carry a real ID token (from the local OIDC stand-in), verified by the gateway as API Gateway's
+  Cognito authorizer would. Two gateways serve the same moto and forge in this run:
   ours (GITHUB_PROTOCOL=graphql: one query, one mutation document) and the baseline (GITHUB_PROTOCOL=rest with
   a named base branch: the prototype's four calls GET ref, POST refs, PUT contents, POST pulls). Requests
   alternate between the two. Ours is the unchanged frontend's request: no Idempotency-Key, no baseBranch (the
@@ -43,6 +44,7 @@ from aipm.local import processes
 from aipm.local.bootstrap import create_idempotency_table, create_records_table, put_token_secret
 from aipm.local.forge import ROUTES, Forge
 from aipm.local.moto_server import MotoServer
+from aipm.local.signin import LocalSignIn
 
 GITHUB_DELAY_S = float(os.environ.get("BENCH_GITHUB_DELAY_MS", "200")) / 1000
 SAMPLES = int(os.environ.get("BENCH_DELEGATE_SAMPLES", "30"))
@@ -115,9 +117,8 @@ class Gateway:
 
 
 @contextmanager
-def gateway(env: Mapping[str, str], protocol: str, log: IO[bytes]) -> Iterator[Gateway]:
-    token = secrets.token_urlsafe(16)
-    child_env = {**env, "GITHUB_PROTOCOL": protocol, "AIPM_BENCH_API_TOKEN": token}
+def gateway(env: Mapping[str, str], protocol: str, log: IO[bytes], token: str) -> Iterator[Gateway]:
+    child_env = {**env, "GITHUB_PROTOCOL": protocol}
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.delegate", "--serve"], env=child_env, stdout=subprocess.PIPE, stderr=log
     )
@@ -157,6 +158,13 @@ def latency(root: Path) -> dict[str, float | int]:
         github_token = secrets.token_urlsafe(24)
         secrets_client = session.client("secretsmanager", endpoint_url=moto.endpoint_url)
         put_token_secret(secrets_client, "bench/github", github_token)
+        sign_in = LocalSignIn(
+            session.client("cognito-idp", endpoint_url=moto.endpoint_url),
+            endpoint_url=moto.endpoint_url,
+            region=REGION,
+            app_origin="http://127.0.0.1:9",
+        ).start()
+        stack.callback(sign_in.stop)
         forge = stack.enter_context(Forge(root / "forge", token=github_token))
         forge.create_repository(OWNER, REPO)
         env = {
@@ -168,10 +176,12 @@ def latency(root: Path) -> dict[str, float | int]:
             "GITHUB_SECRET_ID": "bench/github",
             "GITHUB_API_URL": forge.api_url,
             "POWERTOOLS_LOG_LEVEL": "WARNING",
+            "AIPM_BENCH_ISSUER": sign_in.issuer,
+            "AIPM_BENCH_AUDIENCE": sign_in.client_id,
         }
         log = stack.enter_context((root / "gateways.log").open("wb"))
-        ours = stack.enter_context(gateway(env, "graphql", log))
-        baseline = stack.enter_context(gateway(env, "rest", log))
+        ours = stack.enter_context(gateway(env, "graphql", log, sign_in.id_token()))
+        baseline = stack.enter_context(gateway(env, "rest", log, sign_in.id_token()))
         forge.set_latency(GITHUB_DELAY_S)
         ours_ms: list[float] = []
         baseline_ms: list[float] = []
@@ -243,9 +253,11 @@ def run() -> dict[str, float | int]:
 
 def serve() -> None:
     """The gateway child: aipm.local.gateway's HTTP server and one handler container (no stream pump)."""
+    from aipm.local.authorizer import CognitoAuthorizer
     from aipm.local.gateway import Gateway as LocalGateway
 
-    server = LocalGateway(os.environ["AIPM_BENCH_API_TOKEN"], containers=1)
+    authorizer = CognitoAuthorizer(os.environ["AIPM_BENCH_ISSUER"], [os.environ["AIPM_BENCH_AUDIENCE"]])
+    server = LocalGateway(authorizer, containers=1)
     signal.signal(signal.SIGTERM, lambda _signum, _frame: server.request_stop())
     print(f"ready {server.url}", flush=True)
     try:

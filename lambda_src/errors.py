@@ -195,3 +195,11 @@ def _error(
         body["field"] = field_name
     headers = {"Retry-After": str(math.ceil(retry_after_s))} if retry_after_s is not None else {}
     return HttpError(status, body, headers)
+
+
+# The body of a 401 from the gateway (the local gateway sends it; the CDK app's UNAUTHORIZED gateway response
+# carries the same text), so whoever gets it knows how to sign in.
+SIGN_IN_HINT = (
+    "Sign in, then send the ID token as 'Authorization: Bearer <token>'. Web console: the 'Sign in' button. "
+    "Command line: 'aipm login'. Another frontend: include aipm/web/auth.js (docs/frontend-sign-in.md)."
+)

@@ -12,7 +12,7 @@ import urllib.request
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aipm.cli.errors import CliError, Exit, usage_error
 
@@ -61,11 +61,20 @@ class ApiAnswer:
     body: Any
 
 
+class TokenSource(Protocol):
+    """Gives the bearer token for each call; `force_refresh` after the API answered 401 (expired)."""
+
+    def __call__(self, *, force_refresh: bool = False) -> str: ...
+
+
 class ApiClient:
-    """Calls `<base>/api/...` with `Authorization: Bearer <token>`; raises CliError for anything but 2xx."""
+    """Calls `<base>/api/...` with `Authorization: Bearer <token>`; raises CliError for anything but 2xx.
+
+    `token` is a fixed token, or a TokenSource (the signed-in profile's ID token): then a 401 gets one fresh
+    token and one more try."""
 
     def __init__(
-        self, base_url: str, token: str | None, *, timeout_s: float = 30.0, retries: int = 2
+        self, base_url: str, token: str | TokenSource | None, *, timeout_s: float = 30.0, retries: int = 2
     ) -> None:
         self.base_url = normalise_base_url(base_url)
         self._token = token
@@ -127,17 +136,20 @@ class ApiClient:
             raise CliError(
                 "no API token",
                 Exit.API,
-                hint="set AIPM_API_TOKEN (or --token): the token `aipm local` prints, or a Cognito id token "
-                "for a deployed stack",
+                hint="sign in: aipm login (or set AIPM_API_TOKEN to an ID token)",
             )
         url = self.base_url + path
         params = {k: str(v) for k, v in (query or {}).items() if v is not None and v != ""}
         if params:
             url += "?" + urllib.parse.urlencode(params)
         attempts = 1 + (self._retries if retry else 0)
+        refreshed = False
         for attempt in range(attempts):
             try:
                 answer = self._send(method, url, body, headers or {})
+                if answer.status == 401 and callable(self._token) and not refreshed:
+                    refreshed = True  # the ID token expired between two calls: one fresh one, one more try
+                    answer = self._send(method, url, body, headers or {}, force_refresh=True)
             except CliError:
                 if attempt + 1 >= attempts:
                     raise
@@ -152,10 +164,18 @@ class ApiClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _send(
-        self, method: str, url: str, body: Mapping[str, Any] | None, extra: Mapping[str, str]
+        self,
+        method: str,
+        url: str,
+        body: Mapping[str, Any] | None,
+        extra: Mapping[str, str],
+        *,
+        force_refresh: bool = False,
     ) -> ApiAnswer:
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT, **extra}
-        if self._token is not None:
+        if callable(self._token):
+            headers["Authorization"] = f"Bearer {self._token(force_refresh=force_refresh)}"
+        elif self._token is not None:
             headers["Authorization"] = f"Bearer {self._token}"
         data = None
         if body is not None:
@@ -184,8 +204,7 @@ class ApiClient:
             return CliError(
                 f"the API rejected the credentials ({answer.status}: {message})",
                 Exit.API,
-                hint="local: use the token `aipm local` printed; deployed: get a fresh Cognito id token "
-                "(they expire after an hour) and set AIPM_API_TOKEN",
+                hint=str(body.get("hint") or "sign in again: aipm login"),
             )
         if answer.status == 404 and body.get("error", "not_found") == "not_found":
             return CliError(

@@ -22,8 +22,9 @@ JOB_STATUSES = tuple(status.value for status in JobStatus)
 
 MAIN_HELP = f"""\
 examples:
-  aipm local                                   # the whole pipeline on this machine (prints URL and token)
-  export AIPM_API_URL=http://127.0.0.1:PORT AIPM_API_TOKEN=...
+  aipm local                                   # the whole pipeline on this machine (prints how to sign in)
+  aipm login --domain https://SIGN-IN-DOMAIN --client-id CLIENT_ID     # once; then tokens are refreshed
+  export AIPM_API_URL=http://127.0.0.1:PORT
   aipm delegate --repo aipm-demo/tools --title "Add export button" \\
                 --objective "User can export data" --criterion "Button appears"
   aipm delegate -f task.yaml --no-wait         # prints the job id and the PR URL
@@ -34,7 +35,8 @@ examples:
 
 configuration:
   AIPM_API_URL    API base URL (--api-url): the stack's ApiUrl output, or what `aipm local` prints
-  AIPM_API_TOKEN  bearer token (--token): the local stack's token, or a Cognito id token
+  AIPM_API_TOKEN  bearer token (--token); without it, the ID token `aipm login` cached is used
+  AIPM_PROFILE    the sign-in profile (`aipm login --profile`, default "default")
   AIPM_STACK      CloudFormation stack name for `aipm ops` (--stack, default Aipm-prod)
   AWS_PROFILE, AWS_REGION  AWS credentials and region for `aipm ops`
 
@@ -179,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("workers", help="the agent pool: agents, slots, busy/idle (from heartbeats)")
 
+    # -- login / logout ---------------------------------------------------------------------------------
+    from aipm.cli.login import add_login_arguments
+
+    add_login_arguments(sub.add_parser("login", help="sign in through the browser (Cognito managed login)"))
+    add_login_arguments(sub.add_parser("logout", help="sign out: revoke the refresh token, drop the tokens"))
+
     # -- local ------------------------------------------------------------------------------------------
     from aipm.local.stack import add_arguments as add_local_arguments
 
@@ -272,7 +280,11 @@ class Cli:
                 "`aipm local` prints",
             )
         token = self.args.token or os.environ.get("AIPM_API_TOKEN") or None
-        return ApiClient(self.args.api_url, token)
+        if token is not None:
+            return ApiClient(self.args.api_url, token)
+        from aipm.cli.login import CachedToken, TokenCache, profile_name
+
+        return ApiClient(self.args.api_url, CachedToken(TokenCache(profile_name(self.args))))
 
     def emit(self, value: object, lines: Sequence[str]) -> None:
         if self.args.json:
@@ -440,6 +452,18 @@ class Cli:
         pool = self.client().workers()
         self.emit(pool, render.workers(pool))
         return Exit.OK
+
+    # -- sign-in --------------------------------------------------------------------------------------
+
+    def login(self) -> int:
+        from aipm.cli.login import login_command
+
+        return login_command(self.args, self.err)
+
+    def logout(self) -> int:
+        from aipm.cli.login import logout_command
+
+        return logout_command(self.args, self.err)
 
     # -- local ----------------------------------------------------------------------------------------
 

@@ -1,9 +1,9 @@
 """The web console in local mode: a static file server on 127.0.0.1 for `aipm/web/`.
 
-It serves the console's files and a generated `config.json` (`{"apiUrl": ...}`, the local API's base URL)
-— the same file the CDK app writes next to the console in S3. GET and HEAD only, a fixed set of files,
-no directory listings, and requests whose Host is not this loopback address are refused (DNS rebinding).
-The API token is not served: the person pastes the token `aipm local` printed.
+It serves the console's files and a generated `config.json` — `{"apiUrl": ..., "auth": {"domain": ...,
+"issuer": ..., "clientId": ...}}`, the local API's base URL and the sign-in (the local OIDC stand-in) — the
+same file the CDK app writes next to the console in S3. GET and HEAD only, a fixed set of files, no
+directory listings, and requests whose Host is not this loopback address are refused (DNS rebinding).
 """
 
 from __future__ import annotations
@@ -35,9 +35,17 @@ CONTENT_TYPES = {
 class ConsoleServer:
     """Serves the console on 127.0.0.1 from a daemon thread. `api_url` may be set after start."""
 
-    def __init__(self, web_dir: Path = WEB_DIR, *, port: int = 0, api_url: str = "") -> None:
+    def __init__(
+        self,
+        web_dir: Path = WEB_DIR,
+        *,
+        port: int = 0,
+        api_url: str = "",
+        auth: dict[str, str] | None = None,
+    ) -> None:
         self.web_dir = web_dir
         self.api_url = api_url
+        self.auth = auth
         self._files = {
             f"/{p.name}": p for p in web_dir.iterdir() if p.is_file() and p.suffix in CONTENT_TYPES
         }
@@ -98,7 +106,10 @@ class ConsoleServer:
         if path == "/":
             path = "/index.html"
         if path == "/config.json":
-            data = json.dumps({"apiUrl": self.api_url}).encode()
+            config: dict[str, object] = {"apiUrl": self.api_url}
+            if self.auth:
+                config["auth"] = self.auth
+            data = json.dumps(config).encode()
             self._send(req, 200, CONTENT_TYPES[".json"], data, body=body)
             return
         file = self._files.get(path)
@@ -108,7 +119,9 @@ class ConsoleServer:
         self._send(req, 200, CONTENT_TYPES[file.suffix], file.read_bytes(), body=body)
 
     def _send(self, req: BaseHTTPRequestHandler, status: int, ctype: str, data: bytes, *, body: bool) -> None:
-        api_origin = _origin(self.api_url)
+        origins = " ".join(
+            o for o in (_origin(self.api_url), _origin((self.auth or {}).get("domain", ""))) if o
+        )
         req.send_response(status)
         req.send_header("Content-Type", ctype)
         req.send_header("Content-Length", str(len(data)))
@@ -119,7 +132,8 @@ class ConsoleServer:
         req.send_header(
             "Content-Security-Policy",
             "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-            f"connect-src 'self' {api_origin}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; "
+            f"connect-src 'self' {origins}; base-uri 'none'; form-action 'none'; "
+            "frame-ancestors 'none'; "
             "object-src 'none'",
         )
         req.end_headers()

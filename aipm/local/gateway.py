@@ -2,7 +2,8 @@
 
 `python -m aipm.local.gateway --port N` runs, in one process configured like the Lambdas' environment:
 - an HTTP server on 127.0.0.1 that turns each request into an API Gateway REST proxy event for the real
-  `lambda_src.handler.lambda_handler` (after checking the local token, as the Cognito authorizer would), and
+  `lambda_src.handler.lambda_handler` (after verifying the caller's ID token and putting its claims on the
+  event, as API Gateway's Cognito authorizer does: `aipm.local.authorizer`), and
 - a stream pump that reads the records table's DynamoDB stream from the local emulator and calls the real
   `lambda_src.dispatch_handler.lambda_handler` with stream events, as Lambda's event source mapping does.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import hmac
 import json
 import logging
 import os
@@ -30,11 +30,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import boto3
 
+from aipm.local.authorizer import CognitoAuthorizer, NotAuthorized
+from lambda_src.errors import SIGN_IN_HINT
+
 log = logging.getLogger(__name__)
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 PUBLIC_ROUTES = {("GET", "/api/health"), ("GET", "/api/openapi.json")}
-LOCAL_USER_CLAIMS = {"sub": "local-user", "cognito:username": "local-user", "email": "local-user@localhost"}
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's own payload limit
 STREAM_POLL_S = 0.05  # Lambda's stream poller reads each shard several times a second
 SHARD_REFRESH_S = 1.0  # how often the pump looks for new shards
@@ -54,9 +56,17 @@ class LambdaContext:
 
 
 def proxy_event(
-    method: str, raw_path: str, headers: Mapping[str, str], body: bytes, *, host: str, source_ip: str
+    method: str,
+    raw_path: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    host: str,
+    source_ip: str,
+    claims: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """An API Gateway REST (v1) proxy event for this request, as API Gateway would send it."""
+    """An API Gateway REST (v1) proxy event for this request, as API Gateway would send it; `claims` are the
+    Cognito authorizer's (none on the public routes)."""
     parts = urlsplit(raw_path)
     query = parse_qs(parts.query, keep_blank_values=True)
     text: str | None
@@ -86,7 +96,7 @@ def proxy_event(
             "accountId": "000000000000",
             "apiId": "local",
             "identity": {"sourceIp": source_ip},
-            "authorizer": {"claims": dict(LOCAL_USER_CLAIMS)},
+            "authorizer": {"claims": dict(claims)} if claims is not None else None,
         },
         "body": text,
         "isBase64Encoded": is_b64,
@@ -108,8 +118,10 @@ class Gateway:
     Lambda, each container runs one request at a time (the Powertools resolver keeps per-request state in
     module globals), and several run side by side."""
 
-    def __init__(self, token: str, port: int = 0, *, containers: int = 4, origin: str = "") -> None:
-        self._token = token
+    def __init__(
+        self, authorizer: CognitoAuthorizer, port: int = 0, *, containers: int = 4, origin: str = ""
+    ) -> None:
+        self._authorizer = authorizer
         self._origin = origin
         self._containers = ProcessPoolExecutor(max_workers=containers, mp_context=get_context("spawn"))
         gateway = self
@@ -160,15 +172,23 @@ class Gateway:
             self._send(req, 413, {"Content-Type": "application/json"}, b'{"message":"Request Too Long"}')
             return
         body = req.rfile.read(length) if length else b""
-        if method != "OPTIONS" and (method, path) not in PUBLIC_ROUTES and not self._authorized(req):
-            # Like API Gateway's own 401 (a gateway response with CORS headers), so a browser can read it.
-            headers = {"Content-Type": "application/json", "Access-Control-Allow-Origin": self._origin}
-            self._send(req, 401, headers, b'{"message":"Unauthorized"}')
-            return
+        claims: dict[str, str] | None = None
+        if method != "OPTIONS" and (method, path) not in PUBLIC_ROUTES:
+            try:
+                claims = self._authorizer.claims(req.headers.get("Authorization"))
+            except NotAuthorized as refused:
+                # API Gateway's 401 (a gateway response with CORS headers, so a browser can read it), with
+                # the sign-in hint the CDK app's UNAUTHORIZED gateway response carries too.
+                headers = {"Content-Type": "application/json", "Access-Control-Allow-Origin": self._origin}
+                refusal = {"message": refused.message, "error": "unauthenticated", "hint": SIGN_IN_HINT}
+                self._send(req, 401, headers, json.dumps(refusal).encode())
+                return
         headers = {k: v for k, v in req.headers.items()}
         headers["X-Forwarded-Proto"] = "http"
         host = req.headers.get("Host") or self.url.removeprefix("http://")
-        event = proxy_event(method, req.path, headers, body, host=host, source_ip=req.client_address[0])
+        event = proxy_event(
+            method, req.path, headers, body, host=host, source_ip=req.client_address[0], claims=claims
+        )
         result = self._containers.submit(_invoke_api, event).result()
         payload = result.get("body") or ""
         data = base64.b64decode(payload) if result.get("isBase64Encoded") else payload.encode()
@@ -176,10 +196,6 @@ class Gateway:
         for name, values in (result.get("multiValueHeaders") or {}).items():
             out_headers[name] = ", ".join(values)
         self._send(req, int(result.get("statusCode", 502)), out_headers, data)
-
-    def _authorized(self, req: BaseHTTPRequestHandler) -> bool:
-        scheme, _, presented = (req.headers.get("Authorization") or "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(presented.encode(), self._token.encode())
 
     @staticmethod
     def _send(req: BaseHTTPRequestHandler, status: int, headers: Mapping[str, str], data: bytes) -> None:
@@ -257,8 +273,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Local API Gateway + Lambda event sources for the AIPM API")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--stream-arn", required=True)
+    parser.add_argument("--issuer", required=True, help="the ID tokens' issuer (the OIDC stand-in's)")
     parser.add_argument(
-        "--token-env", default="AIPM_LOCAL_API_TOKEN", help="environment variable with the token"
+        "--audience", action="append", required=True, help="an app client id the tokens may be for (repeat)"
     )
     parser.add_argument("--containers", type=int, default=4, help="API handler processes (default 4)")
     args = parser.parse_args()
@@ -266,9 +283,11 @@ def main() -> None:
 
     from lambda_src import dispatch_handler
 
-    token = os.environ[args.token_env]
     gateway = Gateway(
-        token, args.port, containers=args.containers, origin=os.environ.get("ALLOWED_ORIGIN", "")
+        CognitoAuthorizer(args.issuer, args.audience),
+        args.port,
+        containers=args.containers,
+        origin=os.environ.get("ALLOWED_ORIGIN", ""),
     )
     pump = StreamPump(args.stream_arn, dispatch_handler.lambda_handler)
     threading.Thread(target=pump.run, name="stream-pump", daemon=True).start()

@@ -1,9 +1,10 @@
 """The local stack (SPEC §7): the whole pipeline on loopback with no AWS account and no GitHub.
 
-Processes: a moto server (DynamoDB, DynamoDB Streams, SSM, Secrets Manager), the git forge (real bare
-repositories + a GitHub-compatible API), the gateway process (API Gateway + the real Lambda handlers), and
-one or more real agents with the Kiro emulator profile, and the web console (`aipm.local.console`, the API's
-CORS origin). Only endpoints and credentials differ from the cloud.
+Processes: a moto server (DynamoDB, DynamoDB Streams, SSM, Secrets Manager, Cognito user pools), the
+sign-in (`aipm.local.signin`: the OIDC stand-in for Cognito managed login, and a demo person), the git
+forge (real bare repositories + a GitHub-compatible API), the gateway process (API Gateway + the real
+Lambda handlers), and one or more real agents with the Kiro emulator profile, and the web console
+(`aipm.local.console`, the API's CORS origin). Only endpoints and credentials differ from the cloud.
 
 `python -m aipm.local.stack` (or `aipm local`) keeps it up until Ctrl-C and prints the API's base URL last,
 on a line of its own.
@@ -34,6 +35,7 @@ from typing import IO, Any, cast
 
 import boto3
 
+from aipm.cli.login import DEFAULT_PORT
 from aipm.local import processes
 from aipm.local.bootstrap import (
     create_idempotency_table,
@@ -47,6 +49,7 @@ from aipm.local.forge import Forge
 from aipm.local.model_standin import ModelStandin
 from aipm.local.model_standin.clients import REAL_CLIS, client_env, seed_home
 from aipm.local.moto_server import MotoServer, free_port
+from aipm.local.signin import LocalSignIn
 from ec2_agent.profiles import BuiltinProfileName, builtin_profile
 from lambda_src.records.store import JobStore
 
@@ -79,6 +82,9 @@ class StackOptions:
     heartbeat_interval_s: float = 5
     max_attempts: int = 3
     stop_grace_s: float = 30  # how long an agent may take to finish its jobs after SIGTERM
+    id_token_s: int = 3600  # the app client's IdTokenValidity (Cognito's default: one hour)
+    console_dir: Path | None = None  # serve the console from here instead of aipm/web/ (tests)
+    cli_port: int = DEFAULT_PORT  # the `aipm login` loopback port registered on the app client
     agent_env: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -106,7 +112,6 @@ class LocalStack:
     def __init__(self, root: Path, options: StackOptions | None = None) -> None:
         self.root = root
         self.options = options or StackOptions()
-        self.api_token = secrets.token_urlsafe(24)
         self.agent_token = secrets.token_urlsafe(24)
         self.github_token = secrets.token_urlsafe(24)
         self.records_table = "aipm-local-records"
@@ -121,6 +126,7 @@ class LocalStack:
         self.agents: list[AgentProcess] = []
         self._gateway: subprocess.Popen[bytes] | None = None
         self.console: ConsoleServer | None = None
+        self.sign_in: LocalSignIn | None = None
         self.api_url = ""
         self.demo_repo = Path()
         self._log_files: list[IO[bytes]] = []
@@ -158,7 +164,9 @@ class LocalStack:
         self.on_progress("starting the git forge…")
         self.forge.start()
         self.demo_repo = self.forge.create_repository(DEMO_OWNER, DEMO_REPO, files=DEMO_FILES)
-        self.console = ConsoleServer().start()
+        self.console = (
+            ConsoleServer(self.options.console_dir) if self.options.console_dir else ConsoleServer()
+        ).start()
         self._start_standin()
         for index in range(1, self.options.agents + 1):
             self.on_progress(f"starting agent {index} ({self.options.pool_size} slots)…")
@@ -168,6 +176,16 @@ class LocalStack:
         put_parameter(ssm, f"/aipm/{STAGE}/agent/endpoint", f"http://127.0.0.1:{first.processor_port}")
         put_parameter(ssm, f"/aipm/{STAGE}/agent/pool-port", str(first.pool_port))
         put_parameter(ssm, f"/aipm/{STAGE}/agent/processor-port", str(first.processor_port))
+        self.on_progress("signing in the demo person (local OIDC stand-in)…")
+        self.sign_in = LocalSignIn(
+            self.client("cognito-idp"),
+            endpoint_url=self.moto.endpoint_url,
+            region=REGION,
+            app_origin=self.console.origin,
+            id_token_s=self.options.id_token_s,
+            cli_port=self.options.cli_port,
+        ).start()
+        self.console.auth = self.sign_in.console_config()
         self.on_progress("starting the API gateway…")
         self._start_gateway(stream_arn)
         self.console.api_url = self.api_url
@@ -182,6 +200,9 @@ class LocalStack:
         if self.console is not None:
             self.console.stop()
             self.console = None
+        if self.sign_in is not None:
+            self.sign_in.stop()
+            self.sign_in = None
         self.forge.stop()
         if self.standin is not None:
             self.standin.close()
@@ -237,6 +258,12 @@ class LocalStack:
             "AIPM_CLI_HOME_SEED": str(seed),
             "AIPM_SANDBOX_RO_BINDS": json.dumps([str(cache_dir())]),
         }
+
+    @property
+    def api_token(self) -> str:
+        """A valid ID token of the demo person (signed in at start; refreshed when it is due)."""
+        assert self.sign_in is not None, "the stack is not started"
+        return self.sign_in.id_token()
 
     def aws_env(self) -> dict[str, str]:
         """Environment that points boto3 at the local emulator."""
@@ -356,6 +383,7 @@ class LocalStack:
             return None
 
     def _start_gateway(self, stream_arn: str) -> None:
+        assert self.sign_in is not None
         env = self._base_env()
         env.update(
             RECORDS_TABLE=self.records_table,
@@ -366,13 +394,16 @@ class LocalStack:
             JOB_MAX_ATTEMPTS=str(self.options.max_attempts),
             AGENT_ENDPOINT_PARAM=f"/aipm/{STAGE}/agent/endpoint",
             AGENT_TOKEN_SECRET_ID=f"aipm/{STAGE}/agent-token",
-            AIPM_LOCAL_API_TOKEN=self.api_token,
             POWERTOOLS_LOG_LEVEL="WARNING",
         )
         out = (self.logs / "gateway.log").open("ab")
         self._log_files.append(out)
         self._gateway = self._popen(
-            [sys.executable, "-m", "aipm.local.gateway", "--port", "0", "--stream-arn", stream_arn],
+            [
+                sys.executable,
+                *("-m", "aipm.local.gateway", "--port", "0", "--stream-arn", stream_arn),
+                *("--issuer", self.sign_in.issuer, "--audience", self.sign_in.client_id),
+            ],
             env=env,
             stdout=subprocess.PIPE,
             stderr=out,
@@ -563,14 +594,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_usage(stack: LocalStack) -> None:
-    print(f"API token:  {stack.api_token}")
-    print(f"Forge:      {stack.forge.base_url}  (repository {DEMO_OWNER}/{DEMO_REPO})")
+    assert stack.sign_in is not None and stack.sign_in.demo is not None
+    sign_in, demo = stack.sign_in, stack.sign_in.demo
     if stack.console is not None:
-        print(f"Console:    {stack.console.url}  (paste the API token in its Connection panel)")
+        print(f"Console:    {stack.console.url}  (Sign in as the demo person below)")
+    print(f"Sign-in:    {sign_in.settings.domain}  (the local stand-in for Cognito managed login)")
+    print(f"  e-mail    {demo.email}")
+    print(f"  password  {demo.password}")
+    print(f"  TOTP key  {demo.totp_secret}  (add it to an authenticator app: {demo.otpauth_uri})")
+    print(f"  code now: python -c \"import pyotp; print(pyotp.TOTP('{demo.totp_secret}').now())\"")
+    print(f"Forge:      {stack.forge.base_url}  (repository {DEMO_OWNER}/{DEMO_REPO})")
     print(f"Logs:       {stack.logs}")
     print("CLI:")
-    print(f"  export AIPM_API_URL={stack.api_url} AIPM_API_TOKEN={stack.api_token}")
+    print(f"  export AIPM_API_URL={stack.api_url}")
+    port = "" if sign_in.cli_port == DEFAULT_PORT else f" --port {sign_in.cli_port}"
+    print(f"  aipm login --domain {sign_in.settings.domain} --client-id {sign_in.client_id}{port}")
     print(f"  aipm delegate --repo {DEMO_OWNER}/{DEMO_REPO} --title 'Add hello' --objective 'Say hello'")
+    print(f"ID token:   {stack.api_token}  (the demo person's, for curl; it expires)")
     print("Try:")
     print(
         f"  curl -s -X POST {stack.api_url}/api/personal-delegate "

@@ -17,7 +17,7 @@ from lambda_src.settings import ApiSettings, DispatchSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
-CLI_VARIABLES = {"AIPM_API_URL", "AIPM_API_TOKEN", "AIPM_STACK"}
+CLI_VARIABLES = {"AIPM_API_URL", "AIPM_API_TOKEN", "AIPM_STACK", "AIPM_PROFILE"}
 
 
 def subcommands(parser: object) -> dict[str, object]:

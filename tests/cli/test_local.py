@@ -38,14 +38,21 @@ def test_aipm_local_prints_its_urls_and_serves_the_api_and_the_console() -> None
     try:
         assert ready.wait(90), "\n".join(lines)
         api_url = lines[-1]
-        token = next(line.split()[-1] for line in lines if line.startswith("API token:"))
+        token = next(line.split()[2] for line in lines if line.startswith("ID token:"))
         console = next(line.split()[1] for line in lines if line.startswith("Console:"))
-        assert f"export AIPM_API_URL={api_url} AIPM_API_TOKEN={token}" in "\n".join(lines)
+        domain = next(line.split()[1] for line in lines if line.startswith("Sign-in:"))
+        assert f"export AIPM_API_URL={api_url}" in lines[lines.index("CLI:") + 1]
 
         with urllib.request.urlopen(f"{api_url}/api/health", timeout=10) as resp:
             assert json.load(resp)["status"] == "ok"
         with urllib.request.urlopen(f"{console}config.json", timeout=10) as resp:
-            assert json.load(resp) == {"apiUrl": api_url}
+            config = json.load(resp)
+        assert config["apiUrl"] == api_url and config["auth"]["domain"] == domain
+        assert f"aipm login --domain {domain} --client-id {config['auth']['clientId']}" in "\n".join(lines)
+        # the printed ID token is the demo person's, and the API takes it
+        request = urllib.request.Request(f"{api_url}/api/jobs", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.status == 200
         time.sleep(0.2)
         assert lines[-1] == api_url  # still the last line
     finally:

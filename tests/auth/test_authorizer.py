@@ -1,0 +1,111 @@
+"""The local gateway's Cognito authorizer against tokens of the OIDC stand-in (keys from its JWKS)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from joserfc import jwt
+from joserfc.jwk import RSAKey
+
+from aipm.local.authorizer import CognitoAuthorizer, NotAuthorized, api_gateway_claims
+from tests.auth.conftest import Pool, first_sign_in
+
+
+@pytest.fixture(scope="module")
+def id_token(pool: Pool) -> str:
+    """A real ID token of a person in two groups who signed in through the pages."""
+    return first_sign_in(pool, f"auth-{secrets.token_hex(4)}@example.com", groups=("admin", "ops"))[
+        1
+    ].id_token
+
+
+def _forged(pool: Pool, id_token: str, **changes: object) -> str:
+    """The token's claims changed, signed with the stand-in's own key (only the claim checks can refuse)."""
+    return pool.stand_in.sign({**jwt.decode(id_token, pool.stand_in.key).claims, **changes})
+
+
+def test_a_valid_id_token_gives_api_gateway_shaped_claims(pool: Pool, id_token: str) -> None:
+    authorizer = CognitoAuthorizer(pool.stand_in.issuer, [pool.client_id])
+    claims = authorizer.claims(f"Bearer {id_token}")
+    assert authorizer.claims(id_token) == claims  # a bare token too, as API Gateway takes it
+    assert all(isinstance(v, str) for v in claims.values())
+    assert claims["cognito:groups"] == "admin,ops"
+    assert claims["email_verified"] == "true"
+    assert claims["token_use"] == "id" and claims["aud"] == pool.client_id
+    assert time.strptime(claims["exp"], "%a %b %d %H:%M:%S UTC %Y")
+    assert claims["auth_time"].isdigit()
+
+
+def test_tokens_the_cloud_authorizer_refuses_are_refused(pool: Pool, id_token: str) -> None:
+    authorizer = CognitoAuthorizer(pool.stand_in.issuer, [pool.client_id])
+    now = int(time.time())
+    refused = {
+        "no header": None,
+        "empty bearer": "Bearer ",
+        "not a JWT": "Bearer not.a.jwt",
+        "access token": f"Bearer {_forged(pool, id_token, token_use='access')}",
+        "other audience": f"Bearer {_forged(pool, id_token, aud='someone-else')}",
+        "other issuer": f"Bearer {_forged(pool, id_token, iss='https://cognito-idp.us-east-1.amazonaws.com/x')}",
+        "tampered": "Bearer " + _tamper(id_token),
+    }
+    other_key = RSAKey.generate_key(2048, {"use": "sig", "alg": "RS256"}, private=True, auto_kid=True)
+    claims = jwt.decode(id_token, pool.stand_in.key).claims
+    refused["unknown key"] = "Bearer " + jwt.encode({"alg": "RS256", "kid": other_key.kid}, claims, other_key)
+    header = base64.urlsafe_b64encode(json.dumps({"alg": "none"}).encode()).rstrip(b"=").decode()
+    refused["alg none"] = f"Bearer {header}.{id_token.split('.')[1]}."
+    for what, value in refused.items():
+        with pytest.raises(NotAuthorized) as caught:
+            authorizer.claims(value)
+        assert caught.value.message == "Unauthorized", what
+    with pytest.raises(NotAuthorized) as caught:
+        authorizer.claims(f"Bearer {_forged(pool, id_token, exp=now - 1)}")
+    assert caught.value.message == "The incoming token has expired"
+
+
+def test_claims_are_strings_as_api_gateway_passes_them() -> None:
+    out = api_gateway_claims({"exp": 0, "email_verified": False, "cognito:groups": ["a"], "n": 5})
+    assert out == {
+        "exp": "Thu Jan 01 00:00:00 UTC 1970",
+        "email_verified": "false",
+        "cognito:groups": "a",
+        "n": "5",
+    }
+
+
+def _tamper(token: str) -> str:
+    head, payload, sig = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["sub"] = "someone-else"
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"{head}.{forged}.{sig}"
+
+
+def test_the_gateway_answers_401_with_the_sign_in_hint_and_cors(pool: Pool, id_token: str) -> None:
+    from aipm.local.gateway import Gateway
+    from lambda_src.errors import SIGN_IN_HINT
+
+    gateway = Gateway(
+        CognitoAuthorizer(pool.stand_in.issuer, [pool.client_id]), containers=1, origin="http://c"
+    )
+    thread = threading.Thread(target=gateway.serve_forever, daemon=True)
+    thread.start()
+    try:
+        for headers in ({}, {"Authorization": "Bearer " + _forged(pool, id_token, aud="x")}):
+            request = urllib.request.Request(f"{gateway.url}/api/jobs", headers=headers)
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=10)
+            assert refused.value.code == 401
+            assert refused.value.headers["Access-Control-Allow-Origin"] == "http://c"
+            body = json.load(refused.value)
+            assert body == {"message": "Unauthorized", "error": "unauthenticated", "hint": SIGN_IN_HINT}
+            assert "aipm login" in body["hint"] and "Sign in" in body["hint"]
+    finally:
+        gateway.shutdown()
+        thread.join(timeout=5)

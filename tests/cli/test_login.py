@@ -13,6 +13,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -175,3 +177,31 @@ def test_logout_revokes_and_forgets_and_the_cli_then_says_to_sign_in(
     refused = aipm(env, "jobs", "list")
     assert refused.returncode == 3
     assert "not signed in" in refused.stderr and "aipm login" in refused.stderr
+
+
+def test_the_api_401_says_how_to_sign_in(stack: LocalStack) -> None:
+    """The gateway's 401 (as API Gateway's UNAUTHORIZED gateway response) carries the sign-in hint and the
+    CORS header, so the console and other frontends can show it; an expired token says so."""
+    from lambda_src.errors import SIGN_IN_HINT
+
+    assert stack.console is not None
+    expired = stack.api_token
+    time.sleep(max(0.0, jwt_claims(expired)["exp"] - time.time()) + 0.5)
+    for headers, message in (
+        ({}, "Unauthorized"),
+        ({"Authorization": "Bearer not-a-token"}, "Unauthorized"),
+        ({"Authorization": f"Bearer {expired}"}, "The incoming token has expired"),
+    ):
+        request = urllib.request.Request(
+            f"{stack.api_url}/api/jobs", headers={"Origin": stack.console.origin, **headers}
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 401
+        assert refused.value.headers["Access-Control-Allow-Origin"] == stack.console.origin
+        assert json.load(refused.value) == {
+            "message": message,
+            "error": "unauthenticated",
+            "hint": SIGN_IN_HINT,
+        }
+    assert "aipm login" in SIGN_IN_HINT and "Sign in" in SIGN_IN_HINT

@@ -12,7 +12,7 @@ from constructs import Node
 from cdk.aipm_cdk import constants as c
 
 AgentSubnet = Literal["public", "private"]
-CliProfile = Literal["kiro-interactive", "kiro-headless", "generic", "emulator"]
+CliProfile = Literal["kiro-acp", "kiro-interactive", "kiro-headless", "generic", "emulator"]
 
 _STAGE = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
 _OWNER = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
@@ -45,7 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "githubBaseUrl": c.DEFAULT_GIT_BASE_URL,
     "instanceType": "t3.medium",
     "poolSize": 2,
-    "cliProfile": "kiro-interactive",
+    "cliProfile": "kiro-acp",
     "jobTimeoutSeconds": 1800,
     "agentAutoScaling": False,
     "agentHostCount": 1,

@@ -117,7 +117,7 @@ def test_agent_environment_file(installed: Path) -> None:
     assert "AIPM_AGENT_ID='i-0123456789abcdef0'" in lines
     assert "AIPM_BIND_HOST='10.0.0.10'" in lines
     assert "AIPM_POOL_PORT='8081'" in lines and "AIPM_PROCESSOR_PORT='8082'" in lines
-    assert "AIPM_CLI_PROFILE='kiro-interactive'" in lines
+    assert "AIPM_CLI_PROFILE='kiro-acp'" in lines
     assert sum(line.startswith("AIPM_BIND_HOST=") for line in lines) == 1  # re-runs replace, not append
     assert oct(env_file.stat().st_mode & 0o777) == "0o640"
 

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 BWRAP = "/usr/bin/bwrap"
 WORKSPACE = "/workspace"
 HOME = "/home/cli"
+TRASH_PREFIX = ".trash-"  # emptied trees' entries wait here, beside the tree, to be deleted
 SANDBOX_TMP = "/tmp"  # noqa: S108 - a tmpfs of the sandbox's own
 # Always passed when the agent has them: the terminal and locale. Nothing else without the policy's word.
 BASE_ENV = ("TERM", "COLORTERM", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
@@ -156,6 +157,8 @@ class Sandbox:
         if not Path(self._bwrap).is_file():
             raise SandboxFault(f"bubblewrap is not installed at {self._bwrap}")
         self.reap(everything=True)
+        for trash in self.slot_dir.glob(f"{TRASH_PREFIX}*"):
+            remove_tree(trash)
         self.tree.mkdir(parents=True, exist_ok=True)
         self.seed_pristine()
         self.reset_home()
@@ -379,7 +382,15 @@ def remove_tree(path: Path) -> None:
     for dirpath, _dirnames, _files in os.walk(path, followlinks=False):
         with contextlib.suppress(OSError):
             Path(dirpath).chmod(0o700)
-    shutil.rmtree(path)
+    shutil.rmtree(path, onerror=_gone_is_fine)
+
+
+def _gone_is_fine(
+    function: object, path: str, exc_info: tuple[type[BaseException], BaseException, object]
+) -> None:
+    """rmtree's error handler: an entry someone else removed meanwhile is fine; anything else raises."""
+    if not isinstance(exc_info[1], FileNotFoundError):
+        raise exc_info[1]
 
 
 def _pids() -> Iterator[int]:

@@ -35,6 +35,7 @@ import re
 import stat
 import subprocess
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -42,7 +43,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ec2_agent.faults import SlotFault
-from ec2_agent.sandbox import remove_tree
+from ec2_agent.sandbox import TRASH_PREFIX, remove_tree
 from lambda_src.models import check_branch_name
 
 log = logging.getLogger(__name__)
@@ -389,12 +390,16 @@ class Workspace:
     def _checkout(self, job_id: str, owner: str, repo: str, branch: str, store: Path, tip: str) -> Checkout:
         git_dir = self.job_dir(job_id)
         remove_tree(git_dir)
-        git_dir.parent.mkdir(parents=True, exist_ok=True)
-        self._git.run(["init", "--quiet", "--bare", str(git_dir)], git_dir.parent)
+        # The private git directory, written as gitrepository-layout(5) describes it (no `git init`: no
+        # template hooks, no process per file): HEAD on the job's branch, its tip, the store as alternate.
+        (git_dir / "objects" / "info").mkdir(parents=True)
+        (git_dir / "refs" / "tags").mkdir(parents=True)
+        head = git_dir / "refs" / "heads" / branch
+        head.parent.mkdir(parents=True, exist_ok=True)
+        head.write_text(f"{tip}\n")
+        (git_dir / "HEAD").write_text(f"ref: refs/heads/{branch}\n")
+        (git_dir / "config").write_text("[core]\n\trepositoryformatversion = 0\n\tbare = false\n")
         (git_dir / "objects" / "info" / "alternates").write_text(f"{(store / 'objects').resolve()}\n")
-        self._git.run(["config", "core.bare", "false"], git_dir)
-        self._git.run(["update-ref", f"refs/heads/{branch}", tip], git_dir)
-        self._git.run(["symbolic-ref", "HEAD", f"refs/heads/{branch}"], git_dir)
         empty_directory(self.tree)
         self._git.run(["read-tree", "-u", "--reset", tip], git_dir, work_tree=self.tree)
         return Checkout(job_id, owner, repo, branch, git_dir, self.tree, tip)
@@ -501,8 +506,15 @@ def _walk(root: Path) -> Iterator[tuple[Path, os.stat_result]]:
 
 
 def empty_directory(directory: Path) -> None:
-    """Remove everything inside `directory` (never following links), keeping the directory itself, so a
-    bind mount of it stays valid."""
+    """Empty `directory`, keeping the directory itself so a bind mount of it stays valid: its entries are
+    renamed into a sibling trash directory (outside any mount of `directory`), which a background thread
+    deletes without following links (`Sandbox.start` clears what an earlier process left)."""
     directory.mkdir(parents=True, exist_ok=True)
-    for entry in os.scandir(directory):
-        remove_tree(Path(entry.path))
+    entries = list(os.scandir(directory))
+    if not entries:
+        return
+    trash = directory.parent / f"{TRASH_PREFIX}{uuid.uuid4().hex[:12]}"
+    trash.mkdir(mode=0o700)
+    for entry in entries:
+        Path(entry.path).rename(trash / entry.name)
+    threading.Thread(target=remove_tree, args=(trash,), name="trash", daemon=True).start()

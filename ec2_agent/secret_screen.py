@@ -30,7 +30,7 @@ _PATTERNS: Final = (
         "credential",
         re.compile(
             r"(?i)\b([A-Z0-9_.-]*(?:token|secret|passw(?:or)?d|api[_-]?key|access[_-]?key)[A-Z0-9_.-]*)"
-            r"(\s*[:=]\s*[\"']?)[^\s\"']{8,}"
+            r"(\s*[:=]\s*[\"']?)(?!\[redacted)[^\s\"']{8,}"
         ),
     ),
 )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BACKGROUND_TAG = "aipm-hostile-background"
+LEAKED = "ghp_" + "L3aK" * 9  # token-shaped: the CLI prints it, the stored output tail must not hold it
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ done > "$R/push.txt" 2>&1
 
 echo 'the job itself' > /workspace/work.txt
 echo done > "$R/done"
+echo "found a token: {LEAKED}"
 """
 
 

@@ -12,6 +12,7 @@ while IFS= read -r line; do
             if [ -f /workspace/attack.sh ]; then
                 sh /workspace/attack.sh </dev/null >/tmp/attack.log 2>&1
                 echo "attack finished with status $?"
+                tail -n 3 /tmp/attack.log
             fi
             ;;
     esac

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from aipm.local.stack import DEMO_OWNER, DEMO_REPO, LocalStack, StackOptions, wait_for_job
-from tests.containment.attacks import BACKGROUND_TAG, Layout, first_job, second_job
+from tests.containment.attacks import BACKGROUND_TAG, LEAKED, Layout, first_job, second_job
 
 pytestmark = pytest.mark.e2e
 
@@ -207,6 +207,8 @@ def test_every_attack_fails_and_nothing_the_agent_owns_changes(stack: LocalStack
         return git(stack, "show", f"{sha}:{path}")
 
     assert show("results/done") == "done\n"
+    # What the CLI printed is stored screened: the token-shaped string it leaked is redacted.
+    assert "found a token: [redacted github token]" in job["outputTail"] and LEAKED not in job["outputTail"]
     assert show("work.txt") == "the job itself\n"
 
     # Nothing the agent or its git could have run on the CLI's behalf ran: the mark directory is empty.

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from aipm.local import processes
 
-SUITES = ("agent", "delegate", "workspace")
+SUITES = ("agent", "delegate", "workspace", "clis")
 RESULTS = Path(__file__).with_name("results.json")
 RUN_MARKER = "AIPM_BENCH_RUN"
 LEFTOVER_GRACE_S = 10

@@ -56,6 +56,7 @@ from typing import Any, Literal, TypeVar, cast
 
 from acp import PROTOCOL_VERSION, Client, RequestError, connect_to_agent, text_block
 from acp.client.connection import ClientSideConnection
+from acp.meta import CLIENT_METHODS
 from acp.schema import (
     AgentMessageChunk,
     AgentPlanUpdate,
@@ -106,6 +107,8 @@ _PATH_KEYS = (
     "cwd",
 )
 _Log = logging.Logger | logging.LoggerAdapter[Any]
+# Notifications this client handles: ACP's client methods ("_"-prefixed extensions are routed by the SDK).
+_KNOWN_NOTIFICATIONS = frozenset(CLIENT_METHODS.values())
 _T = TypeVar("_T")
 
 
@@ -147,6 +150,17 @@ class _StdioTransport:
             if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
                 self._on_violation(f"not a JSON-RPC 2.0 message: {line[:200]!r}")
                 return None
+            method = message.get("method")
+            unknown = (
+                isinstance(method, str) and not method.startswith("_") and method not in _KNOWN_NOTIFICATIONS
+            )
+            if "id" not in message and unknown:
+                # A vendor notification outside ACP (Qwen Code's "qwen/notify/..."): a client ignores what it
+                # does not know; the SDK would log each one as an unhandled error with a traceback.
+                logger.debug(
+                    "ignored an unknown notification from the agent", extra={"method": str(method)[:100]}
+                )
+                continue
             return message
 
     async def close(self) -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from aipm.local.clis import install, path_with_clis
+from aipm.local.clis import install
 from aipm.local.model_standin import ModelStandin
-from aipm.local.model_standin.clients import client_env, seed_home
-from ec2_agent.profiles import BuiltinProfileName, CliProfile, builtin_profile
+from aipm.local.model_standin.clients import standin_profile
+from ec2_agent.profiles import BuiltinProfileName, builtin_profile
 from ec2_agent.sessions.acp import AcpSession
 
 
@@ -27,16 +27,6 @@ def standin() -> Iterator[ModelStandin]:
         yield server
 
 
-def standin_profile(name: BuiltinProfileName, standin: ModelStandin, home: Path, bin_dir: Path) -> CliProfile:
-    """A built-in profile with the stand-in's settings, its own home and the pinned CLIs first on PATH."""
-    profile = builtin_profile(name)
-    cli = Path(profile.argv[0]).name
-    seed_home(cli, home)
-    env = dict(profile.env) | client_env(cli, standin.base_url)
-    env |= {"HOME": str(home), "PATH": path_with_clis(cache=bin_dir.parent)}
-    return profile.model_copy(update={"env": env})
-
-
 @pytest.fixture
 def acp_session(
     tmp_path: Path, standin: ModelStandin, cli_bin: Path
@@ -47,7 +37,8 @@ def acp_session(
     def make(name: BuiltinProfileName) -> AcpSession:
         workdir = tmp_path / "ws"
         workdir.mkdir(exist_ok=True)
-        session = AcpSession(standin_profile(name, standin, tmp_path / "home", cli_bin), workdir)
+        profile = standin_profile(builtin_profile(name), standin.base_url, tmp_path / "home", cli_bin.parent)
+        session = AcpSession(profile, workdir)
         made.append(session)
         session.start()
         return session

@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["REAL_CLIS", "STANDIN_API_KEY", "client_env", "seed_home"]
+from aipm.local.clis import path_with_clis
+from ec2_agent.profiles import CliProfile
+
+__all__ = ["REAL_CLIS", "STANDIN_API_KEY", "client_env", "seed_home", "standin_profile"]
 
 REAL_CLIS = ("gemini", "qwen", "claude")  # the commands the stand-in has settings for
 
@@ -53,7 +56,12 @@ def seed_home(cli: str, home: Path) -> None:
         }
         _write(home / ".gemini" / "settings.json", settings)
     elif cli == "qwen":
-        settings = {"privacy": {"usageStatisticsEnabled": False}, "telemetry": {"enabled": False}}
+        settings = {
+            "privacy": {"usageStatisticsEnabled": False},
+            "telemetry": {"enabled": False},
+            # No memory sub-agent after each turn (it would write .qwen/memories for the next job to read).
+            "memory": {"enableManagedAutoMemory": False, "enableManagedAutoDream": False},
+        }
         _write(home / ".qwen" / "settings.json", settings)
     elif cli == "claude":
         # Onboarding done, the stand-in's key approved (its last 20 characters), as Claude Code records them.
@@ -69,3 +77,17 @@ def seed_home(cli: str, home: Path) -> None:
 def _write(path: Path, data: dict[str, object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def standin_profile(profile: CliProfile, base_url: str, home: Path, cache: Path | None = None) -> CliProfile:
+    """``profile`` run unsandboxed against the stand-in: its CLI's variables, ``home`` seeded and used as
+    ``HOME``, the pinned CLIs (under ``cache``, default the repository's) first on ``PATH``. ``ValueError``
+    for a CLI the stand-in has no settings for."""
+    cli = Path(profile.argv[0]).name
+    seed_home(cli, home)
+    env = (
+        dict(profile.env)
+        | client_env(cli, base_url)
+        | {"HOME": str(home), "PATH": path_with_clis(cache=cache)}
+    )
+    return profile.model_copy(update={"env": env})

@@ -1,7 +1,8 @@
 // AIPM web console: the "Generate Code & PR" form, a live list of jobs with their steps, the worker pool.
 // Plain JavaScript, no framework, no third-party code. Every value from the API is put in the page as
-// text (textContent), never as HTML. Configuration: config.json next to this file ({"apiUrl": "..."}),
-// overridable in the Connection panel; the token lives in sessionStorage only.
+// text (textContent), never as HTML. Configuration: config.json next to this file ({"apiUrl": "...",
+// "auth": {...}}), the API URL overridable in the Connection panel. People sign in through auth.js (Cognito
+// managed login, authorization code + PKCE); its tokens live in this tab's sessionStorage only.
 "use strict";
 
 (function () {
@@ -16,7 +17,6 @@
   const WORKERS_POLL_MS = 5000;
   const MAX_TRACKED = 50;
   const KEY_URL = "aipm.apiUrl";
-  const KEY_TOKEN = "aipm.token";
   const KEY_TRACKED = "aipm.trackedJobs";
 
   const state = {
@@ -26,6 +26,7 @@
     expanded: new Set(),      // job ids whose output is open
     jobsTimer: null,
     workersTimer: null,
+    auth: null,               // an AipmAuth (auth.js) when config.json names the sign-in
   };
 
   const $ = (id) => document.getElementById(id);
@@ -53,21 +54,56 @@
     return url;
   }
 
-  function token() {
-    return sessionStorage.getItem(KEY_TOKEN) || "";
+  function signedIn() {
+    return Boolean(state.auth && state.auth.signedIn());
   }
 
   async function loadConfig() {
-    let configured = "";
+    let config = {};
     try {
       const resp = await fetch("config.json", { cache: "no-store" });
-      if (resp.ok) configured = (await resp.json()).apiUrl || "";
+      if (resp.ok) config = (await resp.json()) || {};
     } catch (err) {
-      configured = "";
+      config = {};
     }
-    state.apiUrl = normaliseUrl(sessionStorage.getItem(KEY_URL) || configured);
+    state.apiUrl = normaliseUrl(sessionStorage.getItem(KEY_URL) || config.apiUrl || "");
     $("api-url").value = state.apiUrl;
-    if (!state.apiUrl || !token()) $("settings-details").open = true;
+    if (!state.apiUrl) $("settings-details").open = true;
+    if (config.auth) {
+      try {
+        const { AipmAuth } = await import("./auth.js");
+        state.auth = new AipmAuth(config.auth);
+        await state.auth.handleRedirect();
+      } catch (err) {
+        $("auth-status").textContent = String(err.message || err);
+      }
+    }
+    renderAuth();
+  }
+
+  // -- sign-in ---------------------------------------------------------------------------------------
+
+  function renderAuth(note) {
+    const user = signedIn() ? state.auth.user() : null;
+    $("auth-status").textContent = note ||
+      (user ? "Signed in as " + (user.email || user["cognito:username"] || user.sub) :
+        state.auth ? "Not signed in" : "Sign-in is not configured (config.json has no auth)");
+    $("sign-in").hidden = !state.auth || Boolean(user);
+    $("sign-out").hidden = !user;
+  }
+
+  async function onSignIn() {
+    try {
+      await state.auth.signIn();
+    } catch (err) {
+      renderAuth(String(err.message || err));
+    }
+  }
+
+  async function onSignOut() {
+    clearTimeout(state.jobsTimer);
+    clearTimeout(state.workersTimer);
+    await state.auth.signOut();
   }
 
   function tracked() {
@@ -96,19 +132,23 @@
 
   async function api(method, path, body, extraHeaders) {
     if (!state.apiUrl) throw new ApiError(0, {}, "Set the API URL in the Connection panel.");
-    const headers = { Accept: "application/json", ...(extraHeaders || {}) };
-    if (token()) headers.Authorization = "Bearer " + token();
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    let resp;
-    try {
-      resp = await fetch(state.apiUrl + path, {
+    const send = async (refresh) => {
+      const headers = { Accept: "application/json", ...(extraHeaders || {}) };
+      if (state.auth) Object.assign(headers, await state.auth.authHeaders(refresh));
+      if (body !== undefined) headers["Content-Type"] = "application/json";
+      return fetch(state.apiUrl + path, {
         method, headers, body: body === undefined ? undefined : JSON.stringify(body),
         cache: "no-store", credentials: "omit", referrerPolicy: "no-referrer",
       });
+    };
+    let resp;
+    try {
+      resp = await send(false);
+      if (resp.status === 401 && signedIn()) resp = await send(true);  // expired: one refresh, one more try
     } catch (err) {
       setConnection(false, "unreachable");
       throw new ApiError(0, {}, "Could not reach the API at " + state.apiUrl +
-        " (network error, CORS, or a rejected token). Check the Connection panel.");
+        " (network error or CORS). Check the Connection panel.");
     }
     let data = {};
     try {
@@ -117,9 +157,10 @@
       data = {};
     }
     if (resp.status === 401 || (resp.status === 403 && !data.error)) {
-      setConnection(false, "token rejected");
-      throw new ApiError(resp.status, data, "The API rejected the token (" + resp.status +
-        "). Local: the token `aipm local` printed. Deployed: a fresh Cognito id token.");
+      setConnection(false, "sign-in needed");
+      renderAuth();
+      throw new ApiError(resp.status, data, "The API wants you signed in (" + resp.status + " " +
+        (data.message || "Unauthorized") + "). " + (data.hint || "Sign in and try again."));
     }
     if (!resp.ok) {
       const message = data.message || data.error || ("HTTP " + resp.status);
@@ -369,7 +410,7 @@
 
   async function pollJobs() {
     clearTimeout(state.jobsTimer);
-    if (state.apiUrl && token()) await refreshJobs();
+    if (state.apiUrl && signedIn()) await refreshJobs();
     state.jobsTimer = setTimeout(pollJobs, anyActive() ? FAST_POLL_MS : SLOW_POLL_MS);
   }
 
@@ -405,7 +446,7 @@
   async function pollWorkers() {
     clearTimeout(state.workersTimer);
     let next = WORKERS_POLL_MS;
-    if (state.apiUrl && token()) {
+    if (state.apiUrl && signedIn()) {
       try {
         renderWorkers(await api("GET", "/api/workers"));
       } catch (err) {
@@ -427,28 +468,19 @@
     state.apiUrl = normaliseUrl($("api-url").value);
     $("api-url").value = state.apiUrl;
     sessionStorage.setItem(KEY_URL, state.apiUrl);
-    const entered = $("api-token").value.trim();
-    if (entered) sessionStorage.setItem(KEY_TOKEN, entered);
-    $("api-token").value = "";
-    $("api-token").placeholder = token() ? "saved for this tab" : $("api-token").placeholder;
     state.listSupported = true;
     $("settings-details").open = false;
     pollJobsSoon();
     pollWorkers();
   }
 
-  function onForget() {
-    sessionStorage.removeItem(KEY_TOKEN);
-    setConnection(false, "no token");
-  }
-
   async function start() {
     $("settings-form").addEventListener("submit", onSaveSettings);
-    $("settings-forget").addEventListener("click", onForget);
+    $("sign-in").addEventListener("click", onSignIn);
+    $("sign-out").addEventListener("click", onSignOut);
     $("delegate-form").addEventListener("submit", onSubmit);
     $("status-filter").addEventListener("change", () => { renderJobs(); pollJobsSoon(); });
     await loadConfig();
-    if (token()) $("api-token").placeholder = "saved for this tab";
     renderJobs();
     pollJobs();
     pollWorkers();

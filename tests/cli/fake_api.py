@@ -64,10 +64,25 @@ class FakeApi:
     idempotency: dict[str, str] = field(default_factory=dict)
     missing_routes: set[str] = field(default_factory=set)  # e.g. {"list", "workers"}: answer like no route
     allow_origin: str = "*"
+    # When set (a aipm.local.authorizer.CognitoAuthorizer), bearer tokens are ID tokens it must verify, as API
+    # Gateway's Cognito authorizer does (the console signs in through the local OIDC stand-in); else TOKEN.
+    authorizer: Any = None
+    person: Any = None  # who can sign in for the console tests (aipm.local.signin.Person)
     url: str = ""
     _clock: int = 0
 
     # -- test helpers -------------------------------------------------------------------------------------
+
+    def _authorized(self, header: str | None) -> bool:
+        if self.authorizer is None:
+            return header == f"Bearer {TOKEN}"
+        from aipm.local.authorizer import NotAuthorized
+
+        try:
+            self.authorizer.claims(header)
+        except NotAuthorized:
+            return False
+        return True
 
     def add_job(
         self, title: str, *, status: str = "queued", repo: str = "acme/tools", **fields: Any
@@ -172,8 +187,8 @@ class FakeApi:
             self._send(req, 204, None)
             return
         public = (req.command, parts.path) in (("GET", "/api/health"), ("GET", "/api/openapi.json"))
-        if not public and req.headers.get("Authorization") != f"Bearer {TOKEN}":
-            self._send(req, 401, {"message": "Unauthorized"})
+        if not public and not self._authorized(req.headers.get("Authorization")):
+            self._send(req, 401, {"message": "Unauthorized", "error": "unauthenticated", "hint": "Sign in."})
             return
         if self.answers:
             status, answer = self.answers.pop(0)

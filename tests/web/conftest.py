@@ -121,13 +121,81 @@ class Page:
         found = self.texts(selector)
         return found[0] if found else ""
 
-    def connect(self, token: str, api_url: str | None = None) -> None:
-        if not self.element("#settings-details").get_attribute("open"):
-            self.click("#settings-title")
-        if api_url is not None:
-            self.type("api-url", api_url)
-        self.type("api-token", token)
-        self.click("#settings-save")
+    def sign_in(
+        self,
+        email: str,
+        password: str,
+        *,
+        totp_secret: str | None = None,
+        new_password: str | None = None,
+        wrong_code_first: bool = False,
+        click: bool = True,
+        signed_in: Callable[[], bool] | None = None,
+    ) -> str | None:
+        """Click "Sign in" and go through the sign-in pages as a person does: password, a new password for a
+        temporary one, authenticator enrolment (the key read off the page), the TOTP code. Returns the
+        authenticator key (learned at enrolment, or the one given). `wrong_code_first` types a wrong code
+        once and checks that the page refuses it. `click=False` when the page went to sign in by itself;
+        `signed_in` tells when the app is back and signed in (default: the console's status line)."""
+        import pyotp
+
+        self._signed_in = signed_in or (
+            lambda: (
+                self.css("#auth-status") is not None and self.text("#auth-status").startswith("Signed in as")
+            )
+        )
+        if click:  # once the console knows its sign-in (config.json read, auth.js loaded), the button shows
+            self.wait(lambda: self.driver.execute_script("return !document.querySelector('#sign-in').hidden"))
+            self.click("#sign-in")
+        self.wait(lambda: self.css("#username"), what="the sign-in page")
+        self.type("username", email)
+        self.type("password", password)
+        self._submit()
+        while True:
+            step = self.wait(self._sign_in_step, what="the next sign-in step")
+            if step == "done":
+                return totp_secret
+            if step == "new_password":
+                assert new_password is not None, "the password is temporary: pass new_password"
+                self.type("new_password", new_password)
+                self.type("confirm_password", new_password)
+            else:
+                if step == "enrol":
+                    totp_secret = self.text("#secret").strip()
+                assert totp_secret, "a TOTP code is asked for: pass totp_secret"
+                if wrong_code_first:
+                    wrong_code_first = False
+                    right = pyotp.TOTP(totp_secret)
+                    self.type(
+                        "code", next(c for c in ("000000", "999999") if not right.verify(c, valid_window=1))
+                    )
+                    self._submit()
+                    assert self.text("#error") == "Invalid code received for user"
+                self.type("code", pyotp.TOTP(totp_secret).now())
+            self._submit()
+
+    def _submit(self) -> None:
+        """Submit the sign-in form and wait until the next document has loaded."""
+        self.driver.execute_script(
+            "document.documentElement.dataset.submitted = '1'; document.querySelector('#submit').click();"
+        )
+        self.wait(
+            lambda: self.driver.execute_script(
+                "return document.readyState === 'complete' && !document.documentElement.dataset.submitted"
+            ),
+            what="the next page",
+        )
+
+    def _sign_in_step(self) -> str | None:
+        if self._signed_in():
+            return "done"
+        if self.css("#new_password") is not None:
+            return "new_password"
+        if self.css("#secret") is not None and self.css("#code") is not None:
+            return "enrol"
+        if self.css("#code") is not None:
+            return "code"
+        return None
 
     def wait(self, condition: Callable[[], Any], timeout_s: float = 30, what: str = "") -> Any:
         deadline = time.monotonic() + timeout_s

@@ -1,27 +1,47 @@
 """The console in headless Chromium against a fake that speaks the API contract: every route the console
-uses (list, workers, cancel, retry, delegate errors), and how it behaves when a route or the token fails."""
+uses (list, workers, cancel, retry, delegate errors), and how it behaves when a route or the sign-in fails.
+The person signs in through the local OIDC stand-in (over moto's user pool in the test run's moto server);
+the fake verifies their ID tokens as API Gateway's Cognito authorizer does."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from aipm.local.authorizer import CognitoAuthorizer
 from aipm.local.console import ConsoleServer
-from tests.cli.fake_api import HAPPY, TOKEN, FakeApi
+from aipm.local.signin import LocalSignIn
+from tests.cli.fake_api import HAPPY, FakeApi
 from tests.web.conftest import Page
 
 
 @pytest.fixture
-def fake() -> Iterator[tuple[FakeApi, ConsoleServer]]:
+def fake(aws_client_factory: Any, aws_endpoint: str) -> Iterator[tuple[FakeApi, ConsoleServer]]:
     api = FakeApi()
     with api.running():
         console = ConsoleServer(api_url=api.url).start()
         api.allow_origin = console.origin  # CORS, as the deployed API allows only the console's origin
+        sign_in = LocalSignIn(
+            aws_client_factory("cognito-idp"),
+            endpoint_url=aws_endpoint,
+            region="us-east-1",
+            app_origin=console.origin,
+        ).start()
+        console.auth = sign_in.console_config()
+        api.authorizer = CognitoAuthorizer(sign_in.issuer, [sign_in.client_id])
+        api.person = sign_in.demo
         try:
             yield api, console
         finally:
+            sign_in.stop()
             console.stop()
+
+
+def sign_in(page: Page, api: FakeApi) -> None:
+    person = api.person
+    page.sign_in(person.email, person.password, totp_secret=person.totp_secret)
 
 
 def fill_task(page: Page, branch: str = "feature/x") -> None:
@@ -39,7 +59,7 @@ def test_jobs_workers_cancel_and_retry(fake: tuple[FakeApi, ConsoleServer], page
     done = api.add_job("Done one", status="completed", commitSha="c" * 40, changedFiles=["docs/a.md"])
 
     page.open(console.url)
-    page.connect(TOKEN)
+    sign_in(page, api)
     page.wait(lambda: len(page.texts("li.job")) == 3, what="three jobs")
     assert page.texts("li.job .job-title") == ["Done one", "Failed one", "Running one"]  # newest first
     assert page.job_status(done["jobId"]) == "completed"
@@ -64,7 +84,7 @@ def test_jobs_workers_cancel_and_retry(fake: tuple[FakeApi, ConsoleServer], page
 def test_a_field_the_api_refuses_is_marked(fake: tuple[FakeApi, ConsoleServer], page: Page) -> None:
     api, console = fake
     page.open(console.url)
-    page.connect(TOKEN)
+    sign_in(page, api)
     fill_task(page, branch="has space")
     page.click("#delegate-submit")
 
@@ -77,7 +97,7 @@ def test_a_field_the_api_refuses_is_marked(fake: tuple[FakeApi, ConsoleServer], 
 def test_required_fields_are_checked_before_sending(fake: tuple[FakeApi, ConsoleServer], page: Page) -> None:
     api, console = fake
     page.open(console.url)
-    page.connect(TOKEN)
+    sign_in(page, api)
     page.type("repo", "no-slash")
     page.click("#delegate-submit")
     assert page.element("#repo").get_attribute("aria-invalid") == "true"
@@ -90,7 +110,7 @@ def test_the_request_is_the_prototypes_with_an_idempotency_key(
 ) -> None:
     api, console = fake
     page.open(console.url)
-    page.connect(TOKEN)
+    sign_in(page, api)
     fill_task(page)
     page.type("constraints", "Keep it small")
     page.type("acceptanceCriteria", "- One\n\n* Two\n")
@@ -110,25 +130,28 @@ def test_the_request_is_the_prototypes_with_an_idempotency_key(
         "acceptanceCriteria": ["One", "Two"],
     }
     assert len(sent[0].headers["Idempotency-Key"]) >= 32
-    assert sent[0].headers["Authorization"] == f"Bearer {TOKEN}"
+    scheme, token = sent[0].headers["Authorization"].split(" ")
+    assert scheme == "Bearer" and api.authorizer.claims(token)["email"] == api.person.email  # the ID token
     page.wait(lambda: page.job_status(job_id) == "completed", what="the job to complete")
 
 
-def test_a_wrong_token_says_so(fake: tuple[FakeApi, ConsoleServer], page: Page) -> None:
-    _api, console = fake
+def test_a_refused_sign_in_says_what_to_do(fake: tuple[FakeApi, ConsoleServer], page: Page) -> None:
+    api, console = fake
     page.open(console.url)
-    page.connect("not-the-token")
-    page.wait(lambda: page.text("#connection") == "token rejected", what="the rejection")
+    sign_in(page, api)
+    api.authorizer = CognitoAuthorizer(api.authorizer.issuer, ["another-client"])  # the API refuses them
+    page.wait(lambda: page.text("#connection") == "sign-in needed", what="the rejection")
     fill_task(page)
     page.click("#delegate-submit")
-    page.wait(lambda: "rejected the token" in page.text("#delegate-result"), what="the error")
+    page.wait(lambda: "wants you signed in" in page.text("#delegate-result"), what="the error")
+    assert "Sign in." in page.text("#delegate-result")  # the API's hint
 
 
 def test_an_api_without_the_list_and_workers_routes(fake: tuple[FakeApi, ConsoleServer], page: Page) -> None:
     api, console = fake
     api.missing_routes.update({"list", "workers"})
     page.open(console.url)
-    page.connect(TOKEN)
+    sign_in(page, api)
     page.wait(lambda: "does not report the worker pool" in page.text("#workers"), what="workers note")
     fill_task(page)
     page.click("#delegate-submit")

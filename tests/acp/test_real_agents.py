@@ -118,3 +118,13 @@ def test_a_model_error_is_a_failed_task_with_the_reason(
     outcome = session.run_task(task_prompt(), timeout_s=90)
     assert outcome.kind == "failed", outcome
     assert "400" in outcome.reason or "trouble responding" in outcome.reason
+
+
+def test_a_used_up_daily_quota_fails_the_task_at_once(acp_session: MakeSession) -> None:
+    """Gemini CLI does not retry Google's daily-quota answer: the task fails with its message. (Qwen Code and
+    Claude Code retry a 429 with backoff: for them a used-up quota ends in the job timeout.)"""
+    session = acp_session("gemini-acp")
+    write_task(session.workdir, "Over quota", "Do it. <!-- model: quota -->")
+    outcome = session.run_task(task_prompt(), timeout_s=90)
+    assert outcome.kind == "failed", outcome
+    assert "quota" in outcome.reason and outcome.duration_s < 30

@@ -376,8 +376,18 @@ def error_body(api: Api, status: int, *, quota: bool) -> dict[str, Any]:
     if api == "anthropic":
         kind = "rate_limit_error" if quota else ("overloaded_error" if status == 529 else "api_error")
         return {"type": "error", "error": {"type": kind, "message": message}}
+    if api == "gemini" and quota:
+        # Google's answer when a daily quota is used up (a QuotaFailure whose quota id names a per-day limit):
+        # Gemini CLI does not retry it (classifyGoogleError: TerminalQuotaError).
+        violation = {
+            "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+            "quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier",
+        }
+        failure = {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [violation]}
+        return {
+            "error": {"code": 429, "message": message, "status": "RESOURCE_EXHAUSTED", "details": [failure]}
+        }
     if api == "gemini":
-        state = "RESOURCE_EXHAUSTED" if quota else "INTERNAL"
-        return {"error": {"code": status, "message": message, "status": state}}
+        return {"error": {"code": status, "message": message, "status": "INTERNAL"}}
     code = "insufficient_quota" if quota else "server_error"
     return {"error": {"message": message, "type": code, "code": code, "param": None}}

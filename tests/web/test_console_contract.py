@@ -18,7 +18,11 @@ from tests.web.conftest import Page
 
 
 @pytest.fixture
-def fake(aws_client_factory: Any, aws_endpoint: str) -> Iterator[tuple[FakeApi, ConsoleServer]]:
+def fake(
+    aws_client_factory: Any, aws_endpoint: str, request: pytest.FixtureRequest
+) -> Iterator[tuple[FakeApi, ConsoleServer]]:
+    """The fake API and the console, with a sign-in (pool, stand-in, demo person) in the run's moto server.
+    `@pytest.mark.parametrize("fake", [N], indirect=True)` makes ID tokens live N seconds."""
     api = FakeApi()
     with api.running():
         console = ConsoleServer(api_url=api.url).start()
@@ -28,6 +32,7 @@ def fake(aws_client_factory: Any, aws_endpoint: str) -> Iterator[tuple[FakeApi, 
             endpoint_url=aws_endpoint,
             region="us-east-1",
             app_origin=console.origin,
+            id_token_s=getattr(request, "param", 3600),
         ).start()
         console.auth = sign_in.console_config()
         api.authorizer = CognitoAuthorizer(sign_in.issuer, [sign_in.client_id])
@@ -158,3 +163,25 @@ def test_an_api_without_the_list_and_workers_routes(fake: tuple[FakeApi, Console
     job_id = page.wait(lambda: page.text("#delegate-job-id"), what="the answer")
     page.wait(lambda: page.job_status(job_id) == "completed", what="the job, followed by its id")
     assert "cannot list jobs" in page.text("#jobs-note")
+
+
+@pytest.mark.parametrize("fake", [5], indirect=True)
+def test_the_console_refreshes_an_expired_id_token(fake: tuple[FakeApi, ConsoleServer], page: Page) -> None:
+    """ID tokens live 5 s here: the console keeps polling with fresh ones (refresh grant), no new sign-in."""
+    from aipm.cli.login import jwt_claims
+
+    api, console = fake
+    page.open(console.url)
+    sign_in(page, api)
+    page.wait(lambda: api.seen("GET", "/api/workers"), what="the first poll")
+    first = jwt_claims(api.seen("GET", "/api/workers")[0].headers["Authorization"].split(" ")[1])
+
+    def refreshed() -> bool:
+        latest = jwt_claims(api.requests[-1].headers.get("Authorization", "x y").split(" ")[1])
+        return bool(latest.get("exp", 0) > first["exp"])
+
+    page.wait(refreshed, timeout_s=30, what="a request with a refreshed ID token")
+    latest = jwt_claims(api.requests[-1].headers["Authorization"].split(" ")[1])
+    assert latest["auth_time"] == first["auth_time"]  # the same sign-in
+    assert page.text("#connection") == "connected"
+    assert page.text("#auth-status") == f"Signed in as {api.person.email}"

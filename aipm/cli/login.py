@@ -432,7 +432,7 @@ def add_login_arguments(parser: Any) -> None:
         return
     parser.add_argument(
         "--domain",
-        help="the managed-login domain: the stack's UserPoolDomainUrl output, or the Sign-in URL "
+        help="the managed-login domain: the stack's SignInDomain output, or the Sign-in URL "
         "`aipm local` prints (remembered per profile)",
     )
     parser.add_argument("--client-id", help="the app client id: the stack's UserPoolClientId output")
@@ -456,7 +456,7 @@ def login_command(args: Any, out: TextIO) -> int:
     if not domain or not client_id:
         raise usage_error(
             "where to sign in is not known yet for this profile",
-            hint="aipm login --domain <the stack's UserPoolDomainUrl> --client-id <UserPoolClientId> "
+            hint="aipm login --domain <the stack's SignInDomain output> --client-id <UserPoolClientId> "
             "(local: the line `aipm local` printed)",
         )
     if not 0 < args.port < 65536:

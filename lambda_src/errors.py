@@ -13,12 +13,14 @@ from lambda_src.aws_clients import SecretUnavailable
 from lambda_src.github.credentials import GitHubCredentialsInvalid
 from lambda_src.github.errors import (
     BranchAlreadyExists,
+    BranchConflict,
     BranchNotFound,
     GitHubAuthError,
     GitHubError,
     GitHubRateLimited,
     GitHubRejected,
     GitHubUnavailable,
+    IssueNotFound,
     RepositoryNotFound,
 )
 from lambda_src.records.store import InvalidCursor, InvalidTransition, JobNotFound
@@ -41,6 +43,13 @@ class ApiError(Exception):
 class OwnerNotAllowed(ApiError):
     status = 403
     code = "owner_not_allowed"
+
+
+class RepositoryApiUrlRefused(ApiError):
+    """`repositoryApiUrl` names another GitHub host than the one this deployment talks to."""
+
+    status = 400
+    code = "invalid_request"
 
 
 class Unauthenticated(ApiError):
@@ -135,7 +144,7 @@ def internal_error() -> HttpError:
 
 
 # Names the caller knows fields by, where the code's name differs.
-_FIELD_NAMES = {"job_id": "jobId", "idempotency-key": "Idempotency-Key"}
+_FIELD_NAMES = {"job_id": "jobId", "target_number": "targetNumber", "idempotency-key": "Idempotency-Key"}
 
 
 def invalid_request(errors: Iterable[Mapping[str, Any]]) -> HttpError:
@@ -170,10 +179,14 @@ def _problem(error: Mapping[str, Any]) -> dict[str, str]:
 def _github_error(err: GitHubError) -> HttpError:
     if isinstance(err, RepositoryNotFound):
         return _error(404, "repository_not_found", str(err), "repo")
+    if isinstance(err, IssueNotFound):
+        return _error(404, "target_not_found", str(err), "targetNumber")
     if isinstance(err, BranchNotFound):
         return _error(422, "base_branch_not_found", str(err), "baseBranch")
     if isinstance(err, BranchAlreadyExists):
         return _error(409, "branch_exists", str(err), "branchName")
+    if isinstance(err, BranchConflict):
+        return _error(422, "branch_conflict", str(err), "branchName")
     if isinstance(err, GitHubRateLimited):
         message = "GitHub is rate limiting this service; try again shortly"
         return _error(503, "github_rate_limited", message, retry_after_s=err.retry_after_s or 60)

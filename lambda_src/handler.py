@@ -60,29 +60,44 @@ from lambda_src.idempotency import IdempotencyStore
 from lambda_src.identity import Caller
 from lambda_src.listing import check_cursor
 from lambda_src.models import (
+    DELEGATE_FIELDS,
     IDEMPOTENCY_KEY_PATTERN,
     JOB_ID_PATTERN,
     MAX_CURSOR_LENGTH,
     MAX_IDEMPOTENCY_KEY_LENGTH,
+    TARGET_PULL_REQUEST,
     DelegateRequest,
     DelegateResponse,
+    DelegateStatus,
     Health,
     JobList,
     JobView,
+    Owner,
     RepoFullName,
+    RepoName,
+    TaskPostedResponse,
     WorkerPool,
 )
 from lambda_src.openapi import openapi_document, responses
-from lambda_src.records.models import JobStatus
-from lambda_src.records.store import JobStore, RecordError
+from lambda_src.records.models import Job, JobStatus
+from lambda_src.records.store import JobNotFound, JobStore, RecordError
 from lambda_src.settings import ApiSettings, ConfigurationError
 
 MAX_BODY_BYTES = 64 * 1024
 PUBLIC_ROUTES = frozenset({("GET", "/api/health"), ("GET", "/api/openapi.json")})
+
+
+def allowed_origins(environ: dict[str, str] | os._Environ[str] = os.environ) -> list[str]:
+    """ALLOWED_ORIGINS (comma-separated), else the older single ALLOWED_ORIGIN; [] means no CORS headers
+    at all, so browsers refuse cross-origin calls. Read when the module loads (the resolver is built then)."""
+    listed = environ.get("ALLOWED_ORIGINS") or environ.get("ALLOWED_ORIGIN") or ""
+    return list(dict.fromkeys(o.strip().rstrip("/") for o in listed.split(",") if o.strip()))
+
+
+_ORIGINS = allowed_origins()
 CORS = CORSConfig(
-    # ALLOWED_ORIGIN, read when the module loads (the resolver is built then). Unset: no CORS headers at
-    # all, so browsers refuse cross-origin calls.
-    allow_origin=os.environ.get("ALLOWED_ORIGIN", ""),
+    allow_origin=_ORIGINS[0] if _ORIGINS else "",
+    extra_origins=_ORIGINS[1:],
     allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
     expose_headers=["Retry-After", "Idempotent-Replayed"],
     max_age=600,
@@ -147,7 +162,18 @@ IdempotencyKey = Annotated[
 
 
 DELEGATE_RESPONSES = responses(
-    201, "The PR is open and the job queued", 400, 401, 403, 404, 409, 413, 415, 422, 502, 503
+    201,
+    "The PR is open and the job queued (or, for the other targets, the issue or comment posted)",
+    400,
+    401,
+    403,
+    404,
+    409,
+    413,
+    415,
+    422,
+    502,
+    503,
 )
 
 
@@ -165,13 +191,20 @@ DELEGATE_RESPONSES = responses(
     responses=DELEGATE_RESPONSES,
     tags=["delegate"],
 )
-def delegate(request: DelegateRequest, idempotency_key: IdempotencyKey = None) -> Response[DelegateResponse]:
-    """Open a PR holding TASK.md and queue the job that fills it with code."""
+def delegate(
+    request: DelegateRequest, idempotency_key: IdempotencyKey = None
+) -> Response[DelegateResponse | TaskPostedResponse]:
+    """Open a PR holding TASK.md and queue the job that fills it with code (`target` "pr", the default);
+    or, as the prototype did, open an issue (`new-issue`) or comment on `targetNumber` (no job)."""
     who = caller()
     svc = services()
+    _log_unknown_fields()
 
     def produce() -> dict[str, Any]:
-        result = svc.delegation.delegate(request, requested_by=who.name)
+        if request.target != TARGET_PULL_REQUEST:
+            posted = svc.delegation.post_task(request)
+            return TaskPostedResponse.of(posted).model_dump(by_alias=True)
+        result = svc.delegation.delegate(request, caller=who, idempotency_key=idempotency_key)
         return DelegateResponse(
             html_url=result.pull_request.html_url,
             number=result.pull_request.number,
@@ -193,18 +226,52 @@ def delegate(request: DelegateRequest, idempotency_key: IdempotencyKey = None) -
         body = outcome.body
         if outcome.replayed:
             headers["Idempotent-Replayed"] = "true"
-    logger.append_keys(job_id=body["jobId"])
-    return Response(
-        status_code=201,
-        content_type="application/json",
-        body=DelegateResponse.model_validate(body),
-        headers=headers,
-    )
+    answer: DelegateResponse | TaskPostedResponse
+    if body.get("type") == "pull_request":
+        logger.append_keys(job_id=body["jobId"])
+        answer = DelegateResponse.model_validate(body)
+    else:
+        answer = TaskPostedResponse.model_validate(body)
+    return Response(status_code=201, content_type="application/json", body=answer, headers=headers)
+
+
+def _log_unknown_fields() -> None:
+    """The tolerant reader's other half: name the body fields this API ignored (never their values)."""
+    try:
+        raw = app.current_event.json_body
+    except ValueError:
+        return
+    if isinstance(raw, dict):
+        unknown = sorted(set(raw) - DELEGATE_FIELDS)
+        if unknown:
+            logger.info("ignored unknown fields", extra={"fields": unknown[:50]})
+
+
+@app.get(
+    "/api/personal-delegate/status",
+    summary="The newest comment on an issue or PR (the prototype's status check)",
+    responses=responses(200, "The comment count and the newest comment", 400, 401, 403, 404, 502, 503),
+    tags=["delegate"],
+)
+def delegate_status(
+    owner: Annotated[Owner, Query(description="repository owner")],
+    repo: Annotated[RepoName, Query(description="repository name")],
+    number: Annotated[int, Query(ge=1, description="issue or pull-request number")],
+    target_type: Annotated[
+        str | None, Query(alias="targetType", max_length=20, description="pr or issue (ignored)")
+    ] = None,
+) -> DelegateStatus:
+    """The prototype's `GET /api/personal-delegate/status` answer: fetchedAt, totalComments, latestComment."""
+    caller()
+    svc = services()
+    svc.delegation.check_owner(owner)
+    total, latest = svc.delegation.latest_comment(owner, repo, number)
+    return DelegateStatus.of(total, latest)
 
 
 @app.get(
     "/api/jobs",
-    summary="List jobs, newest first",
+    summary="List jobs, newest first (a caller's own; every job for the aipm-admins group)",
     responses=responses(200, "A page of jobs", 400, 401, 503),
     tags=["jobs"],
 )
@@ -219,10 +286,18 @@ def list_jobs(
         Query(min_length=1, max_length=MAX_CURSOR_LENGTH, description="nextCursor of the last page"),
     ] = None,
 ) -> JobList:
-    """A page of jobs filtered by status and/or repository."""
+    """A page of jobs filtered by status and/or repository; only the caller's own unless an admin."""
+    who = caller()
     if cursor is not None:
         check_cursor(cursor, status=status, repo=repo)
-    page = services().store.list_jobs(status=status, repo=repo, limit=limit, cursor=cursor)
+    page = services().store.list_jobs(
+        status=status,
+        repo=repo,
+        limit=limit,
+        cursor=cursor,
+        requester_id=None if who.is_admin else who.id,
+        requester_name=who.name,
+    )
     return JobList(jobs=[JobView.of(job) for job in page.jobs], next_cursor=page.next_cursor)
 
 
@@ -233,8 +308,8 @@ def list_jobs(
     tags=["jobs"],
 )
 def get_job(job_id: JobId) -> JobView:
-    """A job's status, timeline, attempts, worker, commit, error and output tail."""
-    return JobView.of(services().store.get_job(job_id))
+    """A job's status, timeline, attempts, worker, commit, error and output tail. Another's job: 404."""
+    return JobView.of(own_job(job_id))
 
 
 TRANSITION_RESPONSES = responses(200, "The job after the change", 400, 401, 404, 409, 503)
@@ -243,13 +318,25 @@ TRANSITION_RESPONSES = responses(200, "The job after the change", 400, 401, 404,
 @app.post("/api/jobs/<job_id>/cancel", summary="Cancel a job", responses=TRANSITION_RESPONSES, tags=["jobs"])
 def cancel_job(job_id: JobId) -> JobView:
     """Cancel a job that has not ended; the timeline records who asked. 409 if it has ended."""
+    own_job(job_id)
     return JobView.of(services().store.cancel(job_id, by=caller().name))
 
 
 @app.post("/api/jobs/<job_id>/retry", summary="Retry a job", responses=TRANSITION_RESPONSES, tags=["jobs"])
 def retry_job(job_id: JobId) -> JobView:
     """Queue an ended, unsuccessful job again; the timeline records who asked. 409 otherwise."""
+    own_job(job_id)
     return JobView.of(services().store.retry(job_id, by=caller().name))
+
+
+def own_job(job_id: str) -> Job:
+    """The job if the caller may see it (theirs, or any for an admin). Raises JobNotFound (404) otherwise:
+    another person's job is answered exactly as a job that does not exist."""
+    who = caller()
+    job = services().store.get_job(job_id)
+    if not who.owns(job.requester_id, job.requested_by):
+        raise JobNotFound(job_id)
+    return job
 
 
 @app.get(

@@ -5,37 +5,70 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from lambda_src.records.models import Heartbeat, Job, JobStatus, SlotState, TimelineEntry
+from lambda_src.redaction import screen_secrets
+
+if TYPE_CHECKING:
+    from lambda_src.delegation import TaskPosted
 
 _SINGLE_LINE_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _MULTI_LINE_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Bidirectional-text controls (Unicode TR9: embeddings, overrides, isolates, marks) and the line and
+# paragraph separators: they make text read differently from what it is (e.g. U+202E reverses what follows).
+_DECEPTIVE = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
 _OWNER = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$")
 _REPO = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 _BRANCH_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+_SLUG_GAP = re.compile(r"[^a-z0-9]+")
 
-MAX_BRANCH_LENGTH = 200  # leaves room for the unique suffix within git's and GitHub's limits
+# GitHub refuses a ref whose full name (refs/heads/<branch>) is longer than 255 bytes. The delegation appends
+# `-<epoch ms>` (14 bytes until the year 2286) to the branch name, so a requested name may take the rest.
+MAX_REF_BYTES = 255
+REF_PREFIX = "refs/heads/"
+BRANCH_SUFFIX_BYTES = 14
+MAX_BRANCH_BYTES = MAX_REF_BYTES - len(REF_PREFIX) - BRANCH_SUFFIX_BYTES
+# GitHub's own limit on issue and pull-request titles (characters).
+MAX_TITLE_CHARS = 256
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
 # Visible ASCII, no spaces (an opaque client-chosen string, e.g. a UUID).
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]+$"
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 MAX_CURSOR_LENGTH = 2048
+TARGET_PULL_REQUEST = "pr"
+TARGET_NEW_ISSUE = "new-issue"
+
+
+def _plain_text(value: str) -> str:
+    if _DECEPTIVE.search(value):
+        raise ValueError("must not contain bidirectional-text controls or line/paragraph separators")
+    return value
 
 
 def _single_line(value: str) -> str:
     if _SINGLE_LINE_CONTROL.search(value):
         raise ValueError("must not contain control characters or line breaks")
-    return value
+    return _plain_text(value)
 
 
 def _multi_line(value: str) -> str:
     if _MULTI_LINE_CONTROL.search(value):
         raise ValueError("must not contain control characters (other than line breaks and tabs)")
-    return value
+    return _plain_text(value)
 
 
 def _owner(value: str) -> str:
@@ -81,15 +114,90 @@ def check_branch_name(value: str) -> str:
         problems.append("must not end with '.'")
     if any(part.startswith(".") or part.endswith(".lock") for part in value.split("/")):
         problems.append("no path component may start with '.' or end with '.lock'")
+    if _DECEPTIVE.search(value):
+        problems.append("must not contain bidirectional-text controls or line/paragraph separators")
     if problems:
         raise ValueError("; ".join(problems))
     return value
 
 
+def _requested_branch(value: str) -> str:
+    """A requested branch name, judged as the branch the delegation creates: `<value>-<epoch ms>`.
+
+    So `feature/`, `v1.`, `x.lock` and `@` pass (the suffix completes them, as in the prototype); the
+    full ref must fit GitHub's 255 bytes (UTF-8, as GitHub counts them). Empty: the default applies.
+    """
+    if not value:
+        return value
+    if len(value.encode("utf-8")) > MAX_BRANCH_BYTES:
+        raise ValueError(
+            f"is {len(value.encode('utf-8'))} bytes; with refs/heads/ and the -<timestamp> suffix the ref "
+            f"would pass GitHub's {MAX_REF_BYTES}-byte limit (at most {MAX_BRANCH_BYTES} bytes)"
+        )
+    check_branch_name(f"{value}-{'0' * (BRANCH_SUFFIX_BYTES - 1)}")
+    return value
+
+
+def slug_branch(title: str) -> str:
+    """The prototype's default branch: `feature/` + the lower-cased title, each run of other characters
+    than a-z and 0-9 turned into one '-' (apps/backend/app.js performDelegation), cut to fit the ref limit."""
+    slug = _SLUG_GAP.sub("-", title.lower())
+    return f"feature/{slug}"[:MAX_BRANCH_BYTES]
+
+
+def _text(value: object) -> object:
+    """The prototype's `String(value || '').trim()`: null and absent become '', strings are trimmed."""
+    if value is None:
+        return ""
+    return value.strip() if isinstance(value, str) else value
+
+
+def _criterion_text(value: object) -> str:
+    """One criterion as the prototype's `String(item || '').trim()`: falsy items become '', numbers text."""
+    if value is None or value is False or value == 0 or value == "":
+        return ""
+    if value is True:
+        return "true"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, int | float | str):
+        return str(value).strip()
+    raise ValueError("each acceptance criterion must be text or a number")
+
+
 def _criteria(value: object) -> object:
-    """The frontend may send acceptance criteria as a list or as one newline-separated string."""
+    """The prototype's normalizeAcceptanceCriteria: a string is split into lines, a list is turned to
+    text; each line is trimmed and empty ones dropped, otherwise kept as given (a leading '-' or '*' is
+    part of the criterion); anything else (null included) is an empty list."""
     if isinstance(value, str):
-        return [line.strip(" -*\t") for line in value.splitlines() if line.strip(" -*\t")]
+        lines: list[object] = list(value.split("\n"))
+    elif isinstance(value, list):
+        lines = list(value)
+    elif value is None:
+        return []
+    else:
+        return value  # not a list: the type check names the field
+    texts = [_criterion_text(line) for line in lines]
+    return [text for text in texts if text]
+
+
+def _story_id(value: object) -> object:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ValueError("must be a number, a string or null")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _target_number(value: object) -> object:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     return value
 
 
@@ -109,13 +217,25 @@ RepoName = Annotated[
     Field(json_schema_extra={"pattern": _REPO_PATTERN}),
 ]
 BranchName = Annotated[
-    str, StringConstraints(min_length=1, max_length=MAX_BRANCH_LENGTH), AfterValidator(check_branch_name)
+    str, StringConstraints(min_length=1, max_length=MAX_REF_BYTES), AfterValidator(check_branch_name)
+]
+RequestedBranch = Annotated[
+    str,
+    BeforeValidator(_text),
+    StringConstraints(max_length=MAX_REF_BYTES),
+    AfterValidator(_requested_branch),
 ]
 Title = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(_single_line)
+    str,
+    BeforeValidator(_text),
+    StringConstraints(min_length=1, max_length=MAX_TITLE_CHARS),
+    AfterValidator(_single_line),
+]
+OptionalTitle = Annotated[
+    str, BeforeValidator(_text), StringConstraints(max_length=MAX_TITLE_CHARS), AfterValidator(_single_line)
 ]
 LongText = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=8000), AfterValidator(_multi_line)
+    str, BeforeValidator(_text), StringConstraints(max_length=8000), AfterValidator(_multi_line)
 ]
 RepoFullName = Annotated[
     str,
@@ -123,9 +243,7 @@ RepoFullName = Annotated[
     AfterValidator(_full_name),
     Field(json_schema_extra={"pattern": _OWNER_PATTERN[:-1] + "/" + _REPO_PATTERN[1:]}),
 ]
-Criterion = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000), AfterValidator(_single_line)
-]
+Criterion = Annotated[str, StringConstraints(min_length=1, max_length=1000), AfterValidator(_single_line)]
 
 
 class ApiModel(BaseModel):
@@ -133,23 +251,69 @@ class ApiModel(BaseModel):
 
 
 class DelegateRequest(ApiModel):
-    """The "Generate Code & PR" form, exactly as the prototype's frontend sends it."""
+    """The "Generate Code & PR" form, exactly as the prototype's frontend sends it.
 
-    owner: Owner
-    repo: RepoName
-    branch_name: BranchName
+    A tolerant reader (demian7575/aipm apps/frontend/public/app.js sends `storyId`, `storyTitle`,
+    `repositoryApiUrl`, `target` besides the form; older callers send more): fields it does not know are
+    ignored (the route logs their names). The prototype backend's normalisation applies
+    (apps/backend/app.js normalizeDelegatePayload): strings trimmed, null as empty, an empty `branchName`
+    becomes `feature/<slug of taskTitle>`, an empty `prTitle` the task title, criteria as lines.
+    `target` is `pr` (the default here; the prototype's backend defaulted to `new-issue`, its frontend always
+    sends `pr`), `new-issue`, or anything else meaning a comment on issue/PR `targetNumber`.
+    """
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
+
+    owner: Annotated[Owner, BeforeValidator(_text)]
+    repo: Annotated[RepoName, BeforeValidator(_text)]
+    branch_name: RequestedBranch = ""
     task_title: Title
     objective: Annotated[LongText, StringConstraints(min_length=1)]
-    pr_title: Annotated[
-        str,
-        StringConstraints(strip_whitespace=True, min_length=1, max_length=256),
-        AfterValidator(_single_line),
-    ]
+    pr_title: OptionalTitle = ""
     constraints: LongText = ""
     acceptance_criteria: Annotated[list[Criterion], BeforeValidator(_criteria), Field(max_length=50)] = Field(
         default_factory=list
     )
-    base_branch: BranchName | None = None
+    base_branch: Annotated[BranchName | None, BeforeValidator(lambda v: _text(v) or None)] = None
+    story_id: Annotated[
+        int | Annotated[str, StringConstraints(max_length=64), AfterValidator(_single_line)] | None,
+        BeforeValidator(_story_id),
+    ] = None
+    story_title: Annotated[
+        str, BeforeValidator(_text), StringConstraints(max_length=1000), AfterValidator(_single_line)
+    ] = ""
+    repository_api_url: Annotated[
+        str, BeforeValidator(_text), StringConstraints(max_length=2048), AfterValidator(_single_line)
+    ] = ""
+    target: Annotated[
+        str, BeforeValidator(lambda v: _text(v) or TARGET_PULL_REQUEST), StringConstraints(max_length=40)
+    ] = TARGET_PULL_REQUEST
+    target_number: Annotated[
+        Annotated[int, Field(ge=1)] | None, BeforeValidator(_target_number), Field(validate_default=True)
+    ] = None
+
+    @field_validator("target_number", mode="after")
+    @classmethod
+    def _number_for_comments(cls, value: int | None, info: ValidationInfo) -> int | None:
+        target = info.data.get("target", TARGET_PULL_REQUEST)
+        if value is None and target not in (TARGET_PULL_REQUEST, TARGET_NEW_ISSUE):
+            raise ValueError(f"is required when target is '{target}' (the issue or PR to comment on)")
+        return value
+
+    @model_validator(mode="after")
+    def _defaults(self) -> DelegateRequest:
+        if not self.branch_name:
+            object.__setattr__(self, "branch_name", slug_branch(self.task_title))
+        if not self.pr_title:
+            object.__setattr__(self, "pr_title", self.task_title)
+        return self
+
+    @property
+    def comments_on_existing(self) -> bool:
+        return self.target not in (TARGET_PULL_REQUEST, TARGET_NEW_ISSUE)
+
+
+DELEGATE_FIELDS = frozenset((field.alias or name) for name, field in DelegateRequest.model_fields.items())
 
 
 class DelegateResponse(ApiModel):
@@ -162,6 +326,70 @@ class DelegateResponse(ApiModel):
     confirmation_code: str
     job_id: str
     status_url: str
+
+
+class TaskPostedResponse(ApiModel):
+    """The prototype's answer for `target` new-issue (`type` "issue") or a comment on `targetNumber`."""
+
+    type: Literal["issue", "comment"]
+    id: int
+    html_url: str = Field(alias="html_url")
+    number: int
+    task_html_url: str
+    thread_html_url: str
+    confirmation_code: str
+
+    @classmethod
+    def of(cls, posted: TaskPosted) -> TaskPostedResponse:
+        task_url = posted.html_url.split("#", 1)[0] if posted.type == "comment" else posted.html_url
+        return cls(
+            type="comment" if posted.type == "comment" else "issue",
+            id=posted.id,
+            html_url=posted.html_url,
+            number=posted.number,
+            task_html_url=task_url,
+            thread_html_url=posted.html_url,
+            confirmation_code=posted.confirmation_code,
+        )
+
+
+class CommentView(ApiModel):
+    """A GitHub issue comment as the prototype's status answer passes it on (GitHub's own field names)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: int | None = None
+    author: str = ""
+    body: str = ""
+    created_at: str | None = Field(default=None, alias="created_at")
+    html_url: str | None = Field(default=None, alias="html_url")
+
+
+class DelegateStatus(ApiModel):
+    """The prototype's `GET /api/personal-delegate/status` answer."""
+
+    fetched_at: str
+    total_comments: int
+    latest_comment: CommentView | None
+
+    @classmethod
+    def of(cls, total: int, latest: dict[str, object] | None) -> DelegateStatus:
+        comment = None
+        if latest is not None:
+            user = latest.get("user")
+            author = user.get("login") if isinstance(user, dict) else ""
+            comment = CommentView(
+                id=latest.get("id") if isinstance(latest.get("id"), int) else None,
+                author=str(author or ""),
+                body=str(latest.get("body") or ""),
+                created_at=str(latest.get("created_at") or "") or None,
+                html_url=str(latest.get("html_url") or "") or None,
+            )
+        return cls(
+            fetched_at=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            total_comments=total,
+            latest_comment=comment,
+        )
 
 
 class JobView(ApiModel):
@@ -177,6 +405,9 @@ class JobView(ApiModel):
     pr_number: int
     pr_url: str
     task_title: str
+    story_id: int | str | None
+    story_title: str | None
+    source: str | None
     created_at: str
     updated_at: str
     attempts: int
@@ -201,6 +432,9 @@ class JobView(ApiModel):
             pr_number=job.pr_number,
             pr_url=job.pr_url,
             task_title=job.task_title,
+            story_id=job.story_id,
+            story_title=job.story_title,
+            source=job.source,
             created_at=job.created_at,
             updated_at=job.updated_at,
             attempts=job.attempts,
@@ -210,7 +444,7 @@ class JobView(ApiModel):
             changed_files=job.changed_files,
             error=job.error,
             reason=job.reason,
-            output_tail=job.output_tail,
+            output_tail=screen_secrets(job.output_tail) if job.output_tail is not None else None,
             requested_by=job.requested_by,
             timeline=job.timeline,
         )

@@ -1,31 +1,99 @@
-"""TASK.md and the PR body: what the agent and reviewers read about a task."""
+"""TASK.md, the PR body, and the issue or comment of the other targets: what the agent and reviewers read.
+
+User text is data. Every field a person typed is shown inside a fenced code block (the title in an
+inline code span), its wording kept line for line, so Markdown, raw HTML, @mentions, `#123` references
+and closing keywords (`Fixes owner/repo#1`) in it have no effect on GitHub: GitHub renders, links and acts
+on none of them inside code. The fence is longer than any run of backticks in the text, so no line of it
+can close the block. Lines the product writes itself (headings, the provenance line, `Fixes #<n>` when a
+job answers an issue) stand outside the blocks.
+Bidirectional-text controls and line/paragraph separators never get here: the API refuses them (400).
+
+The provenance line comes first and carries no personal data: the requester stays on the job record (and
+TASK.md, which is committed to the repository's history, never names them).
+Sources: GitHub Docs "Basic writing and formatting syntax" (code blocks), "Linking a pull request to an
+issue" (closing keywords are read from the PR body and commit messages).
+"""
 
 from __future__ import annotations
 
-from lambda_src.models import DelegateRequest
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 TASK_FILE = "TASK.md"
+_BACKTICK_RUN = re.compile(r"`+")
 
 
-def render_task_md(request: DelegateRequest, *, requested_by: str, job_id: str) -> str:
-    """The task as a Markdown document. Fields were validated free of control characters."""
-    criteria = "\n".join(f"- [ ] {c}" for c in request.acceptance_criteria) or "- [ ] The objective is met."
+@dataclass(frozen=True)
+class TaskText:
+    """The user-written parts of a task, already validated (no control, bidi or separator characters)."""
+
+    title: str
+    objective: str
+    constraints: str
+    acceptance_criteria: Sequence[str]
+
+
+def quoted(text: str) -> str:
+    """`text` as a fenced code block (info string `text`), its lines unchanged."""
+    fence = "`" * max(3, _longest_backtick_run(text) + 1)
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def quoted_inline(text: str) -> str:
+    """One line of `text` as an inline code span (CommonMark: a backtick string longer than any run inside
+    it; one space of padding, which renderers strip, so text may begin or end with a backtick)."""
+    ticks = "`" * (_longest_backtick_run(text) + 1)
+    return f"{ticks} {text} {ticks}"
+
+
+def _longest_backtick_run(text: str) -> int:
+    return max((len(run) for run in _BACKTICK_RUN.findall(text)), default=0)
+
+
+def provenance_line(job_id: str | None) -> str:
+    """The first line of every document the product writes for a task; no personal data."""
+    job = f" · job `{job_id}`" if job_id else ""
     return (
-        f"# {request.task_title}\n\n"
-        f"## Objective\n\n{request.objective}\n\n"
-        f"## Constraints\n\n{request.constraints or 'None stated.'}\n\n"
-        f"## Acceptance criteria\n\n{criteria}\n\n"
-        "---\n"
-        f"Requested by {requested_by} through AIPM (job `{job_id}`). "
+        f"_AIPM delegated task{job}. The text in the code blocks below is the requester's, verbatim; "
+        "it is data, not instructions to GitHub._"
+    )
+
+
+def _sections(task: TaskText, level: str) -> str:
+    """The task under a heading of `level` ("#" or "##"), sections one level below. Criteria: one per line,
+    each after a product-written `- [ ] ` (the agent ticks them off)."""
+    criteria = "\n".join(f"- [ ] {criterion}" for criterion in task.acceptance_criteria)
+    sub = level + "#"
+    parts = [
+        f"{level} {quoted_inline(task.title)}",
+        f"{sub} Objective",
+        quoted(task.objective),
+        f"{sub} Constraints",
+        quoted(task.constraints) if task.constraints else "None stated.",
+        f"{sub} Acceptance criteria",
+        quoted(criteria) if criteria else "None stated: the objective is met.",
+    ]
+    return "\n\n".join(parts)
+
+
+def render_task_md(task: TaskText, *, job_id: str) -> str:
+    """TASK.md: the provenance line, the task in quoted sections, what happens next."""
+    return (
+        f"{provenance_line(job_id)}\n\n{_sections(task, '#')}\n\n---\n"
         "A coding agent implements this task and pushes its changes to this branch.\n"
     )
 
 
-def render_pr_body(request: DelegateRequest, *, job_id: str) -> str:
-    criteria = "\n".join(f"- {c}" for c in request.acceptance_criteria) or "- The objective is met."
+def render_pr_body(task: TaskText, *, job_id: str, fixes: int | None = None) -> str:
+    """The PR description. `fixes`: the issue number this PR answers (a product-written closing line)."""
+    closing = f"\n\nFixes #{fixes}" if fixes is not None else ""
     return (
-        f"## {request.task_title}\n\n{request.objective}\n\n"
-        f"**Constraints:** {request.constraints or 'none stated'}\n\n"
-        f"**Acceptance criteria:**\n{criteria}\n\n"
-        f"Code is being generated by the AIPM agent (job `{job_id}`); see `TASK.md`."
+        f"{provenance_line(job_id)}\n\n{_sections(task, '##')}\n\n---\n"
+        f"Code is being generated by the AIPM agent (job `{job_id}`); see `{TASK_FILE}`.{closing}"
     )
+
+
+def render_issue_body(task: TaskText) -> str:
+    """The body of the issue (`target: new-issue`) or comment (`targetNumber`): no job exists for these."""
+    return f"{provenance_line(None)}\n\n{_sections(task, '##')}"

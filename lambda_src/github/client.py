@@ -18,14 +18,17 @@ from urllib.parse import quote, urlencode
 
 import urllib3
 
+from lambda_src.faults import checkpoint
 from lambda_src.github.errors import (
     BranchAlreadyExists,
+    BranchConflict,
     BranchNotFound,
     GitHubAuthError,
     GitHubError,
     GitHubRateLimited,
     GitHubRejected,
     GitHubUnavailable,
+    IssueNotFound,
     RepositoryNotFound,
 )
 from lambda_src.github.graphql_documents import (
@@ -33,6 +36,7 @@ from lambda_src.github.graphql_documents import (
     errors_at,
     graphql_url_for,
     open_pull_request_variables,
+    parent_path_conflicts,
     target_query,
 )
 from lambda_src.github.transport import DEFAULT_RETRY_POLICY, MaybeLanded, Response, RetryPolicy, Transport
@@ -130,6 +134,72 @@ class GitHubClient:
             return
         _raise_for(response, f"delete branch {branch} of {owner}/{repo}", not_found=RepositoryNotFound)
 
+    def find_open_pull_request(self, owner: str, repo: str, branch: str) -> PullRequest | None:
+        """The open pull request whose head is `branch` of owner/repo, or None."""
+        opened = self._open_pulls_for(owner, repo, branch)
+        return _pull_from_rest(Response(status=200, data=opened[0])) if opened else None
+
+    def branch_exists(self, owner: str, repo: str, branch: str) -> bool:
+        response = self._transport.request("GET", self._ref_url(owner, repo, "ref", branch))
+        if response.status == 404:
+            return False
+        _raise_for(response, f"read branch {branch} of {owner}/{repo}", not_found=RepositoryNotFound)
+        return True
+
+    def close_pull_request(self, owner: str, repo: str, number: int) -> None:
+        """Close pull request `number` (PATCH state=closed); closing a closed one is not an error."""
+        url = self._repo_url(owner, repo, "pulls", str(number))
+        response = self._transport.request("PATCH", url, {"state": "closed"})
+        _raise_for(response, f"close pull request #{number} of {owner}/{repo}")
+
+    def create_issue(self, owner: str, repo: str, title: str, body: str) -> dict[str, Any]:
+        """Open an issue; GitHub's issue object (id, number, html_url, …). A POST that may have landed is
+        looked up among the newest issues by title and body, not repeated."""
+        url = self._repo_url(owner, repo, "issues")
+
+        def landed() -> Response | None:
+            listing = self._transport.request(
+                "GET", f"{url}?{urlencode({'state': 'open', 'sort': 'created', 'per_page': 30})}"
+            )
+            if listing.status == 200 and isinstance(listing.data, list):
+                for issue in listing.data:
+                    if isinstance(issue, dict) and (issue.get("title"), issue.get("body")) == (title, body):
+                        return Response(status=201, data=issue)
+            return None
+
+        response = self._transport.request(
+            "POST", url, {"title": title, "body": body}, idempotent=False, reconcile=landed
+        )
+        _raise_for(response, f"open an issue in {owner}/{repo}", not_found=RepositoryNotFound)
+        return dict(response.data) if isinstance(response.data, dict) else {}
+
+    def comment_on_issue(self, owner: str, repo: str, number: int, body: str) -> dict[str, Any]:
+        """Comment on issue or pull request `number`; GitHub's comment object (id, html_url, …)."""
+        url = self._repo_url(owner, repo, "issues", str(number), "comments")
+        response = self._transport.request("POST", url, {"body": body}, idempotent=False)
+        _raise_for(response, f"comment on #{number} of {owner}/{repo}", not_found=IssueNotFound)
+        return dict(response.data) if isinstance(response.data, dict) else {}
+
+    def issue_comments(
+        self, owner: str, repo: str, number: int, *, per_page: int = 30
+    ) -> list[dict[str, Any]]:
+        """The comments on issue or pull request `number`, as GitHub lists them."""
+        url = self._repo_url(owner, repo, "issues", str(number), "comments")
+        response = self._transport.request("GET", f"{url}?{urlencode({'per_page': per_page})}")
+        _raise_for(response, f"list comments of #{number} of {owner}/{repo}", not_found=IssueNotFound)
+        listing = response.data if isinstance(response.data, list) else []
+        return [comment for comment in listing if isinstance(comment, dict)]
+
+    def file_text(self, owner: str, repo: str, path: str, ref: str) -> str | None:
+        """The UTF-8 text of `path` at `ref` (a branch), or None if the file or branch is not there."""
+        url = self._repo_url(owner, repo, "contents", path)
+        response = self._transport.request("GET", f"{url}?{urlencode({'ref': ref})}")
+        if response.status == 404:
+            return None
+        _raise_for(response, f"read {path} at {ref} of {owner}/{repo}")
+        content = _dig(response, "content")
+        return base64.b64decode(str(content)).decode("utf-8", "replace")
+
     # ---- the delegation: GraphQL, two round trips ---------------------------------------------------------
 
     def open_task_pull_request(
@@ -170,6 +240,13 @@ class GitHubClient:
             raise BranchNotFound(f"{owner}/{repo} has no default branch (it is empty)", status=None)
         if repository.get("headRef") is not None:
             raise BranchAlreadyExists(f"branch '{branch}' already exists in {owner}/{repo}", status=None)
+        blocking = parent_path_conflicts(repository)
+        if blocking:
+            raise BranchConflict(
+                f"branch '{branch}' cannot be created in {owner}/{repo}: branch '{blocking[0]}' exists at "
+                "its parent path (git stores branches as paths)",
+                status=None,
+            )
         base_branch = str(_dig(base_ref, "name"))
         variables = open_pull_request_variables(
             repository_id=str(_dig(repository, "id")),
@@ -188,6 +265,7 @@ class GitHubClient:
             result = self._graphql(OPEN_PULL_REQUEST_MUTATION, variables, action=action, mutation=True)
         except MaybeLanded as unknown:
             return self._settle_unknown_outcome(owner, repo, branch, unknown)
+        checkpoint("github:open-pull-request")
         return self._pull_from_mutation(result, owner, repo, branch)
 
     def _pull_from_mutation(self, result: _GraphQLResult, owner: str, repo: str, branch: str) -> PullRequest:
@@ -256,11 +334,15 @@ class GitHubClient:
             base_branch = self.get_default_branch(owner, repo)
         base_sha = self._branch_sha(owner, repo, base_branch)
         self._create_branch(owner, repo, branch, base_sha)
+        checkpoint("github:create-ref")
         try:
             head = base_sha
             for path, text in files.items():
                 head = self._put_file(owner, repo, branch, path, text, commit_message, parent=head)
-            return self._create_pull(owner, repo, branch, base_branch, title, body)
+                checkpoint("github:put-contents")
+            pull = self._create_pull(owner, repo, branch, base_branch, title, body)
+            checkpoint("github:create-pull")
+            return pull
         except Exception:
             log.warning("opening the pull request failed after branch %s was created; deleting it", branch)
             self._rollback(owner, repo, branch)
@@ -400,6 +482,8 @@ def _raise_for(response: Response, action: str, *, not_found: type[GitHubError] 
         raise not_found(text, status=status)
     if status == 422 and "reference already exists" in response.message.lower():
         raise BranchAlreadyExists(text, status=status)
+    if status == 422 and "reference update failed" in response.message.lower():
+        raise BranchConflict(text, status=status)
     raise GitHubRejected(text, status=status)
 
 
@@ -431,6 +515,8 @@ def _graphql_error(errors: list[dict[str, Any]], action: str, field_name: str | 
         return RepositoryNotFound(text, status=None)
     if field_name == "createRef" and "already exists" in messages.lower():
         return BranchAlreadyExists(text, status=None)
+    if field_name == "createRef" and "reference update failed" in messages.lower():
+        return BranchConflict(text, status=None)
     return GitHubRejected(text, status=None)
 
 

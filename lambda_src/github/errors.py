@@ -25,12 +25,21 @@ class RepositoryNotFound(GitHubError):
     """The repository does not exist, or the credentials cannot see it (GitHub answers 404 for both)."""
 
 
+class IssueNotFound(GitHubError):
+    """The issue or pull request to comment on does not exist (GitHub answers 404)."""
+
+
 class BranchNotFound(GitHubError):
     """The base branch does not exist in the repository."""
 
 
 class BranchAlreadyExists(GitHubError):
     """The branch to create exists already (REST 422 "Reference already exists")."""
+
+
+class BranchConflict(GitHubError):
+    """The branch cannot be created although it does not exist: a branch at a parent path (`release` for
+    `release/fix`) or under it, or a name past the 255-byte ref limit (REST 422 "Reference update failed")."""
 
 
 class GitHubAuthError(GitHubError):

@@ -10,10 +10,12 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-# Round trip 1: the repository's node id, the base branch (named, or the default branch) and its tip, and
-# whether the new branch exists already. Both documents answer in the same shape (`baseRef` is an alias).
+# Round trip 1: the repository's node id, the base branch (named, or the default branch) and its tip,
+# whether the new branch exists already, and whether a branch exists at one of its parent paths (`release`
+# for `release/fix-1`: git stores refs as paths, so GitHub cannot create the new one and answers 422
+# "Reference update failed"). Both documents answer in the same shape (`baseRef` is an alias).
 _TARGET_QUERY = """
-query {operation}($owner: String!, $name: String!{base_variable}, $headRef: String!) {{
+query {operation}($owner: String!, $name: String!{base_variable}, $headRef: String!{prefix_variables}) {{
   repository(owner: $owner, name: $name) {{
     id
     baseRef: {base_field} {{
@@ -24,18 +26,27 @@ query {operation}($owner: String!, $name: String!{base_variable}, $headRef: Stri
     }}
     headRef: ref(qualifiedName: $headRef) {{
       id
-    }}
+    }}{prefix_fields}
   }}
 }}
 """
-TARGET_QUERY = _TARGET_QUERY.format(
-    operation="OpenTaskPullRequestTarget",
-    base_variable=", $baseRef: String!",
-    base_field="ref(qualifiedName: $baseRef)",
-)
-DEFAULT_BASE_TARGET_QUERY = _TARGET_QUERY.format(
-    operation="OpenTaskPullRequestTargetOnDefaultBranch", base_variable="", base_field="defaultBranchRef"
-)
+_PREFIX_FIELD = """
+    {alias}: ref(qualifiedName: ${alias}) {{
+      name
+    }}"""
+_NAMED_BASE = {
+    "operation": "OpenTaskPullRequestTarget",
+    "base_variable": ", $baseRef: String!",
+    "base_field": "ref(qualifiedName: $baseRef)",
+}
+_DEFAULT_BASE = {
+    "operation": "OpenTaskPullRequestTargetOnDefaultBranch",
+    "base_variable": "",
+    "base_field": "defaultBranchRef",
+}
+TARGET_QUERY = _TARGET_QUERY.format(**_NAMED_BASE, prefix_variables="", prefix_fields="")
+DEFAULT_BASE_TARGET_QUERY = _TARGET_QUERY.format(**_DEFAULT_BASE, prefix_variables="", prefix_fields="")
+PREFIX_ALIAS = "parentPath{}"
 
 # Round trip 2: one document; GitHub runs the mutation fields one after the other, in this order.
 OPEN_PULL_REQUEST_MUTATION = """
@@ -83,11 +94,31 @@ def graphql_url_for(api_url: str) -> str:
 def target_query(
     *, owner: str, repo: str, base_branch: str | None, branch: str
 ) -> tuple[str, dict[str, str]]:
-    """Round trip 1's document and variables: TARGET_QUERY, or DEFAULT_BASE_TARGET_QUERY without a base."""
+    """Round trip 1's document and variables: TARGET_QUERY, or DEFAULT_BASE_TARGET_QUERY without a base,
+    with one `parentPath<i>` field per parent path of `branch` (none for a name without '/')."""
     variables = {"owner": owner, "name": repo, "headRef": f"refs/heads/{branch}"}
-    if base_branch is None:
-        return DEFAULT_BASE_TARGET_QUERY, variables
-    return TARGET_QUERY, {**variables, "baseRef": f"refs/heads/{base_branch}"}
+    parts = branch.split("/")
+    parents = ["/".join(parts[:i]) for i in range(1, len(parts))]
+    aliases = [PREFIX_ALIAS.format(i) for i in range(len(parents))]
+    variables.update({alias: f"refs/heads/{path}" for alias, path in zip(aliases, parents, strict=True)})
+    shape = _DEFAULT_BASE if base_branch is None else _NAMED_BASE
+    if base_branch is not None:
+        variables["baseRef"] = f"refs/heads/{base_branch}"
+    document = _TARGET_QUERY.format(
+        **shape,
+        prefix_variables="".join(f", ${alias}: String!" for alias in aliases),
+        prefix_fields="".join(_PREFIX_FIELD.format(alias=alias) for alias in aliases),
+    )
+    return document, variables
+
+
+def parent_path_conflicts(repository: Mapping[str, Any]) -> list[str]:
+    """The existing branches (names) at a parent path of the new branch, from round trip 1's answer."""
+    found = []
+    for key, value in repository.items():
+        if key.startswith(PREFIX_ALIAS.format("")) and isinstance(value, Mapping) and value.get("name"):
+            found.append(str(value["name"]))
+    return found
 
 
 def open_pull_request_variables(

@@ -104,6 +104,13 @@ class Job(Record):
     changed_files: list[str] | None = None
     output_tail: str | None = None
     requested_by: str | None = None
+    # Who the job belongs to (Cognito `sub`, or a service identity such as `service:aipm-agent`) and what
+    # started it (`api`, `agent:/api/process-pr`, `agent:/generate-code`, `reconciler`).
+    requester_id: str | None = None
+    source: str | None = None
+    story_id: int | str | None = None
+    story_title: str | None = None
+    repository_api_url: str | None = None
     ttl: int | None = None
 
     @property
@@ -122,6 +129,31 @@ class PullRequestRecord(Record):
     job_id: str
     created_at: str
     requested_by: str | None = None
+    requester_id: str | None = None
+    story_id: int | str | None = None
+    story_title: str | None = None
+    ttl: int | None = None
+
+
+class DelegationIntent(Record):
+    """A delegation recorded before its first GitHub write, so a half-made one can be finished or undone.
+
+    `kind` is "intent" while the delegation is pending (the reconciler finds it in the kind index) and
+    removed once the job exists. `branches` lists every branch name tried, newest last. `job` is the job to
+    create once the PR exists (its PR fields are filled in then); `pr_title`/`pr_body`/`task_md` are what was
+    sent, so a resumed request reuses them.
+    """
+
+    intent_id: str
+    kind: str | None = "intent"
+    status: str = "pending"  # pending → done
+    created_at: str
+    created_at_ms: int
+    owner: str
+    repo_name: str
+    branches: list[str]
+    job: dict[str, Any]
+    pr_number: int | None = None
     ttl: int | None = None
 
 

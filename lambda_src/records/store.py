@@ -18,12 +18,14 @@ from typing import TYPE_CHECKING, Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
+from lambda_src.faults import checkpoint
 from lambda_src.records.models import (
     ACTIVE_STATUSES,
     MAX_HAND_BACKS,
     OUTPUT_TAIL_MAX_CHARS,
     RETRYABLE_STATUSES,
     TERMINAL_STATUSES,
+    DelegationIntent,
     Heartbeat,
     Job,
     JobStatus,
@@ -80,6 +82,14 @@ class DelegationExists(RecordError):
 
 def job_key(job_id: str) -> dict[str, Any]:
     return {"pk": {"S": f"JOB#{job_id}"}, "sk": {"S": "JOB"}}
+
+
+def pr_record_key(owner: str, repo: str, number: int) -> dict[str, str]:
+    return {"pk": f"PR#{owner}/{repo}#{number}", "sk": "PR"}
+
+
+def intent_key(intent_id: str) -> dict[str, str]:
+    return {"pk": f"INTENT#{intent_id}", "sk": "INTENT"}
 
 
 def _serialize(item: Mapping[str, Any]) -> dict[str, Any]:
@@ -144,25 +154,133 @@ class JobStore:
 
     def create_delegation(self, job: Job, pr: PullRequestRecord) -> None:
         """Write the PR record, then the job: agents only ever see a job whose PR record exists. If the job
-        cannot be written, the PR record is removed again, so on any error neither is left behind.
+        cannot be written, the PR record is removed again, so on any error neither is left behind. A PR
+        record left by an earlier, interrupted write of the same job is taken over (settling an intent).
 
-        Raises DelegationExists if either record already exists; AWS faults as botocore errors.
+        Raises DelegationExists if the job, or a PR record of another job, exists; AWS faults as botocore
+        errors.
         """
-        pr_key = {"pk": f"PR#{pr.owner}/{pr.repo_name}#{pr.number}", "sk": "PR"}
-        self._put_new({**pr_key, **pr.to_item()})
+        pr_key = pr_record_key(pr.owner, pr.repo_name, pr.number)
+        self._put_new({**pr_key, **pr.to_item()}, same_job=pr.job_id)
+        checkpoint("record:pr")
         try:
             self._put_new({"pk": f"JOB#{job.job_id}", "sk": "JOB", **job.to_item()})
         except BaseException:
             self._ddb.delete_item(TableName=self.table_name, Key=_serialize(pr_key))
             raise
+        checkpoint("record:job")
 
-    def _put_new(self, item: Mapping[str, Any]) -> None:
+    def get_pr_record(self, owner: str, repo: str, number: int) -> PullRequestRecord | None:
+        """The PR record of pull request `number` of owner/repo (strongly consistent), or None."""
+        resp = self._ddb.get_item(
+            TableName=self.table_name,
+            Key=_serialize(pr_record_key(owner, repo, number)),
+            ConsistentRead=True,
+        )
+        return PullRequestRecord.model_validate(_deserialize(resp["Item"])) if "Item" in resp else None
+
+    def find_pr_records(self, *, number: int, branch: str) -> list[PullRequestRecord]:
+        """PR records of any repository with this number and branch (the prototype's callers name no
+        repository). Reads the kind index page by page; PR records expire with their TTL."""
+        query: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": KIND_INDEX,
+            "KeyConditionExpression": "#kind = :kind",
+            "FilterExpression": "#number = :number AND branchName = :branch",
+            "ExpressionAttributeNames": {"#kind": "kind", "#number": "number"},
+            "ExpressionAttributeValues": _serialize({":kind": "pr", ":number": number, ":branch": branch}),
+        }
+        found: list[PullRequestRecord] = []
+        while True:
+            resp = self._ddb.query(**query)
+            found.extend(PullRequestRecord.model_validate(_deserialize(i)) for i in resp.get("Items", []))
+            if "LastEvaluatedKey" not in resp:
+                return found
+            query["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    # -- delegation intents ---------------------------------------------------------------------------
+
+    def put_intent(self, intent: DelegationIntent) -> bool:
+        """Record a new intent; False (nothing written) if one with this id exists already."""
         try:
-            self._ddb.put_item(
-                TableName=self.table_name,
-                Item=_serialize(item),
-                ConditionExpression="attribute_not_exists(pk)",
-            )
+            self._put_new({**intent_key(intent.intent_id), **intent.to_item()})
+        except DelegationExists:
+            return False
+        checkpoint("record:intent")
+        return True
+
+    def get_intent(self, intent_id: str) -> DelegationIntent | None:
+        resp = self._ddb.get_item(
+            TableName=self.table_name, Key=_serialize(intent_key(intent_id)), ConsistentRead=True
+        )
+        return DelegationIntent.model_validate(_deserialize(resp["Item"])) if "Item" in resp else None
+
+    def add_intent_branch(self, intent_id: str, branch: str) -> None:
+        """Note another branch name tried for a pending intent (before that branch is created)."""
+        self._ddb.update_item(
+            TableName=self.table_name,
+            Key=_serialize(intent_key(intent_id)),
+            UpdateExpression="SET branches = list_append(branches, :branch)",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues=_serialize({":branch": [branch]}),
+        )
+        checkpoint("record:intent-branch")
+
+    def complete_intent(self, intent_id: str, pr_number: int | None) -> None:
+        """Mark an intent done (its job exists, or nothing was left to undo); it leaves the pending index."""
+        values: dict[str, Any] = {":done": "done"}
+        update = "SET #status = :done"
+        if pr_number is not None:
+            update += ", prNumber = :number"
+            values[":number"] = pr_number
+        self._ddb.update_item(
+            TableName=self.table_name,
+            Key=_serialize(intent_key(intent_id)),
+            UpdateExpression=update + " REMOVE #kind",
+            ExpressionAttributeNames={"#status": "status", "#kind": "kind"},
+            ExpressionAttributeValues=_serialize(values),
+        )
+        checkpoint("record:intent-done")
+
+    def delete_intent(self, intent_id: str) -> None:
+        """Remove an intent whose delegation left nothing behind (the Idempotency-Key is free again)."""
+        self._ddb.delete_item(TableName=self.table_name, Key=_serialize(intent_key(intent_id)))
+
+    def pending_intents(self, *, older_than_ms: int) -> list[DelegationIntent]:
+        """Pending intents created before `older_than_ms` (epoch ms), oldest first."""
+        query: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": KIND_INDEX,
+            "KeyConditionExpression": "#kind = :kind",
+            "FilterExpression": "createdAtMs < :before",
+            "ExpressionAttributeNames": {"#kind": "kind"},
+            "ExpressionAttributeValues": _serialize({":kind": "intent", ":before": older_than_ms}),
+            "ScanIndexForward": True,
+        }
+        found: list[DelegationIntent] = []
+        while True:
+            resp = self._ddb.query(**query)
+            found.extend(DelegationIntent.model_validate(_deserialize(i)) for i in resp.get("Items", []))
+            if "LastEvaluatedKey" not in resp:
+                return found
+            query["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def job_exists(self, job_id: str) -> bool:
+        resp = self._ddb.get_item(
+            TableName=self.table_name, Key=job_key(job_id), ConsistentRead=True, ProjectionExpression="pk"
+        )
+        return "Item" in resp
+
+    def _put_new(self, item: Mapping[str, Any], *, same_job: str | None = None) -> None:
+        """Put an item that must not exist yet (or, with `same_job`, may exist for that job id)."""
+        condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
+        if same_job is not None:
+            condition = {
+                "ConditionExpression": "attribute_not_exists(pk) OR jobId = :job",
+                "ExpressionAttributeValues": {":job": {"S": same_job}},
+            }
+        try:
+            self._ddb.put_item(TableName=self.table_name, Item=_serialize(item), **condition)
         except ClientError as err:
             if _is_condition_failure(err):
                 raise DelegationExists(f"{item['pk']} already exists") from None
@@ -183,9 +301,13 @@ class JobStore:
         limit: int = 25,
         cursor: str | None = None,
         oldest_first: bool = False,
+        requester_id: str | None = None,
+        requester_name: str | None = None,
     ) -> JobPage:
         """Jobs newest first (or oldest first), filtered by status and/or repo, one page at a time.
 
+        `requester_id`: only jobs that belong to this identity (a filter on the index the listing reads);
+        jobs recorded before they carried `requesterId` match by `requester_name` (their `requestedBy`).
         `cursor` is the opaque `next_cursor` of the previous page. Raises InvalidCursor.
         """
         limit = max(1, min(limit, MAX_PAGE_SIZE))
@@ -215,6 +337,12 @@ class JobStore:
             "ScanIndexForward": oldest_first,
             "Limit": limit,
         }
+        if requester_id is not None:
+            filters.append(
+                "(requesterId = :requester OR (attribute_not_exists(requesterId) AND requestedBy = :name))"
+            )
+            values[":requester"] = {"S": requester_id}
+            values[":name"] = {"S": requester_name or requester_id}
         if filters:
             query["FilterExpression"] = " AND ".join(filters)
         if cursor:

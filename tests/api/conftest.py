@@ -79,6 +79,10 @@ class ApiHarness:
     def records(self) -> list[dict[str, Any]]:
         return self.store._ddb.scan(TableName=self.table)["Items"]
 
+    def record_kinds(self) -> list[str]:
+        """The kinds of stored records by key prefix (INTENT, JOB, PR, …), sorted."""
+        return sorted(item["pk"]["S"].split("#")[0] for item in self.records())
+
     def idempotency_records(self) -> list[dict[str, Any]]:
         return self.store._ddb.scan(TableName=self.idempotency_table)["Items"]
 

@@ -59,15 +59,17 @@ def test_a_mutation_that_landed_although_its_answer_was_lost_completes_once(api:
     assert status == 201, answer
     [pull] = api.open_pulls()
     assert pull["number"] == answer["number"]
-    assert sorted(item["kind"]["S"] for item in api.records()) == ["job", "pr"]
+    assert api.record_kinds() == ["INTENT", "JOB", "PR"]
 
 
-def test_a_records_failure_after_the_pr_was_opened_removes_the_branch(api: ApiHarness) -> None:
+def test_records_unavailable_stops_the_delegation_before_github(api: ApiHarness) -> None:
     api.store._ddb.delete_table(TableName=api.table)
 
     status, answer = api.call("POST", "/api/personal-delegate", VALID_TASK, claims=USER)
 
-    assert (status, answer["error"]) == (503, "delegation_failed"), answer
+    # The intent is written before the first GitHub call: without the table, GitHub is never asked.
+    assert (status, answer["error"]) == (503, "records_unavailable"), answer
+    assert api.forge.calls("graphql") == 0
     assert api.branches() == ["main"] and api.open_pulls() == []
 
 

@@ -22,6 +22,7 @@ CONTRACT_ROUTES = {
     ("post", "/api/jobs/{job_id}/retry"),
     ("get", "/api/workers"),
     ("get", "/api/health"),
+    ("get", "/api/personal-delegate/status"),
 }
 
 
@@ -37,9 +38,10 @@ def test_the_openapi_document_is_published_without_authentication(api: ApiHarnes
     assert document["paths"]["/api/jobs"]["get"]["security"] == [{"cognito": []}]
     delegate = document["paths"]["/api/personal-delegate"]["post"]
     assert [p["name"].lower() for p in delegate["parameters"]] == ["idempotency-key"]
-    assert delegate["responses"]["201"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/DelegateResponse"
-    }
+    assert delegate["responses"]["201"]["content"]["application/json"]["schema"]["anyOf"] == [
+        {"$ref": "#/components/schemas/DelegateResponse"},
+        {"$ref": "#/components/schemas/TaskPostedResponse"},
+    ]
     assert delegate["responses"]["400"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ErrorBody"
     }
@@ -121,3 +123,69 @@ def test_cors_answers_only_the_configured_frontend_origin() -> None:
     assert "Idempotency-Key" in str(allowed_preflight["Access-Control-Allow-Headers"])
     assert evil_get == {} and no_origin == {}
     assert "Access-Control-Allow-Origin" not in evil_preflight  # without it the browser refuses
+
+
+CORS_LIST_PROBE = textwrap.dedent(
+    """
+    import json, sys
+    from aipm.local.gateway import LambdaContext, proxy_event
+    from lambda_src import handler
+    out = []
+    for method in ("GET", "OPTIONS"):
+        for origin in sys.argv[1:]:
+            headers = {"Origin": origin}
+            if method == "OPTIONS":
+                headers["Access-Control-Request-Method"] = "POST"
+            event = proxy_event(method, "/api/health", headers, b"", host="h", source_ip="127.0.0.1")
+            result = handler.lambda_handler(event, LambdaContext("aipm-api", "r"))
+            got = {**(result.get("headers") or {}), **(result.get("multiValueHeaders") or {})}
+            out.append({k: v for k, v in got.items() if k.lower().startswith("access-control-")})
+    json.dump(out, sys.stdout)
+    """
+)
+
+
+def _cors_probe(env: dict[str, str], origins: list[str]) -> list[dict[str, object]]:
+    """The Access-Control headers for GET, then OPTIONS, from each origin, in a fresh interpreter."""
+    result = subprocess.run(
+        [sys.executable, "-c", CORS_LIST_PROBE, *origins],
+        capture_output=True,
+        text=True,
+        env={"POWERTOOLS_LOG_LEVEL": "ERROR", "PATH": "", **env},
+        check=True,
+        timeout=60,
+    )
+    return list(json.loads(result.stdout))
+
+
+ORIGINS = ["https://aipm.example.test", "http://localhost:4000", "https://evil.example.test"]
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"ALLOWED_ORIGINS": "https://aipm.example.test, http://localhost:4000/"},
+        # ALLOWED_ORIGINS wins over the older single ALLOWED_ORIGIN, which is still read alone
+        {
+            "ALLOWED_ORIGINS": "https://aipm.example.test,http://localhost:4000",
+            "ALLOWED_ORIGIN": "https://x.test",
+        },
+    ],
+    ids=["list", "list-over-single"],
+)
+def test_cors_answers_each_listed_origin_and_no_other(env: dict[str, str]) -> None:
+    prod_get, dev_get, evil_get, prod_pre, dev_pre, evil_pre = _cors_probe(env, ORIGINS)
+
+    for answer, origin in [
+        (prod_get, ORIGINS[0]),
+        (dev_get, ORIGINS[1]),
+        (prod_pre, ORIGINS[0]),
+        (dev_pre, ORIGINS[1]),
+    ]:
+        assert answer["Access-Control-Allow-Origin"] in (origin, [origin]), answer
+    assert evil_get == {} and "Access-Control-Allow-Origin" not in evil_pre
+
+
+def test_the_single_allowed_origin_setting_still_works() -> None:
+    prod_get, dev_get, *_ = _cors_probe({"ALLOWED_ORIGIN": ORIGINS[0]}, ORIGINS)
+    assert prod_get["Access-Control-Allow-Origin"] in (ORIGINS[0], [ORIGINS[0]]) and dev_get == {}

@@ -31,7 +31,7 @@ def test_a_retried_delegation_returns_the_first_answer_and_creates_nothing(api: 
     assert api.forge.calls("graphql") == graphql_calls
     assert api.branches() == sorted(["main", first["branchName"]])
     assert len(api.open_pulls()) == 1
-    assert sorted(item["kind"]["S"] for item in api.records()) == ["job", "pr"]
+    assert api.record_kinds() == ["INTENT", "JOB", "PR"]
 
 
 def test_the_alias_route_shares_the_key(api: ApiHarness) -> None:

@@ -32,6 +32,9 @@ JOB_VIEW_KEYS = {
     "reason",
     "outputTail",
     "requestedBy",
+    "storyId",
+    "storyTitle",
+    "source",
     "timeline",
 }
 
@@ -133,7 +136,7 @@ def test_a_job_is_read_with_every_field(api: ApiHarness) -> None:
 
 def test_cancel_then_retry_record_who_asked(api: ApiHarness) -> None:
     [job] = add_jobs(api, [("acme/tools", JobStatus.QUEUED)])
-    grace = {"sub": "u-9", "email": "grace@example.test"}
+    grace = {"sub": "u-9", "email": "grace@example.test", "cognito:groups": "aipm-admins"}
 
     status, cancelled = api.call("POST", f"/api/jobs/{job.job_id}/cancel", claims=grace)
     assert status == 200, cancelled
@@ -154,6 +157,54 @@ def test_cancel_then_retry_record_who_asked(api: ApiHarness) -> None:
 
     status, twice = api.call("POST", f"/api/jobs/{job.job_id}/retry", claims=USER)
     assert status == 409 and twice["error"] == "invalid_transition"
+
+
+def _own_jobs(api: ApiHarness) -> tuple[Job, Job]:
+    mine, _ = make_job(requested_by="ada@example.test", requester_id=USER["sub"], status=JobStatus.FAILED)
+    theirs, _ = make_job(requested_by="bob@example.test", requester_id="u-bob", status=JobStatus.FAILED)
+    for job in (mine, theirs):
+        api.store.create_delegation(job, make_job()[1].model_copy(update={"job_id": job.job_id}))
+    return mine, theirs
+
+
+def test_a_caller_sees_and_acts_on_their_own_jobs_only(api: ApiHarness) -> None:
+    mine, theirs = _own_jobs(api)
+
+    assert ids(api.call("GET", "/api/jobs", claims=USER)[1]) == [mine.job_id]
+    assert api.call("GET", f"/api/jobs/{mine.job_id}", claims=USER)[0] == 200
+    before = api.records()
+    for method, path in [
+        ("GET", f"/api/jobs/{theirs.job_id}"),
+        ("POST", f"/api/jobs/{theirs.job_id}/cancel"),
+        ("POST", f"/api/jobs/{theirs.job_id}/retry"),
+    ]:
+        status, answer = api.call(method, path, claims=USER)
+        # Exactly the answer for a job that does not exist: nothing tells that the id is taken.
+        assert (status, answer) == (
+            404,
+            {"error": "job_not_found", "message": f"job {theirs.job_id} does not exist", "field": "jobId"},
+        )
+    assert api.records() == before
+
+
+@pytest.mark.parametrize(
+    "groups",
+    ["aipm-admins", "[aipm-admins, other]", "other aipm-admins", ["aipm-admins"]],
+    ids=["one", "bracketed", "spaces", "list"],
+)
+def test_the_admin_group_sees_and_acts_on_every_job(api: ApiHarness, groups: object) -> None:
+    mine, theirs = _own_jobs(api)
+    admin = {"sub": "u-admin", "email": "root@example.test", "cognito:groups": groups}
+
+    assert sorted(ids(api.call("GET", "/api/jobs", claims=admin)[1])) == sorted([mine.job_id, theirs.job_id])
+    status, retried = api.call("POST", f"/api/jobs/{theirs.job_id}/retry", claims=admin)
+    assert status == 200 and retried["timeline"][-1]["detail"] == "by root@example.test"
+
+
+def test_another_group_is_no_admin(api: ApiHarness) -> None:
+    _, theirs = _own_jobs(api)
+    claims = {**USER, "cognito:groups": "aipm-admins-not,admins"}
+    assert api.call("GET", f"/api/jobs/{theirs.job_id}", claims=claims)[0] == 404
 
 
 @pytest.mark.parametrize("action", ["cancel", "retry"])

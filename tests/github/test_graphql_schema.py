@@ -30,6 +30,7 @@ from lambda_src.github.graphql_documents import (
     DEFAULT_BASE_TARGET_QUERY,
     OPEN_PULL_REQUEST_MUTATION,
     TARGET_QUERY,
+    target_query,
 )
 from tests.forge.support import TOKEN, Repo
 from tests.github.support import open_pr
@@ -107,3 +108,14 @@ def test_the_forge_serves_a_subset_of_the_published_schema() -> None:
             assert ours == theirs, name  # inputs the forge accepts are complete, not a subset
         else:
             assert {field: theirs.get(field) for field in ours} == ours, name
+
+
+@pytest.mark.parametrize("base_branch", [None, "main"], ids=["default-base", "named-base"])
+def test_the_parent_path_lookups_are_valid_against_the_published_schema(base_branch: str | None) -> None:
+    document, variables = target_query(owner="o", repo="r", base_branch=base_branch, branch="a/b/c-1")
+
+    assert validate(PUBLISHED, parse(document)) == []
+    assert {k: v for k, v in variables.items() if k.startswith("parentPath")} == {
+        "parentPath0": "refs/heads/a",
+        "parentPath1": "refs/heads/a/b",
+    }

@@ -10,15 +10,16 @@ import base64
 import binascii
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from aipm.local.forge.faults import FaultPlan
 from aipm.local.forge.gitrepo import BareRepo, GitError, RefConflictError, is_valid_branch_name
-from aipm.local.forge.state import CommentRecord, ForgeState, PullRecord, RepoRecord, utc_now
+from aipm.local.forge.state import CommentRecord, ForgeState, IssueRecord, PullRecord, RepoRecord, utc_now
 
 DOCS_URL = "https://docs.github.com/rest"
+MAX_REF_BYTES = 255  # GitHub refuses longer ref names ("Reference update failed")
 _OWNER = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
 _REPO = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 
@@ -148,15 +149,26 @@ class ForgeApp:
     # ---- refs and commits -----------------------------------------------------------------------------
 
     def create_ref(self, repo: RepoHandle, ref: str, sha: str) -> None:
-        """Create `ref` (refs/heads/...) at commit `sha`; 422 for a bad name, unknown sha, existing ref."""
+        """Create `ref` (refs/heads/...) at commit `sha`, refused as GitHub refuses it (all 422):
+        a bad name ("<ref> is not a valid ref name."), an unknown sha ("Object does not exist"), an existing
+        ref ("Reference already exists"), and a ref git cannot store ("Reference update failed"): longer
+        than 255 bytes, or a branch at a parent path (`release` blocks `release/fix`) or under it.
+        """
         if not ref.startswith("refs/heads/") or not is_valid_branch_name(ref[len("refs/heads/") :]):
             raise ForgeError(422, f"{ref} is not a valid ref name.")
+        if len(ref.encode("utf-8")) > MAX_REF_BYTES:
+            raise ForgeError(422, "Reference update failed")
+        branch = ref[len("refs/heads/") :]
         with repo.lock:
             if repo.git.resolve_commit(sha) != sha:
                 raise ForgeError(422, "Object does not exist")
+            if repo.git.branch_tip(branch) is None and _path_conflict(branch, repo.git.branches()):
+                raise ForgeError(422, "Reference update failed")
             try:
                 repo.git.create_ref(ref, sha)
             except RefConflictError as err:
+                if repo.git.branch_tip(branch) is None:
+                    raise ForgeError(422, "Reference update failed") from err
                 raise ForgeError(422, "Reference already exists") from err
 
     def delete_branch(self, repo: RepoHandle, branch: str) -> None:
@@ -300,21 +312,68 @@ class ForgeApp:
                 raise not_found()
             return self._refreshed(repo, found)
 
+    def close_pull(self, repo: RepoHandle, number: int) -> PullRecord:
+        """Close pull request `number` (PATCH state=closed); closing a closed one changes nothing."""
+        with self.state.lock:
+            pull = self.pull(repo, number)
+            if pull.state == "open":
+                pull.state = "closed"
+                pull.closed_at = pull.updated_at = utc_now()
+                self.state.save()
+            return pull
+
+    def create_issue(self, repo: RepoHandle, *, title: str, body: str) -> IssueRecord:
+        """Open an issue (numbers are shared with pull requests). 422 without a title, as GitHub."""
+        if not title.strip():
+            raise validation_failed({"resource": "Issue", "field": "title", "code": "missing_field"})
+        with self.state.lock:
+            records = self._records(repo)
+            now = utc_now()
+            issue = IssueRecord(
+                number=records.next_number,
+                id=self.state.next_id(),
+                title=title,
+                body=body,
+                state="open",
+                created_at=now,
+                updated_at=now,
+            )
+            records.next_number += 1
+            records.issues.append(issue)
+            self.state.save()
+            return issue
+
+    def issues(self, repo: RepoHandle) -> list[IssueRecord]:
+        with self.state.lock:
+            return list(self._records(repo).issues)
+
     def add_comment(self, repo: RepoHandle, number: int, body: str) -> CommentRecord:
+        """Comment on issue or pull request `number`; 404 if there is neither."""
         if not body.strip():
             raise validation_failed({"resource": "IssueComment", "field": "body", "code": "missing_field"})
         with self.state.lock:
-            pull = self.pull(repo, number)
+            thread = self._thread(repo, number)
             now = utc_now()
             comment = CommentRecord(id=self.state.next_id(), body=body, created_at=now, updated_at=now)
-            pull.comments.append(comment)
+            thread.append(comment)
             self.state.save()
             return comment
 
     def comments(self, repo: RepoHandle, number: int, *, since: str | None = None) -> list[CommentRecord]:
         with self.state.lock:
-            found = self.pull(repo, number).comments
+            found = self._thread(repo, number)
             return [c for c in found if since is None or c.updated_at >= since]
+
+    def is_pull(self, repo: RepoHandle, number: int) -> bool:
+        with self.state.lock:
+            return self._records(repo).pull(number) is not None
+
+    def _thread(self, repo: RepoHandle, number: int) -> list[CommentRecord]:
+        records = self._records(repo)
+        issue = records.issue(number)
+        if issue is not None:
+            return issue.comments
+        return self.pull(repo, number).comments
 
     def _refreshed(self, repo: RepoHandle, pull: PullRecord) -> PullRecord:
         """The record with head/base sha moved to the branches' current tips (kept if a branch is gone)."""
@@ -334,3 +393,8 @@ class ForgeApp:
 
 def _valid_names(owner: str, name: str) -> bool:
     return bool(_OWNER.match(owner)) and bool(_REPO.match(name)) and name not in (".", "..")
+
+
+def _path_conflict(branch: str, existing: Iterable[str]) -> bool:
+    """Whether an existing branch is a parent path of `branch` or lies under it (git stores refs as paths)."""
+    return any(branch.startswith(f"{other}/") or other.startswith(f"{branch}/") for other in existing)

@@ -12,7 +12,7 @@ from urllib.parse import unquote
 
 from aipm.local.forge.app import ForgeApp, ForgeError, RepoHandle, node_id, not_found, validation_failed
 from aipm.local.forge.gitrepo import FORGE_LOGIN, CommitInfo, TreeEntry
-from aipm.local.forge.state import CommentRecord, PullRecord
+from aipm.local.forge.state import CommentRecord, IssueRecord, PullRecord
 
 Json = dict[str, Any]
 _T = TypeVar("_T")
@@ -208,13 +208,35 @@ def pull_json(app: ForgeApp, repo: RepoHandle, pull: PullRecord) -> Json:
     }
 
 
+def issue_json(app: ForgeApp, repo: RepoHandle, issue: IssueRecord) -> Json:
+    api = f"{app.urls.api}/repos/{repo.full_name}"
+    return {
+        "url": f"{api}/issues/{issue.number}",
+        "id": issue.id,
+        "node_id": node_id("I", f"{repo.full_name}#{issue.number}"),
+        "html_url": f"{app.urls.base}/{repo.full_name}/issues/{issue.number}",
+        "comments_url": f"{api}/issues/{issue.number}/comments",
+        "number": issue.number,
+        "state": issue.state,
+        "title": issue.title,
+        "body": issue.body,
+        "user": user_json(app),
+        "comments": len(issue.comments),
+        "created_at": issue.created_at,
+        "updated_at": issue.updated_at,
+        "closed_at": None,
+        "author_association": "OWNER",
+    }
+
+
 def comment_json(app: ForgeApp, repo: RepoHandle, number: int, comment: CommentRecord) -> Json:
     api = f"{app.urls.api}/repos/{repo.full_name}"
+    kind = "pull" if app.is_pull(repo, number) else "issues"
     return {
         "id": comment.id,
         "node_id": node_id("IC", f"{repo.full_name}#{comment.id}"),
         "url": f"{api}/issues/comments/{comment.id}",
-        "html_url": f"{app.urls.base}/{repo.full_name}/pull/{number}#issuecomment-{comment.id}",
+        "html_url": f"{app.urls.base}/{repo.full_name}/{kind}/{number}#issuecomment-{comment.id}",
         "issue_url": f"{api}/issues/{number}",
         "body": comment.body,
         "user": user_json(app),
@@ -369,6 +391,32 @@ def get_pull(app: ForgeApp, request: ApiRequest) -> ApiResponse:
     return ApiResponse(200, pull_json(app, repo, app.pull(repo, int(request.params["number"]))))
 
 
+def update_pull(app: ForgeApp, request: ApiRequest) -> ApiResponse:
+    """PATCH /pulls/{n}: the forge supports closing (`state: closed`), the one change the product makes."""
+    repo = _repo(app, request)
+    number = int(request.params["number"])
+    state = _optional(request.body, "state")
+    if state not in (None, "open", "closed"):
+        raise validation_failed({"resource": "PullRequest", "field": "state", "code": "invalid"})
+    pull = app.close_pull(repo, number) if state == "closed" else app.pull(repo, number)
+    return ApiResponse(200, pull_json(app, repo, pull))
+
+
+def create_issue(app: ForgeApp, request: ApiRequest) -> ApiResponse:
+    repo = _repo(app, request)
+    issue = app.create_issue(
+        repo, title=_field(request.body, "title"), body=_optional(request.body, "body") or ""
+    )
+    location = f"{app.urls.api}/repos/{repo.full_name}/issues/{issue.number}"
+    return ApiResponse(201, issue_json(app, repo, issue), {"Location": location})
+
+
+def list_issues(app: ForgeApp, request: ApiRequest) -> ApiResponse:
+    repo = _repo(app, request)
+    newest_first = sorted(app.issues(repo), key=lambda issue: issue.number, reverse=True)
+    return ApiResponse(200, [issue_json(app, repo, i) for i in _page(newest_first, request.query)])
+
+
 def list_comments(app: ForgeApp, request: ApiRequest) -> ApiResponse:
     repo = _repo(app, request)
     number = int(request.params["number"])
@@ -407,6 +455,9 @@ _TABLE: list[tuple[str, str, str, Handler]] = [
     ("GET", rf"/repos/{_O}/{_R}/pulls", "list_pulls", list_pulls),
     ("POST", rf"/repos/{_O}/{_R}/pulls", "create_pull", create_pull),
     ("GET", rf"/repos/{_O}/{_R}/pulls/{_N}", "get_pull", get_pull),
+    ("PATCH", rf"/repos/{_O}/{_R}/pulls/{_N}", "update_pull", update_pull),
+    ("GET", rf"/repos/{_O}/{_R}/issues", "list_issues", list_issues),
+    ("POST", rf"/repos/{_O}/{_R}/issues", "create_issue", create_issue),
     ("GET", rf"/repos/{_O}/{_R}/issues/{_N}/comments", "list_comments", list_comments),
     ("POST", rf"/repos/{_O}/{_R}/issues/{_N}/comments", "create_comment", create_comment),
 ]

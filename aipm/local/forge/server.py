@@ -417,8 +417,14 @@ class Forge:
         pulls = sorted(self._app.pulls(handle, state="all"), key=lambda pull: pull.number)
         return [rest.pull_json(self._app, handle, pull) for pull in pulls]
 
+    def issues(self, owner: str, repo: str) -> list[dict[str, Any]]:
+        """Every issue (not pull request) as GET /issues/{n} shows it, by number."""
+        handle = self._app.repository(owner, repo)
+        found = sorted(self._app.issues(handle), key=lambda issue: issue.number)
+        return [rest.issue_json(self._app, handle, issue) for issue in found]
+
     def comments(self, owner: str, repo: str, number: int) -> list[dict[str, Any]]:
-        """The comments of pull request `number` as GET /issues/{n}/comments shows them."""
+        """The comments of issue or pull request `number` as GET /issues/{n}/comments shows them."""
         handle = self._app.repository(owner, repo)
         return [rest.comment_json(self._app, handle, number, c) for c in self._app.comments(handle, number)]
 

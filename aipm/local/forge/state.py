@@ -42,6 +42,18 @@ class PullRecord:
 
 
 @dataclass
+class IssueRecord:
+    number: int  # shared with pull requests, as on GitHub
+    id: int
+    title: str
+    body: str
+    state: str  # "open" | "closed"
+    created_at: str
+    updated_at: str
+    comments: list[CommentRecord] = field(default_factory=list)
+
+
+@dataclass
 class RepoRecord:
     owner: str
     name: str
@@ -49,6 +61,7 @@ class RepoRecord:
     created_at: str
     next_number: int = 1
     pulls: list[PullRecord] = field(default_factory=list)
+    issues: list[IssueRecord] = field(default_factory=list)
 
     @property
     def full_name(self) -> str:
@@ -56,6 +69,9 @@ class RepoRecord:
 
     def pull(self, number: int) -> PullRecord | None:
         return next((pull for pull in self.pulls if pull.number == number), None)
+
+    def issue(self, number: int) -> IssueRecord | None:
+        return next((issue for issue in self.issues if issue.number == number), None)
 
 
 class ForgeState:
@@ -102,5 +118,9 @@ class ForgeState:
                 PullRecord(**{**pull, "comments": [CommentRecord(**c) for c in pull.get("comments", [])]})
                 for pull in raw.get("pulls", [])
             ]
-            record = RepoRecord(**{**raw, "pulls": pulls})
+            issues = [
+                IssueRecord(**{**issue, "comments": [CommentRecord(**c) for c in issue.get("comments", [])]})
+                for issue in raw.get("issues", [])
+            ]
+            record = RepoRecord(**{**raw, "pulls": pulls, "issues": issues})
             self._repos[record.full_name] = record

@@ -51,6 +51,47 @@ class ApiSettings(BaseModel):
             raise ConfigurationError(f"invalid or missing settings: {fields}") from err
 
 
+class ReconcileSettings(BaseModel):
+    """The reconciler Lambda's environment: the records table and GitHub as the API Lambda has them, and
+    RECONCILE_GRACE_S: how old a pending intent must be before it is settled (longer than the API Lambda's
+    timeout, so no request that could still finish it is running)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    records_table: str = Field(min_length=3)
+    github_secret_id: str = Field(min_length=1)
+    github_api_url: str = "https://api.github.com"
+    github_timeout_s: float = Field(default=8.0, gt=0)
+    job_max_attempts: int = Field(default=3, ge=1, le=10)
+    record_ttl_days: int = Field(default=90, ge=1)
+    reconcile_grace_s: float = Field(default=300.0, ge=0)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> ReconcileSettings:
+        raw = {
+            name.lower(): value
+            for name, value in environ.items()
+            if name.lower() in cls.model_fields and value != ""
+        }
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as err:
+            fields = ", ".join(str(e["loc"][0]).upper() for e in err.errors())
+            raise ConfigurationError(f"invalid or missing settings: {fields}") from err
+
+    def api_settings(self) -> ApiSettings:
+        """The settings the delegation service reads (the idempotency table is not used when settling)."""
+        return ApiSettings(
+            records_table=self.records_table,
+            idempotency_table="unused-by-the-reconciler",
+            github_secret_id=self.github_secret_id,
+            github_api_url=self.github_api_url,
+            github_timeout_s=self.github_timeout_s,
+            job_max_attempts=self.job_max_attempts,
+            record_ttl_days=self.record_ttl_days,
+        )
+
+
 class DispatchSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 

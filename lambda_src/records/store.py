@@ -165,6 +165,8 @@ class JobStore:
         checkpoint("record:pr")
         try:
             self._put_new({"pk": f"JOB#{job.job_id}", "sk": "JOB", **job.to_item()})
+        except DelegationExists:
+            raise  # the job exists (job ids are unique: it is this delegation's), and so may its PR record
         except BaseException:
             self._ddb.delete_item(TableName=self.table_name, Key=_serialize(pr_key))
             raise

@@ -12,8 +12,9 @@ from pathlib import Path
 import boto3
 
 from ec2_agent.attach import AttachServer
-from ec2_agent.config import AgentSettings, owners
-from ec2_agent.http_api import ApiServer, pool_routes, processor_routes
+from ec2_agent.config import AgentSettings, default_repository, owners
+from ec2_agent.http_api import ApiServer, ServerLimits, pool_routes, processor_routes
+from ec2_agent.intake import IntakeConfig, JobIntake
 from ec2_agent.pool import AgentPool, PoolConfig
 from ec2_agent.profiles import CliProfile, builtin_profile, generic_profile
 from ec2_agent.runner import JobRunner, RunnerConfig, SlotState
@@ -137,9 +138,23 @@ class Agent:
             runner,
             slots,
         )
-        self.pool_api = ApiServer(settings.bind_host, settings.pool_port, agent_token, pool_routes(self.pool))
+        limits = ServerLimits(
+            idle_timeout_s=settings.http_idle_timeout_s, max_connections=settings.http_max_connections
+        )
+        intake = JobIntake(
+            store,
+            github,
+            IntakeConfig(default_repository=default_repository(settings), allowed_owners=owners(settings)),
+        )
+        self.pool_api = ApiServer(
+            settings.bind_host, settings.pool_port, agent_token, pool_routes(self.pool), limits=limits
+        )
         self.processor_api = ApiServer(
-            settings.bind_host, settings.processor_port, agent_token, processor_routes(self.pool)
+            settings.bind_host,
+            settings.processor_port,
+            agent_token,
+            processor_routes(self.pool, intake),
+            limits=limits,
         )
         self.attach = AttachServer(
             settings.bind_host,

@@ -126,9 +126,18 @@ class AgentPool:
                 self._hints.append(job_id)
             self._wake.notify_all()
 
-    def execute(self, prompt: str, timeout_s: float) -> AdhocTask:
-        """Queue an ad-hoc prompt for the next free slot (ahead of table jobs: someone is waiting on it)."""
-        task = AdhocTask(prompt=prompt, timeout_s=timeout_s)
+    @property
+    def pending_adhoc(self) -> int:
+        """/execute prompts waiting for a free slot."""
+        with self._wake:
+            return len(self._adhoc)
+
+    def execute(
+        self, prompt: str, timeout_s: float, *, repository: tuple[str, str, str] | None = None
+    ) -> AdhocTask:
+        """Queue an ad-hoc prompt for the next free slot (ahead of table jobs: someone is waiting on it);
+        `repository` (owner, repo, branch): run it in that branch's workspace."""
+        task = AdhocTask(prompt=prompt, timeout_s=timeout_s, repository=repository)
         with self._wake:
             self._adhoc.append(task)
             self._wake.notify_all()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ class AdhocTask:
 
     prompt: str
     timeout_s: float
+    repository: tuple[str, str, str] | None = None  # (owner, repo, branch): run in that branch's workspace
     cancel: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
     outcome: TaskOutcome | None = None
@@ -137,18 +139,29 @@ class SlotState:
             self.drop_session()
 
     def run_adhoc(self, task: AdhocTask) -> None:
-        """Run a POST /execute prompt in this slot's emptied tree (no job's files); never raises."""
+        """Run a POST /execute prompt in this slot's tree: emptied, or with `task.repository` the branch
+        checked out as for a job (a fresh workspace, discarded after; nothing is committed or pushed).
+        Never raises."""
+        checkout: Checkout | None = None
         try:
-            empty_directory(self.sandbox.tree)
+            if task.repository is None:
+                empty_directory(self.sandbox.tree)
+            else:
+                owner, repo, branch = task.repository
+                checkout = self.workspace.prepare(f"execute-{uuid.uuid4().hex}", owner, repo, branch)
             session = self.ensure_session()
             self.clean = False
             task.outcome = session.run_task(task.prompt, timeout_s=task.timeout_s, cancel=task.cancel)
             if task.outcome.kind in ("timed_out", "crashed"):
                 self.drop_session()
+        except (GitError, UnsafeReference) as err:
+            task.error = f"the branch could not be checked out: {err}"
         except (SessionError, SlotFault, OSError) as err:
             task.error = str(err)
             self.drop_session()
         finally:
+            if checkout is not None:
+                self.workspace.discard(checkout)
             task.done.set()
 
     def emit(self, chunk: str) -> None:

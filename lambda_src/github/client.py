@@ -56,6 +56,7 @@ class PullRequest:
     head_sha: str
     branch: str
     base_branch: str
+    title: str = ""
 
 
 class GitHubClient:
@@ -527,6 +528,7 @@ def _pull_from_rest(response: Response) -> PullRequest:
         head_sha=str(_dig(response, "head", "sha")),
         branch=str(_dig(response, "head", "ref")),
         base_branch=str(_dig(response, "base", "ref")),
+        title=str(response.data.get("title") or "") if isinstance(response.data, dict) else "",
     )
 
 

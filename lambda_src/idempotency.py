@@ -11,6 +11,9 @@
   block the key for longer than that.
 - If the delegation succeeded but its success could not be recorded, the caller still gets the result; the
   in-progress record then expires as above.
+- A delegation that stopped half-way (the invocation killed after GitHub opened the PR) is not repeated by a
+  retry with the same key once the in-progress record has expired: the delegation's intent, keyed by the
+  same (caller, key), is settled first and its PR returned (lambda_src.delegation).
 
 Powertools is imported when the first store is built, not when the handler module loads (cold start).
 """

@@ -295,3 +295,21 @@ def test_every_private_route_needs_a_caller(
 def test_unknown_routes_are_404_in_the_error_shape(api: ApiHarness) -> None:
     status, answer = api.call("GET", "/api/nowhere", claims=USER)
     assert (status, answer["error"]) == (404, "not_found")
+
+
+def test_the_output_tail_is_screened_for_token_shaped_secrets(api: ApiHarness) -> None:
+    token = "ghp_" + "A1b2" * 9
+    tail = f"pushing with {token}\nAKIAABCDEFGHIJKLMNOP and Bearer abcdefghijklmnopqrstuvwxyz0123\nok"
+    [job] = add_jobs(api, [("acme/tools", JobStatus.FAILED)])
+    api.store._ddb.update_item(
+        TableName=api.table,
+        Key={"pk": {"S": f"JOB#{job.job_id}"}, "sk": {"S": "JOB"}},
+        UpdateExpression="SET outputTail = :t",
+        ExpressionAttributeValues={":t": {"S": tail}},
+    )
+
+    view = api.call("GET", f"/api/jobs/{job.job_id}", claims=USER)[1]
+
+    assert token not in view["outputTail"] and "AKIAABCDEFGHIJKLMNOP" not in view["outputTail"]
+    assert "abcdefghijklmnopqrstuvwxyz0123" not in view["outputTail"]
+    assert view["outputTail"].startswith("pushing with [redacted]") and view["outputTail"].endswith("\nok")

@@ -13,7 +13,7 @@ from aipm.cli.app import build_parser
 from aipm.cli.errors import Exit
 from aipm.cli.ops import OUTPUT_KEYS
 from ec2_agent.config import AgentSettings
-from lambda_src.settings import ApiSettings, DispatchSettings
+from lambda_src.settings import ApiSettings, DispatchSettings, ReconcileSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -47,7 +47,7 @@ def test_every_agent_setting_is_documented_and_nothing_else() -> None:
     assert not unknown, f"the README names settings that do not exist: {unknown}"
 
 
-@pytest.mark.parametrize("model", [ApiSettings, DispatchSettings])
+@pytest.mark.parametrize("model", [ApiSettings, DispatchSettings, ReconcileSettings])
 def test_every_lambda_setting_is_documented(model: type) -> None:
     missing = sorted(n.upper() for n in model.model_fields if f"`{n.upper()}`" not in README)
     assert not missing, f"{model.__name__} settings missing from the README: {missing}"

@@ -11,7 +11,7 @@ import base64
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -56,7 +56,7 @@ class PullRequest:
     head_sha: str
     branch: str
     base_branch: str
-    title: str = ""
+    title: str = field(default="", compare=False)  # read from REST answers (the GraphQL path asks no title)
 
 
 class GitHubClient:

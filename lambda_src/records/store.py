@@ -161,16 +161,26 @@ class JobStore:
         errors.
         """
         pr_key = pr_record_key(pr.owner, pr.repo_name, pr.number)
-        self._put_new({**pr_key, **pr.to_item()}, same_job=pr.job_id)
+        self._put_new({**pr_key, **pr.to_item()}, same_job=job.job_id)
         checkpoint("record:pr")
         try:
             self._put_new({"pk": f"JOB#{job.job_id}", "sk": "JOB", **job.to_item()})
         except DelegationExists:
-            raise  # the job exists (job ids are unique: it is this delegation's), and so may its PR record
+            if not self._is_job_of(job.job_id, pr):
+                self._ddb.delete_item(TableName=self.table_name, Key=_serialize(pr_key))
+            raise  # when it is this PR's job (an interrupted write settled again), its PR record stays
         except BaseException:
             self._ddb.delete_item(TableName=self.table_name, Key=_serialize(pr_key))
             raise
         checkpoint("record:job")
+
+    def _is_job_of(self, job_id: str, pr: PullRequestRecord) -> bool:
+        """Whether stored job `job_id` is the job of PR `pr` (same repository and number)."""
+        try:
+            stored = self.get_job(job_id)
+        except JobNotFound:
+            return False
+        return (stored.owner, stored.repo_name, stored.pr_number) == (pr.owner, pr.repo_name, pr.number)
 
     def get_pr_record(self, owner: str, repo: str, number: int) -> PullRequestRecord | None:
         """The PR record of pull request `number` of owner/repo (strongly consistent), or None."""

@@ -298,3 +298,62 @@ def test_only_loopback_addresses_and_a_real_token(tmp_path: Path) -> None:
         Forge(tmp_path, "")
     with pytest.raises(ValueError, match="unknown route"):
         Forge(tmp_path, TOKEN).inject_fault("no_such_route", 500)
+
+
+def test_ref_writes_git_cannot_store_are_refused_as_github_refuses_them(forge: Forge) -> None:
+    repo = new_repository(forge)
+    sha = main_tip(forge, repo)
+    add_branch_with_commit(forge, repo, "release")
+    add_branch_with_commit(forge, repo, "deep/er")
+    refs = repo_path(repo, "/git/refs")
+
+    answers = {
+        name: call(forge, "POST", refs, {"ref": f"refs/heads/{name}", "sha": sha})
+        for name in ("release/fix", "deep", "x" * 245, "release")
+    }
+
+    assert {name: (a.status, a.body["message"]) for name, a in answers.items()} == {
+        "release/fix": (422, "Reference update failed"),  # under an existing branch
+        "deep": (422, "Reference update failed"),  # over an existing branch
+        "x" * 245: (422, "Reference update failed"),  # refs/heads/ + 245 bytes > 255
+        "release": (422, "Reference already exists"),
+    }
+    assert sorted(forge.branches(OWNER, repo.name)) == ["deep/er", "main", "release"]
+
+
+def test_issues_share_numbers_with_pulls_and_take_comments(forge: Forge) -> None:
+    repo = new_repository(forge)
+    add_branch_with_commit(forge, repo, "work")
+    pull = call(forge, "POST", repo_path(repo, "/pulls"), {"title": "W", "head": "work", "base": "main"}).body
+    issues = repo_path(repo, "/issues")
+
+    created = call(forge, "POST", issues, {"title": "Task", "body": "Do it"})
+    untitled = call(forge, "POST", issues, {"title": " ", "body": "x"})
+    comment = call(
+        forge, "POST", repo_path(repo, f"/issues/{created.body['number']}/comments"), {"body": "Hi"}
+    )
+
+    assert created.status == 201 and created.body["number"] == pull["number"] + 1
+    assert created.body["html_url"] == f"{forge.base_url}/{OWNER}/{repo.name}/issues/{created.body['number']}"
+    assert (created.body["title"], created.body["body"], created.body["state"]) == ("Task", "Do it", "open")
+    assert untitled.status == 422
+    assert comment.status == 201 and "/issues/" in comment.body["html_url"]
+    assert [i["number"] for i in call(forge, "GET", issues).body] == [created.body["number"]]
+    assert [c["body"] for c in forge.comments(OWNER, repo.name, created.body["number"])] == ["Hi"]
+
+
+def test_a_pull_request_is_closed_with_patch(forge: Forge) -> None:
+    repo = new_repository(forge)
+    add_branch_with_commit(forge, repo, "work")
+    number = call(
+        forge, "POST", repo_path(repo, "/pulls"), {"title": "W", "head": "work", "base": "main"}
+    ).body["number"]
+    url = repo_path(repo, f"/pulls/{number}")
+
+    closed = call(forge, "PATCH", url, {"state": "closed"})
+    again = call(forge, "PATCH", url, {"state": "closed"})
+    bad = call(forge, "PATCH", url, {"state": "merged"})
+
+    assert (closed.status, closed.body["state"], again.body["state"]) == (200, "closed", "closed")
+    assert closed.body["closed_at"] and bad.status == 422
+    assert call(forge, "PATCH", repo_path(repo, "/pulls/999"), {"state": "closed"}).status == 404

@@ -13,11 +13,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from aipm.local.stack import DEMO_OWNER, DEMO_REPO, LocalStack, StackOptions
+from aipm.local.stack import DEMO_OWNER, DEMO_REPO, LocalStack, StackOptions, wait_for_job
 from lambda_src.github.client import GitHubClient, PullRequest
 from lambda_src.records.models import Job
 
@@ -229,3 +230,23 @@ def test_execute_in_a_branchs_workspace_reads_its_task_md(stack: LocalStack) -> 
     assert "no repository" in bare["workspace"]["note"]
     status, half = execute(stack, {"prompt": prompt, "owner": DEMO_OWNER})
     assert (status, half["field"]) == (400, "repo")
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "api" / "fixtures"
+
+
+@pytest.mark.parametrize("name", ["prototype_modal_story", "prototype_modal_no_story"])
+def test_the_prototype_frontends_body_through_the_local_stack(stack: LocalStack, name: str) -> None:
+    """The modal's recorded body (tests/api/fixtures), with the stack's demo repository as owner/repo, sent
+    through the local gateway with a signed-in person's token: 201, a PR, and a job that completes."""
+    body = {**json.loads((FIXTURES / f"{name}.json").read_text()), "owner": DEMO_OWNER, "repo": DEMO_REPO}
+
+    status, answer = stack.api("POST", "/api/personal-delegate", body)
+
+    assert status == 201, answer
+    assert answer["type"] == "pull_request" and answer["branchName"].startswith(body["branchName"] + "-")
+    [pull] = [p for p in stack.forge.pull_requests(DEMO_OWNER, DEMO_REPO) if p["number"] == answer["number"]]
+    assert pull["title"] == body["prTitle"]
+    job = wait_for_job(stack, answer["jobId"], timeout_s=90)
+    assert job["status"] == "completed", job
+    assert (job["storyId"], job["storyTitle"] or "") == (body["storyId"], body["storyTitle"])

@@ -10,7 +10,14 @@ from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ProfileName = Literal[
-    "kiro-acp", "kiro-interactive", "kiro-headless", "generic", "emulator", "gemini-acp", "qwen-acp"
+    "kiro-acp",
+    "kiro-interactive",
+    "kiro-headless",
+    "generic",
+    "emulator",
+    "gemini-acp",
+    "qwen-acp",
+    "codex-acp",
 ]
 
 

@@ -41,6 +41,13 @@ Built-in profiles (:func:`builtin_profile`):
     itself, so the profile sets ``default``. Needs ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_MODEL``.
     It keeps chats, a usage record and a memory file (``.qwen/memories/MEMORY.md``, written by a sub-agent
     after each turn) under ``.qwen``: restored to pristine between jobs, so no job reads another's memory.
+``codex-acp``
+    Codex through ``codex-acp`` (npm ``@zed-industries/codex-acp``), its linux binary run directly (the node
+    wrapper would orphan it). Needs ``OPENAI_API_KEY`` and, in its home, ``.codex/config.toml``: the model
+    provider, ``approval_policy = "untrusted"`` (every command not known to be safe asks, so the permission
+    policy decides) and ``sandbox_mode = "danger-full-access"`` (Codex's own bubblewrap sandbox cannot nest in
+    the slot's, which contains it). Its session mode is left as the config makes it: the ``auto`` preset would
+    turn Codex's own sandbox back on. It keeps sessions and history under ``.codex``: restored between jobs.
 ``emulator``
     ``python -m ec2_agent.kiro_emulator``: an emulator of the Kiro CLI's terminal protocol for local
     runs and tests (not Kiro; see that module).
@@ -69,7 +76,7 @@ __all__ = [
 ]
 
 BuiltinProfileName = Literal[
-    "kiro-acp", "kiro-interactive", "kiro-headless", "emulator", "gemini-acp", "qwen-acp"
+    "kiro-acp", "kiro-interactive", "kiro-headless", "emulator", "gemini-acp", "qwen-acp", "codex-acp"
 ]
 
 # Kiro's classic prompt, e.g. "> ", "[dev] > ", "35% > ", "[dev] 8% λ !> ", as the last thing printed.
@@ -278,6 +285,17 @@ def builtin_profile(
             env_allow=("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL"),
             acp=AcpSettings(mode="default"),
             home_restore=(".qwen",),
+            reset_command=None,
+            quit_command=None,
+        )
+    if name == "codex-acp":
+        return CliProfile(
+            name=name,
+            mode="acp",
+            argv=("codex-acp-linux-x64",),
+            env_allow=("OPENAI_API_KEY",),
+            acp=AcpSettings(),
+            home_restore=(".codex",),
             reset_command=None,
             quit_command=None,
         )

@@ -252,7 +252,7 @@ class LocalStack:
         self.on_progress(f"starting the model stand-in for {cli}…")
         self.standin = ModelStandin(log_file=self.logs / "model-standin.jsonl").start()
         seed = self.root / "cli-home-seed"
-        seed_home(cli, seed)
+        seed_home(cli, seed, self.standin.base_url)
         self._cli_env = client_env(cli, self.standin.base_url) | {
             "PATH": path_with_clis(),
             "AIPM_CLI_HOME_SEED": str(seed),

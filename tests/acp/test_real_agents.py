@@ -1,7 +1,8 @@
-"""Real ACP agents from npm (Gemini CLI ``gemini --acp``, Qwen Code ``qwen --acp``; pinned in
-aipm/local/clis.toml) driven by the ACP session against the loopback model stand-in: each makes the real
-change through its own tools; a reset leaves the next job nothing of the previous one (checked in the
-stand-in's request log); cancel and timeout end the turn; a model error is a failed task with the reason."""
+"""Real ACP agents from npm (Gemini CLI ``gemini --acp``, Qwen Code ``qwen --acp``, Codex through
+``codex-acp``; pinned in aipm/local/clis.toml) driven by the ACP session against the loopback model
+stand-in: each makes the real change through its own tools; a reset leaves the next job nothing of the
+previous one (checked in the stand-in's request log); cancel and timeout end the turn; a model error is a
+failed task with the reason."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from ec2_agent.prompting import task_prompt
 from ec2_agent.sessions.acp import AcpSession
 
 pytestmark = pytest.mark.slow
-AGENTS: list[BuiltinProfileName] = ["gemini-acp", "qwen-acp"]
+AGENTS: list[BuiltinProfileName] = ["gemini-acp", "qwen-acp", "codex-acp"]
 MakeSession = Callable[[BuiltinProfileName], AcpSession]
 
 

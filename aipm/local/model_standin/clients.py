@@ -3,7 +3,7 @@ offline (no onboarding, no telemetry, API-key auth). Sources: /work/shared/COUNT
 needed by the real program here) and the CLIs' documentation.
 
 :func:`client_env` gives the variables; :func:`seed_home` writes the home files. Both are keyed by the CLI's
-command name (``gemini``, ``qwen``, ``claude``); ``ValueError`` for another.
+command name (``gemini``, ``qwen``, ``claude``, ``codex-acp-linux-x64``); ``ValueError`` for another.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from ec2_agent.profiles import CliProfile
 
 __all__ = ["REAL_CLIS", "STANDIN_API_KEY", "client_env", "seed_home", "standin_profile"]
 
-REAL_CLIS = ("gemini", "qwen", "claude")  # the commands the stand-in has settings for
+REAL_CLIS = ("gemini", "qwen", "claude", "codex-acp-linux-x64")  # the commands the stand-in has settings for
 
 STANDIN_API_KEY = "sk-ant-aipm-standin-0123456789abcdefghij"  # not a secret: the stand-in accepts any key
 
@@ -36,17 +36,20 @@ def client_env(cli: str, base_url: str) -> dict[str, str]:
             "OPENAI_BASE_URL": base_url + "/v1",
             "OPENAI_MODEL": "standin",
         }
+    if cli == "codex-acp-linux-x64":
+        return {"OPENAI_API_KEY": STANDIN_API_KEY}  # the base URL is in its config (seed_home)
     if cli == "claude":
         return {
             "ANTHROPIC_API_KEY": STANDIN_API_KEY,
             "ANTHROPIC_BASE_URL": base_url,
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         }
-    raise ValueError(f"no stand-in settings for the CLI {cli!r} (known: gemini, qwen, claude)")
+    raise ValueError(f"no stand-in settings for the CLI {cli!r} (known: {', '.join(REAL_CLIS)})")
 
 
-def seed_home(cli: str, home: Path) -> None:
-    """Write the files ``cli`` needs in ``home`` to start offline without questions."""
+def seed_home(cli: str, home: Path, base_url: str = "") -> None:
+    """Write the files ``cli`` needs in ``home`` to start offline without questions (``base_url``: the
+    stand-in's, for a CLI that reads it from a file)."""
     if cli == "gemini":
         settings = {
             "security": {"auth": {"selectedType": "gemini-api-key"}},
@@ -63,6 +66,21 @@ def seed_home(cli: str, home: Path) -> None:
             "memory": {"enableManagedAutoMemory": False, "enableManagedAutoDream": False},
         }
         _write(home / ".qwen" / "settings.json", settings)
+    elif cli == "codex-acp-linux-x64":
+        if not base_url:
+            raise ValueError("codex-acp reads the stand-in's URL from its config: give base_url")
+        # Codex (through codex-acp): the stand-in as a Responses-API provider; no analytics; its own sandbox
+        # off (it cannot nest in the slot's bubblewrap sandbox, which contains it) and every command that is
+        # not known to be safe asks, so the ACP permission policy decides.
+        config = (
+            'model = "standin"\nmodel_provider = "standin"\napproval_policy = "untrusted"\n'
+            'sandbox_mode = "danger-full-access"\n\n[model_providers.standin]\nname = "AIPM model stand-in"\n'
+            f'base_url = "{base_url}/v1"\nenv_key = "OPENAI_API_KEY"\nwire_api = "responses"\n\n'
+            "[analytics]\nenabled = false\n"
+        )
+        target = home / ".codex" / "config.toml"
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        target.write_text(config)
     elif cli == "claude":
         # Onboarding done, the stand-in's key approved (its last 20 characters), as Claude Code records them.
         state = {
@@ -71,7 +89,7 @@ def seed_home(cli: str, home: Path) -> None:
         }
         _write(home / ".claude.json", state)
     else:
-        raise ValueError(f"no stand-in settings for the CLI {cli!r} (known: gemini, qwen, claude)")
+        raise ValueError(f"no stand-in settings for the CLI {cli!r} (known: {', '.join(REAL_CLIS)})")
 
 
 def _write(path: Path, data: dict[str, object]) -> None:
@@ -84,7 +102,7 @@ def standin_profile(profile: CliProfile, base_url: str, home: Path, cache: Path 
     ``HOME``, the pinned CLIs (under ``cache``, default the repository's) first on ``PATH``. ``ValueError``
     for a CLI the stand-in has no settings for."""
     cli = Path(profile.argv[0]).name
-    seed_home(cli, home)
+    seed_home(cli, home, base_url)
     env = (
         dict(profile.env)
         | client_env(cli, base_url)

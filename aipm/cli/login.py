@@ -40,6 +40,7 @@ from typing import Any, TextIO
 
 from aipm.cli.errors import CliError, Exit, usage_error
 
+OUT_SIGN_IN_DOMAIN = "SignInDomain"  # the CDK stack's output: the managed-login base URL
 DEFAULT_PORT = 8976  # the CLI's registered callback: http://localhost:8976/callback
 CALLBACK_PATH = "/callback"
 SCOPES = "openid email profile"
@@ -437,6 +438,12 @@ def add_login_arguments(parser: Any) -> None:
     )
     parser.add_argument("--client-id", help="the app client id: the stack's UserPoolClientId output")
     parser.add_argument(
+        "--stack",
+        dest="sign_in_stack",
+        help="read --domain and --client-id from this CloudFormation stack's outputs (needs AWS credentials)",
+    )
+    parser.add_argument("--region", dest="sign_in_region", help="with --stack: its AWS region")
+    parser.add_argument(
         "--port",
         type=int,
         default=DEFAULT_PORT,
@@ -453,11 +460,17 @@ def login_command(args: Any, out: TextIO) -> int:
     known = cache.load()
     domain = args.domain or (known.settings.domain if known else None)
     client_id = args.client_id or (known.settings.client_id if known else None)
+    if args.sign_in_stack:
+        from aipm.cli.ops import OUT_USER_POOL_CLIENT, Ops
+
+        ops = Ops(args.sign_in_stack, region=args.sign_in_region)
+        domain = args.domain or ops.output(OUT_SIGN_IN_DOMAIN)
+        client_id = args.client_id or ops.output(OUT_USER_POOL_CLIENT)
     if not domain or not client_id:
         raise usage_error(
             "where to sign in is not known yet for this profile",
-            hint="aipm login --domain <the stack's SignInDomain output> --client-id <UserPoolClientId> "
-            "(local: the line `aipm local` printed)",
+            hint="aipm login --stack <stack name>, or --domain <its SignInDomain output> --client-id "
+            "<its UserPoolClientId output> (local: the line `aipm local` printed)",
         )
     if not 0 < args.port < 65536:
         raise usage_error(f"not a port: {args.port}")

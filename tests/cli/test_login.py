@@ -205,3 +205,21 @@ def test_the_api_401_says_how_to_sign_in(stack: LocalStack) -> None:
             "hint": SIGN_IN_HINT,
         }
     assert "aipm login" in SIGN_IN_HINT and "Sign in" in SIGN_IN_HINT
+
+
+def test_login_reads_where_to_sign_in_from_the_stacks_outputs(stack: LocalStack, env: dict[str, str]) -> None:
+    """`aipm login --stack NAME`: SignInDomain and UserPoolClientId from CloudFormation (moto here)."""
+    from tests.cli.ops_support import create_stack
+
+    assert stack.sign_in is not None
+    settings = stack.sign_in.settings
+    name = create_stack(
+        stack.client, {"SignInDomain": settings.domain, "UserPoolClientId": settings.client_id}
+    )
+    env = {**env, **stack.aws_env(), "AIPM_PROFILE": "from-stack"}
+    signed_in = aipm(env, "login", "--stack", name, "--port", str(stack.options.cli_port))
+    assert signed_in.returncode == 0, signed_in.stderr
+    assert "signed in as demo@example.com (profile from-stack)" in signed_in.stderr
+
+    missing = aipm({**env, "AIPM_PROFILE": "nowhere"}, "login", "--stack", create_stack(stack.client, {}))
+    assert missing.returncode == 4 and "has no output SignInDomain" in missing.stderr

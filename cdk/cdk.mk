@@ -6,7 +6,15 @@ CDK_OUT := cdk.out
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION ?= 20
 export CDK_DISABLE_CLI_TELEMETRY ?= true
 
-.PHONY: synth cdk-test cdk-lint systemd-analyze
+.PHONY: synth cdk-test cdk-lint systemd-analyze lock
+
+# The agent host's lock file (hashes for every wheel), resolved as of a fixed date so the same inputs give
+# the same file; tests/cdk/test_lock.py fails when it is not current. Move the date forward to take updates.
+LOCK_DATE := 2026-11-28T00:00:00Z
+lock: $(INSTALLED) ## recompile cdk/host/agent.lock from pyproject.toml's agent extra + cdk/host/host-requirements.in
+	$(BIN)/uv pip compile pyproject.toml $(CDK_DIR)/host/host-requirements.in --extra agent --generate-hashes \
+		--universal --python-version 3.11 --exclude-newer $(LOCK_DATE) --no-progress --quiet \
+		-o $(CDK_DIR)/host/agent.lock
 
 $(CDK_CLI): $(CDK_DIR)/package.json $(CDK_DIR)/package-lock.json
 	npm ci --prefix $(CDK_DIR) --no-audit --no-fund --loglevel=error

@@ -19,7 +19,7 @@ from ec2_agent.pool import AgentPool, PoolConfig
 from ec2_agent.profiles import CliProfile, builtin_profile, generic_profile
 from ec2_agent.runner import JobRunner, RunnerConfig, SlotState
 from ec2_agent.sandbox import FORBIDDEN_PREFIXES, SYSTEM_PATH, Sandbox, SandboxPolicy
-from ec2_agent.secrets import TokenSecret
+from ec2_agent.secrets import TokenSecret, github_credentials
 from ec2_agent.sessions import AgentSession, SessionError, TerminalSession, open_session
 from ec2_agent.workspace import Git, Workspace, install_credential_helper
 from lambda_src.github.client import GitHubClient
@@ -96,7 +96,7 @@ class Agent:
         self.settings = settings
         store = JobStore(settings.records_table, boto3.client("dynamodb"))
         secrets = boto3.client("secretsmanager")
-        github_token = TokenSecret(settings.github_secret_id, client=secrets)
+        github_token = github_credentials(settings.github_api_url, settings.github_secret_id, client=secrets)
         agent_token = TokenSecret(settings.agent_token_secret_id, client=secrets)
         github = GitHubClient(settings.github_api_url, github_token)
         helper = install_credential_helper(settings.work_dir / ".bin")

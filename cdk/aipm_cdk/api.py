@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+import json
+from collections.abc import Sequence
+
+from aws_cdk import Aws, Duration, RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_lambda as lambda_
@@ -18,28 +21,48 @@ from cdk.aipm_cdk.nag import acknowledge, logical_id
 from cdk.aipm_cdk.storage import Storage
 
 ALLOWED_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key"]
-# Structural check at the edge; the Lambda enforces every length and pattern and names the field.
-DELEGATE_SCHEMA = apigw.JsonSchema(
-    schema=apigw.JsonSchemaVersion.DRAFT4,
-    title="DelegateRequest",
-    type=apigw.JsonSchemaType.OBJECT,
-    required=["owner", "repo", "branchName", "taskTitle", "objective", "prTitle"],
-    properties={
-        **{
-            name: apigw.JsonSchema(type=apigw.JsonSchemaType.STRING, min_length=1)
-            for name in ("owner", "repo", "branchName", "taskTitle", "objective", "prTitle", "baseBranch")
-        },
-        "constraints": apigw.JsonSchema(type=apigw.JsonSchemaType.STRING),
-        "acceptanceCriteria": apigw.JsonSchema(
-            type=[apigw.JsonSchemaType.ARRAY, apigw.JsonSchemaType.STRING],
-            items=apigw.JsonSchema(type=apigw.JsonSchemaType.STRING),
-        ),
-    },
+PUBLIC_REASON = (
+    "GET /api/health (the liveness probe) and GET /api/openapi.json (the API's description) need no sign-in; "
+    "they return no data beyond a status and the public route list, and are throttled and behind WAF like "
+    "every other route."
 )
-HEALTH_REASON = (
-    "GET /api/health is the unauthenticated liveness probe; it returns no data beyond a status and is "
-    "throttled and behind WAF like every other route."
+# The answers API Gateway gives itself (before the Lambda runs), in the API's own error shape
+# (lambda_src/errors.py: `{"error": <code>, "message": <text>}`). Only $context.error.messageString comes
+# quoted in a gateway-response template (API Gateway developer guide), so it is the only variable used.
+SIGN_IN_HINT = (
+    "sign in: send Authorization: Bearer <ID token> from Cognito managed login (`aipm login`, the console, "
+    "or the sign-in module for your frontend; README: Signing in)"
 )
+GATEWAY_ERRORS: dict[str, tuple[apigw.ResponseType, str, str | None]] = {
+    # name: (response type, the API's error code, a fixed message; None = API Gateway's quoted message)
+    "Unauthorized": (apigw.ResponseType.UNAUTHORIZED, "unauthenticated", SIGN_IN_HINT),
+    "AccessDenied": (apigw.ResponseType.ACCESS_DENIED, "forbidden", None),
+    "WafFiltered": (apigw.ResponseType.WAF_FILTERED, "forbidden", None),
+    "Throttled": (apigw.ResponseType.THROTTLED, "throttled", None),
+    "BadRequestBody": (apigw.ResponseType.BAD_REQUEST_BODY, "invalid_request", None),
+    "BadRequestParameters": (apigw.ResponseType.BAD_REQUEST_PARAMETERS, "invalid_request", None),
+    "Default4xx": (apigw.ResponseType.DEFAULT_4_XX, "bad_request", None),
+    "Default5xx": (apigw.ResponseType.DEFAULT_5_XX, "gateway_error", None),
+}
+# Body rules of the AWS managed rule groups (AWS WAF developer guide, "Baseline rule groups" / "Known bad
+# inputs"): they match ordinary coding-task text (HTML, <script>, URLs, ../ paths, the metadata address,
+# ${jndi:…}), so they count instead of block. Task text is data to the API: quoted in TASK.md and the PR.
+COMMON_BODY_RULES = (
+    "SizeRestrictions_BODY",
+    "CrossSiteScripting_BODY",
+    "GenericRFI_BODY",
+    "GenericLFI_BODY",
+    "EC2MetaDataSSRF_BODY",
+)
+KNOWN_BAD_INPUTS_BODY_RULES = ("JavaDeserializationRCE_BODY", "Log4JRCE_BODY")
+# The CLI's loopback redirect (aipm login; Cognito allows plain http only for localhost).
+CLI_CALLBACK_URL = "http://localhost:8976/callback"
+
+
+def gateway_template(code: str, message: str | None) -> str:
+    """The JSON body of a gateway response: `{"error": code, "message": …}`."""
+    text = json.dumps(message) if message is not None else "$context.error.messageString"
+    return f'{{"error": {json.dumps(code)}, "message": {text}}}'
 
 
 class Api(Construct):
@@ -54,11 +77,12 @@ class Api(Construct):
         storage: Storage,
         configuration: Configuration,
         layer: lambda_.ILayerVersion,
-        allowed_origin: str,
+        allowed_origins: Sequence[str],
     ) -> None:
-        """`allowed_origin`: the one CORS origin (the stack chooses it: frontendOrigin, else the console)."""
+        """`allowed_origins`: the browser origins the API answers (CORS), which are also the sign-in
+        callback and sign-out URLs (`<origin>/`); the stack gives the console's and `frontendOrigins`."""
         super().__init__(scope, construct_id)
-        self.allowed_origin = allowed_origin
+        self.allowed_origins = list(allowed_origins)
         self._users(config)
         self.handler = PythonFunction(
             self,
@@ -72,7 +96,7 @@ class Api(Construct):
                 "IDEMPOTENCY_TABLE": storage.idempotency.table_name,
                 "GITHUB_SECRET_ID": configuration.github_secret.secret_arn,
                 "GITHUB_API_URL": config.github_api_url,
-                "ALLOWED_ORIGIN": allowed_origin,
+                "ALLOWED_ORIGINS": ",".join(self.allowed_origins),
                 "ALLOWED_OWNERS": ",".join(config.github_owners),
                 "JOB_MAX_ATTEMPTS": str(c.JOB_MAX_ATTEMPTS),
                 "RECORD_TTL_DAYS": str(c.RECORD_TTL_DAYS),
@@ -127,18 +151,47 @@ class Api(Construct):
             deletion_protection=config.retain_data,
             removal_policy=RemovalPolicy.RETAIN if config.retain_data else RemovalPolicy.DESTROY,
         )
+        # Managed login, authorization code + PKCE: a public client (no secret); Cognito checks the PKCE
+        # code_verifier whenever the authorize request carried a code_challenge, as the console, the CLI
+        # and the frontend module always do. Refresh tokens last 30 days and can be revoked (sign-out).
+        urls = [f"{origin}/" for origin in self.allowed_origins]
         self.user_pool_client = self.user_pool.add_client(
             "Frontend",
             user_pool_client_name=f"{c.PROJECT}-{config.stage}-frontend",
             generate_secret=False,
             auth_flows=cognito.AuthFlow(user_srp=True),
-            disable_o_auth=True,
+            o_auth=cognito.OAuthSettings(
+                flows=cognito.OAuthFlows(authorization_code_grant=True),
+                scopes=[cognito.OAuthScope.OPENID, cognito.OAuthScope.EMAIL, cognito.OAuthScope.PROFILE],
+                callback_urls=[*urls, CLI_CALLBACK_URL],
+                logout_urls=urls,
+            ),
+            supported_identity_providers=[cognito.UserPoolClientIdentityProvider.COGNITO],
             prevent_user_existence_errors=True,
             access_token_validity=Duration.hours(1),
             id_token_validity=Duration.hours(1),
             refresh_token_validity=Duration.days(30),
             enable_token_revocation=True,
         )
+        # The managed-login pages on a Cognito domain; the prefix must be unique in the region, hence the
+        # account id (Cognito refuses prefixes containing "aws", "amazon" or "cognito").
+        self.domain = self.user_pool.add_domain(
+            "SignIn",
+            cognito_domain=cognito.CognitoDomainOptions(
+                domain_prefix=f"{c.PROJECT}-{config.stage}-{Aws.ACCOUNT_ID}"
+            ),
+            managed_login_version=cognito.ManagedLoginVersion.NEWER_MANAGED_LOGIN,
+        )
+        # Managed login shows a client's pages only once a style is assigned to it: Cognito's own look.
+        cognito.CfnManagedLoginBranding(
+            self,
+            "SignInStyle",
+            user_pool_id=self.user_pool.user_pool_id,
+            client_id=self.user_pool_client.user_pool_client_id,
+            use_cognito_provided_values=True,
+        )
+        self.sign_in_url = self.domain.base_url()
+        self.issuer = f"https://cognito-idp.{Aws.REGION}.{Aws.URL_SUFFIX}/{self.user_pool.user_pool_id}"
 
     def _rest_api(self, config: AipmConfig) -> None:
         self.access_logs = logs.LogGroup(
@@ -173,7 +226,7 @@ class Api(Construct):
                 throttling_burst_limit=c.API_THROTTLE_BURST,
             ),
             default_cors_preflight_options=apigw.CorsOptions(
-                allow_origins=[self.allowed_origin],
+                allow_origins=self.allowed_origins,
                 allow_methods=["GET", "POST", "OPTIONS"],
                 allow_headers=ALLOWED_HEADERS,
                 max_age=Duration.minutes(10),
@@ -187,24 +240,20 @@ class Api(Construct):
                 "API Gateway uses to write execution logs to log groups it names itself.",
                 "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs",
             )
+        # A gateway response has one static header value: the one origin, or `*` for several (these
+        # answers are errors that carry no data, and the API uses no cookies).
+        only = self.allowed_origins[0] if len(self.allowed_origins) == 1 else "*"
         cors_headers = {
-            "Access-Control-Allow-Origin": f"'{self.allowed_origin}'",
+            "Access-Control-Allow-Origin": f"'{only}'",
             "Access-Control-Allow-Headers": "'" + ",".join(ALLOWED_HEADERS) + "'",
         }
-        for name, response_type in (
-            ("Default4xx", apigw.ResponseType.DEFAULT_4_XX),
-            ("Default5xx", apigw.ResponseType.DEFAULT_5_XX),
-        ):
-            self.rest_api.add_gateway_response(name, type=response_type, response_headers=cors_headers)
-        self.rest_api.add_gateway_response(
-            "BadRequestBody",
-            type=apigw.ResponseType.BAD_REQUEST_BODY,
-            response_headers=cors_headers,
-            templates={
-                "application/json": '{"error": "ValidationError", "message": $context.error.messageString, '
-                '"detail": $context.error.validationErrorString}'
-            },
-        )
+        for name, (response_type, code, message) in GATEWAY_ERRORS.items():
+            self.rest_api.add_gateway_response(
+                name,
+                type=response_type,
+                response_headers=cors_headers,
+                templates={"application/json": gateway_template(code, message)},
+            )
 
         integration = apigw.LambdaIntegration(self.handler.function, proxy=True)
         authorizer = apigw.CognitoUserPoolsAuthorizer(
@@ -213,30 +262,35 @@ class Api(Construct):
         params_validator = self.rest_api.add_request_validator(
             "ParamsValidator", validate_request_parameters=True
         )
-        body_validator = self.rest_api.add_request_validator(
-            "BodyValidator", validate_request_body=True, validate_request_parameters=True
+        acknowledge(
+            self.rest_api,
+            "APIG2",
+            "Parameters are validated at the edge; the body on purpose only by the Lambda, the one validator "
+            "(a tolerant reader of the prototype frontend's request with its defaults, refusing in the API's "
+            "error shape with the field named, which an API Gateway model cannot do).",
         )
-        delegate_model = self.rest_api.add_model(
-            "DelegateRequestModel", content_type="application/json", schema=DELEGATE_SCHEMA
-        )
+        # No body model at the edge: the Lambda is the one validator of the body (a tolerant reader of the
+        # prototype frontend's request, with its defaults; every refusal names the field in the API's shape).
         api = self.rest_api.root.add_resource(c.API_PREFIX)
-        health = api.add_resource(c.HEALTH_PATH).add_method(
-            "GET", integration, request_validator=params_validator
-        )
-        acknowledge(health, "APIG4", HEALTH_REASON)
-        acknowledge(health, "COG4", HEALTH_REASON)
-        for path in c.DELEGATE_PATHS:
+        for public_path in c.PUBLIC_PATHS:
+            public = api.add_resource(public_path).add_method(
+                "GET", integration, request_validator=params_validator
+            )
+            acknowledge(public, "APIG4", PUBLIC_REASON)
+            acknowledge(public, "COG4", PUBLIC_REASON)
+        for path, verb in c.SIGNED_IN_ROUTES:
             resource: apigw.IResource = api
             for part in path:
                 resource = resource.get_resource(part) or resource.add_resource(part)
             resource.add_method(
-                "POST",
+                verb,
                 integration,
                 authorizer=authorizer,
                 authorization_type=apigw.AuthorizationType.COGNITO,
-                request_validator=body_validator,
-                request_models={"application/json": delegate_model},
-                request_parameters={"method.request.header.Idempotency-Key": False},
+                request_validator=params_validator,
+                request_parameters={"method.request.header.Idempotency-Key": False}
+                if verb == "POST"
+                else None,
             )
         # Every other route (jobs, cancel, retry, workers, OpenAPI document) goes to the same handler.
         api.add_resource("{proxy+}").add_method(
@@ -283,9 +337,8 @@ class Api(Construct):
             default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
             visibility_config=visibility(f"{c.PROJECT}-{config.stage}-api"),
             rules=[
-                # The task text may exceed the common rule set's 8 KB body limit: count, don't block.
-                managed(0, "AWSManagedRulesCommonRuleSet", ("SizeRestrictions_BODY",)),
-                managed(1, "AWSManagedRulesKnownBadInputsRuleSet"),
+                managed(0, "AWSManagedRulesCommonRuleSet", COMMON_BODY_RULES),
+                managed(1, "AWSManagedRulesKnownBadInputsRuleSet", KNOWN_BAD_INPUTS_BODY_RULES),
                 wafv2.CfnWebACL.RuleProperty(
                     name="RateLimitPerIp",
                     priority=2,

@@ -12,6 +12,9 @@ from constructs import Node
 from cdk.aipm_cdk import constants as c
 
 AgentSubnet = Literal["public", "private"]
+# `needed`: the interface endpoints the chosen network needs (the dispatcher's SSM and Secrets Manager calls
+# when its subnets have no NAT); `all`: also those that keep the host's AWS traffic private; `none`.
+VpcEndpoints = Literal["needed", "all", "none"]
 CliProfile = Literal["kiro-acp", "kiro-interactive", "kiro-headless", "generic", "emulator"]
 
 _STAGE = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
@@ -38,7 +41,7 @@ RETENTION: dict[int, RetentionDays] = {
 # Every context key the app reads, with its default. README.md documents each one.
 DEFAULTS: dict[str, Any] = {
     "stage": "prod",
-    "frontendOrigin": "",
+    "frontendOrigins": "",
     "console": True,
     "githubOwners": "",
     "githubApiUrl": c.DEFAULT_GITHUB_API_URL,
@@ -51,10 +54,11 @@ DEFAULTS: dict[str, Any] = {
     "agentHostCount": 1,
     "vpcId": "",
     "maxAzs": 2,
+    "endpointAzs": 1,
     "natGateways": 0,
     "agentSubnet": "public",
     "pinAmi": False,
-    "vpcEndpoints": True,
+    "vpcEndpoints": "needed",
     "kiroInstall": True,
     "kiroInstallCommand": c.DEFAULT_KIRO_INSTALL_COMMAND,
     "powertoolsLayerVersion": c.POWERTOOLS_LAYER_VERSION,
@@ -76,7 +80,7 @@ class AipmConfig:
     """The validated deployment settings (see DEFAULTS for the context keys)."""
 
     stage: str = DEFAULTS["stage"]
-    frontend_origin: str = DEFAULTS["frontendOrigin"]
+    frontend_origins: tuple[str, ...] = ()
     console: bool = DEFAULTS["console"]
     github_owners: tuple[str, ...] = ()
     github_api_url: str = DEFAULTS["githubApiUrl"]
@@ -92,7 +96,8 @@ class AipmConfig:
     nat_gateways: int = DEFAULTS["natGateways"]
     agent_subnet: AgentSubnet = DEFAULTS["agentSubnet"]
     pin_ami: bool = DEFAULTS["pinAmi"]
-    vpc_endpoints: bool = DEFAULTS["vpcEndpoints"]
+    vpc_endpoints: VpcEndpoints = DEFAULTS["vpcEndpoints"]
+    endpoint_azs: int = DEFAULTS["endpointAzs"]
     kiro_install_command: str = DEFAULTS["kiroInstallCommand"]
     powertools_layer_version: int = DEFAULTS["powertoolsLayerVersion"]
     powertools_layer_arn: str = DEFAULTS["powertoolsLayerArn"]
@@ -106,8 +111,8 @@ class AipmConfig:
         checks: list[tuple[bool, str]] = [
             (bool(_STAGE.match(self.stage)), "stage: lowercase letters, digits, '-', at most 16 characters"),
             (
-                not self.frontend_origin or bool(_ORIGIN.match(self.frontend_origin)),
-                "frontendOrigin: an origin like https://app.example.com",
+                all(_ORIGIN.match(o) for o in self.frontend_origins),
+                "frontendOrigins: origins like https://app.example.com",
             ),
             (all(_OWNER.match(o) for o in self.github_owners), "githubOwners: GitHub owner names"),
             (self.github_api_url.startswith("https://"), "githubApiUrl: an https:// URL"),
@@ -121,6 +126,12 @@ class AipmConfig:
             ),
             (not self.vpc_id or bool(_VPC_ID.match(self.vpc_id)), "vpcId: vpc-xxxxxxxx"),
             (1 <= self.max_azs <= 6, "maxAzs: 1..6"),
+            (1 <= self.endpoint_azs <= self.max_azs, "endpointAzs: 1..maxAzs"),
+            (
+                self.vpc_endpoints != "none" or self.nat_gateways > 0 or bool(self.vpc_id),
+                "vpcEndpoints=none needs natGateways >= 1 or an existing vpcId: the dispatcher in the "
+                "isolated subnets would reach neither SSM nor Secrets Manager",
+            ),
             (0 <= self.nat_gateways <= self.max_azs, "natGateways: 0..maxAzs"),
             (
                 self.agent_subnet == "public" or self.nat_gateways > 0 or bool(self.vpc_id),
@@ -150,7 +161,7 @@ class AipmConfig:
 
         return cls(
             stage=str(get("stage")),
-            frontend_origin=str(get("frontendOrigin")).rstrip("/"),
+            frontend_origins=tuple(o.rstrip("/") for o in _as_list(get("frontendOrigins"))),
             console=_as_bool("console", get("console")),
             github_owners=_as_list(get("githubOwners")),
             github_api_url=str(get("githubApiUrl")).rstrip("/"),
@@ -166,7 +177,8 @@ class AipmConfig:
             nat_gateways=_as_int("natGateways", get("natGateways")),
             agent_subnet=_as_choice("agentSubnet", get("agentSubnet"), get_args(AgentSubnet)),
             pin_ami=_as_bool("pinAmi", get("pinAmi")),
-            vpc_endpoints=_as_bool("vpcEndpoints", get("vpcEndpoints")),
+            vpc_endpoints=_as_endpoints(get("vpcEndpoints")),
+            endpoint_azs=_as_int("endpointAzs", get("endpointAzs")),
             kiro_install_command=(
                 str(get("kiroInstallCommand")) if _as_bool("kiroInstall", get("kiroInstall")) else ""
             ),
@@ -189,6 +201,14 @@ def _as_bool(key: str, value: Any) -> bool:
     if text in ("false", "0", "no", ""):
         return False
     raise ConfigError(f"invalid context: {key}: expected true or false, got {value!r}")
+
+
+def _as_endpoints(value: Any) -> VpcEndpoints:
+    """`needed` | `all` | `none`; the older booleans mean `all` (true) and `none` (false)."""
+    if isinstance(value, bool) or str(value).strip().lower() in ("true", "false"):
+        return "all" if _as_bool("vpcEndpoints", value) else "none"
+    choice: VpcEndpoints = _as_choice("vpcEndpoints", value, get_args(VpcEndpoints))
+    return choice
 
 
 def _as_int(key: str, value: Any) -> int:

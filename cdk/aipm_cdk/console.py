@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cloudfront as cloudfront
 from aws_cdk import aws_cloudfront_origins as origins
@@ -154,14 +156,15 @@ class Console(Construct):
             enable_accept_encoding_brotli=True,
         )
 
-    def publish(self, api_url: str) -> s3deploy.BucketDeployment:
-        """Upload aipm/web/ and config.json (`{"apiUrl": api_url}`), then invalidate the distribution."""
+    def publish(self, api_url: str, *, auth: Mapping[str, str]) -> s3deploy.BucketDeployment:
+        """Upload aipm/web/ and config.json (`{"apiUrl": api_url, "auth": {"domain", "issuer", "clientId"}}`:
+        the API and the Cognito managed login the console signs in with)."""
         deployment = s3deploy.BucketDeployment(
             self,
             "Deployment",
             sources=[
                 s3deploy.Source.asset(str(c.WEB_DIR), exclude=list(c.CONSOLE_EXCLUDE)),
-                s3deploy.Source.json_data(c.CONSOLE_CONFIG, {"apiUrl": api_url}),
+                s3deploy.Source.json_data(c.CONSOLE_CONFIG, {"apiUrl": api_url, "auth": dict(auth)}),
             ],
             destination_bucket=self.bucket,
             # Unversioned file names: browsers and CloudFront revalidate (ETag) on every request, so a deploy

@@ -33,6 +33,7 @@ GSI_HASH_KEYS: Final = {STATUS_INDEX: "status", REPO_INDEX: "repo", KIND_INDEX: 
 LEASED_STATUSES: Final = ("claimed", "preparing", "generating", "committing", "pushed")
 FAILED_STATUSES: Final = ("failed", "timed_out")
 HEARTBEAT_SK: Final = "HEARTBEAT"
+JOB_SK: Final = "JOB"
 
 # --- idempotency table (Powertools idempotency defaults) ---
 IDEMPOTENCY_KEY: Final = "id"
@@ -42,11 +43,23 @@ IDEMPOTENCY_TTL_ATTRIBUTE: Final = "expiration"
 LAMBDA_RUNTIME_NAME: Final = "python3.12"
 API_HANDLER: Final = "lambda_src.handler.lambda_handler"
 DISPATCH_HANDLER: Final = "lambda_src.dispatch_handler.lambda_handler"
+RECONCILE_HANDLER: Final = "lambda_src.reconcile_handler.lambda_handler"
+RECONCILE_MINUTES: Final = 5
+RECONCILE_MEMORY_MB: Final = 256
+RECONCILE_TIMEOUT_S: Final = 120
 API_MEMORY_MB: Final = 512
 API_TIMEOUT_S: Final = 29  # API Gateway's integration timeout
 DISPATCH_MEMORY_MB: Final = 256
-DISPATCH_TIMEOUT_S: Final = 30
 DISPATCH_BATCH_SIZE: Final = 10
+# The dispatcher's worst case: every job of a batch tries 2 endpoints (lambda_src/dispatch_handler.py) and
+# each nudge may wait its whole timeout (DispatchSettings.nudge_timeout_s, 2 s); plus the secret, parameter
+# and heartbeat reads with their retries and a cold start.
+DISPATCH_ENDPOINTS_PER_JOB: Final = 2
+DISPATCH_NUDGE_TIMEOUT_S: Final = 2
+DISPATCH_OVERHEAD_S: Final = 20
+DISPATCH_TIMEOUT_S: Final = (
+    DISPATCH_BATCH_SIZE * DISPATCH_ENDPOINTS_PER_JOB * DISPATCH_NUDGE_TIMEOUT_S + DISPATCH_OVERHEAD_S
+)
 # Public Powertools for AWS Lambda (Python) v3 layer, built with every extra (pydantic v2, aws-xray-sdk).
 POWERTOOLS_LAYER_ACCOUNT: Final = "017000801446"
 POWERTOOLS_LAYER_NAME: Final = "AWSLambdaPowertoolsPythonV3-python312-x86_64"
@@ -71,7 +84,15 @@ AGENT_SOURCE_EXCLUDE: Final = (
 # --- API ---
 API_PREFIX: Final = "api"
 HEALTH_PATH: Final = "health"
+# Routes under /api/ without sign-in: the liveness probe and the API's OpenAPI document.
+PUBLIC_PATHS: Final = (HEALTH_PATH, "openapi.json")
 DELEGATE_PATHS: Final = (("personal-delegate",), ("delegate", "personal"))
+# Routes with their own resource (API Gateway does not fall back from /api/personal-delegate/… to the
+# /api/{proxy+} catch-all, which serves every other route: jobs, cancel, retry, workers).
+SIGNED_IN_ROUTES: Final = (
+    *((path, "POST") for path in DELEGATE_PATHS),
+    (("personal-delegate", "status"), "GET"),
+)
 API_THROTTLE_RATE: Final = 20
 API_THROTTLE_BURST: Final = 40
 WAF_RATE_LIMIT_PER_5_MIN: Final = 1000
@@ -105,7 +126,9 @@ CONSOLE_HSTS_DAYS: Final = 730
 # The page's own meta CSP allows any https: API; the header narrows it to API Gateway in the stack's region.
 CONSOLE_CSP: Final = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self' https://*.execute-api.{region}.{url_suffix}; base-uri 'none'; form-action 'none'; "
+    "connect-src 'self' https://*.execute-api.{region}.{url_suffix} "
+    "https://*.auth.{region}.amazoncognito.com; "
+    "base-uri 'none'; form-action 'none'; "
     "object-src 'none'; frame-ancestors 'none'"
 )
 CONSOLE_PERMISSIONS_POLICY: Final = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
@@ -114,6 +137,7 @@ CONSOLE_PERMISSIONS_POLICY: Final = "camera=(), microphone=(), geolocation=(), p
 OUT_API_URL: Final = "ApiUrl"
 OUT_USER_POOL: Final = "UserPoolId"
 OUT_USER_POOL_CLIENT: Final = "UserPoolClientId"
+OUT_SIGN_IN_DOMAIN: Final = "SignInDomain"
 OUT_INSTANCE: Final = "AgentInstanceId"
 OUT_GROUP: Final = "AgentAutoScalingGroupName"
 OUT_POOL_PORT: Final = "AgentPoolPort"

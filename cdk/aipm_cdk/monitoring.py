@@ -33,6 +33,7 @@ from cdk.aipm_cdk.config import AipmConfig
 from cdk.aipm_cdk.dispatch import Dispatch
 from cdk.aipm_cdk.functions import PythonFunction
 from cdk.aipm_cdk.nag import acknowledge
+from cdk.aipm_cdk.reconcile import Reconcile
 from cdk.aipm_cdk.storage import Storage
 
 FAILED_JOB_PATTERN = {
@@ -43,6 +44,18 @@ FAILED_JOB_PATTERN = {
     },
 }
 HEARTBEAT_PATTERN = {"eventName": ["INSERT", "MODIFY"], "dynamodb": {"Keys": {"sk": {"S": [c.HEARTBEAT_SK]}}}}
+# What the pipe writes per stream record (an EventBridge Pipes input transformer: `<$.path>` is replaced by
+# the record's value). A metric filter's dimension value must be a field of the log event (`$.stage`), not
+# a constant (CloudFormation, AWS::Logs::MetricFilter Dimension), so the stage travels in every event.
+EVENT_FIELDS = ("stage", "sk", "pk", "eventName")
+
+
+def pipe_input_template(stage: str) -> str:
+    """The job-events log line for one stream record: `{"stage", "sk", "pk", "eventName"}`."""
+    return (
+        f'{{"stage": "{stage}", "sk": "<$.dynamodb.Keys.sk.S>", "pk": "<$.dynamodb.Keys.pk.S>", '
+        '"eventName": "<$.eventName>"}'
+    )
 
 
 class Monitoring(Construct):
@@ -53,6 +66,29 @@ class Monitoring(Construct):
         self.config = config
         self.topic = sns.Topic(
             self, "AlarmTopic", display_name=f"AIPM {config.stage} alarms", enforce_ssl=True
+        )
+        # enforce_ssl replaces SNS's default topic policy with a lone Deny: CloudWatch alarms could no longer
+        # publish. AWS's alarm troubleshooting guide: allow cloudwatch.amazonaws.com with a source-account
+        # condition (the Auto Scaling notifications use the account's service-linked role, allowed by IAM).
+        stack = Stack.of(self)
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchAlarms",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": stack.account},
+                    "ArnLike": {
+                        "aws:SourceArn": stack.format_arn(
+                            service="cloudwatch",
+                            resource="alarm",
+                            resource_name="*",
+                            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                        )
+                    },
+                },
+            )
         )
         if config.alarm_email:
             self.topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
@@ -109,8 +145,8 @@ class Monitoring(Construct):
         )
         self._stream_pipe(storage, events_log)
         for name, pattern in (
-            ("FailedJobs", '{ $.dynamodb.NewImage.kind.S = "job" }'),
-            ("Heartbeats", f'{{ $.dynamodb.Keys.sk.S = "{c.HEARTBEAT_SK}" }}'),
+            ("FailedJobs", f'{{ $.sk = "{c.JOB_SK}" }}'),
+            ("Heartbeats", f'{{ $.sk = "{c.HEARTBEAT_SK}" }}'),
         ):
             events_log.add_metric_filter(
                 name,
@@ -118,7 +154,7 @@ class Monitoring(Construct):
                 metric_namespace=c.METRIC_NAMESPACE,
                 metric_name=name,
                 metric_value="1",
-                dimensions={"Stage": self.config.stage},
+                dimensions={"Stage": "$.stage"},
             )
         failed = self._metric("FailedJobs")
         heartbeats = self._metric("Heartbeats")
@@ -164,11 +200,15 @@ class Monitoring(Construct):
             cloudwatch.GraphWidget(title="Agent heartbeats", left=[heartbeats], width=12),
         )
 
-    def watch_api(self, api: Api, dispatch: Dispatch) -> None:
+    def watch_api(self, api: Api, dispatch: Dispatch, reconcile: Reconcile) -> None:
         """API 5xx and the functions' errors."""
         server_errors = api.rest_api.metric_server_error(period=Duration.minutes(5), statistic="Sum")
         self._alarm("Api5xx", server_errors, "The API answered 5xx.", threshold=5)
-        functions: dict[str, PythonFunction] = {"ApiHandler": api.handler, "Dispatcher": dispatch.dispatcher}
+        functions: dict[str, PythonFunction] = {
+            "ApiHandler": api.handler,
+            "Dispatcher": dispatch.dispatcher,
+            "Reconciler": reconcile.reconciler,
+        }
         for name, function in functions.items():
             self._alarm(
                 f"{name}Errors",
@@ -206,7 +246,7 @@ class Monitoring(Construct):
         )
         storage.records.grant_stream_read(role)
         events_log.grant_write(role)
-        pipes.CfnPipe(
+        pipe = pipes.CfnPipe(
             self,
             "JobEventsPipe",
             description="Copies failed-job and heartbeat stream records into the job-events log group",
@@ -232,9 +272,13 @@ class Monitoring(Construct):
             target_parameters=pipes.CfnPipe.PipeTargetParametersProperty(
                 cloud_watch_logs_parameters=pipes.CfnPipe.PipeTargetCloudWatchLogsParametersProperty(
                     log_stream_name="stream-records"
-                )
+                ),
+                input_template=pipe_input_template(self.config.stage),
             ),
         )
+        # Pipes checks access to the source stream when it creates the pipe ("Cannot access stream"): the
+        # role's policy must exist first (a dependency on the role covers its default policy).
+        pipe.node.add_dependency(role)
 
     def _stuck_check(self, storage: Storage) -> None:
         grace_ms = c.STUCK_GRACE_MINUTES * 60 * 1000
@@ -285,8 +329,14 @@ class Monitoring(Construct):
                 ],
             },
         )
+        # Under /aws/vendedlogs/: Step Functions (a vended-logs service) otherwise adds a statement to the
+        # account's CloudWatch Logs resource policy per log group, which has a 5,120-character limit.
         machine_logs = logs.LogGroup(
-            self, "StuckCheckLogs", retention=self.config.log_retention, removal_policy=RemovalPolicy.DESTROY
+            self,
+            "StuckCheckLogs",
+            log_group_name=f"/aws/vendedlogs/states/{c.PROJECT}-{self.config.stage}-stuck-check",
+            retention=self.config.log_retention,
+            removal_policy=RemovalPolicy.DESTROY,
         )
         machine = sfn.StateMachine(
             self,

@@ -19,13 +19,28 @@ from cdk.aipm_cdk import constants as c
 from cdk.aipm_cdk.config import AipmConfig
 from cdk.aipm_cdk.nag import acknowledge
 
-_INTERFACE_ENDPOINTS = {
+# What the dispatcher calls (its endpoint parameter, the agent token): needed when its subnets have no NAT.
+DISPATCHER_ENDPOINTS = {
     "Ssm": ec2.InterfaceVpcEndpointAwsService.SSM,
+    "SecretsManager": ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
+}
+# Session Manager and log shipping from the host: it reaches them over its own egress; `all` keeps that
+# traffic inside the VPC.
+HOST_ENDPOINTS = {
     "SsmMessages": ec2.InterfaceVpcEndpointAwsService.SSM_MESSAGES,
     "Ec2Messages": ec2.InterfaceVpcEndpointAwsService.EC2_MESSAGES,
-    "SecretsManager": ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
     "Logs": ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS,
 }
+
+
+def interface_endpoints(config: AipmConfig) -> dict[str, ec2.InterfaceVpcEndpointAwsService]:
+    """The interface endpoints a configuration gets (each costs per hour per AZ, see docs/cost.md)."""
+    if config.vpc_endpoints == "all":
+        return {**DISPATCHER_ENDPOINTS, **HOST_ENDPOINTS}
+    isolated = not config.vpc_id and config.nat_gateways == 0
+    if config.vpc_endpoints == "needed" and isolated:
+        return dict(DISPATCHER_ENDPOINTS)
+    return {}
 
 
 class Network(Construct):
@@ -67,7 +82,8 @@ class Network(Construct):
         for port in c.DISPATCH_PORTS:
             self.agent_sg.add_ingress_rule(self.dispatcher_sg, ec2.Port.tcp(port), f"agent port {port}")
             self.dispatcher_sg.add_egress_rule(self.agent_sg, ec2.Port.tcp(port), f"agent port {port}")
-        if config.vpc_endpoints:
+        self.endpoints = interface_endpoints(config)
+        if self.endpoints:
             self._endpoints(config)
         else:  # SSM and Secrets Manager through the VPC's own NAT gateway or endpoints
             self.dispatcher_sg.add_egress_rule(
@@ -110,11 +126,16 @@ class Network(Construct):
         for peer, name in ((self.agent_sg, "agent"), (self.dispatcher_sg, "dispatcher")):
             endpoint_sg.add_ingress_rule(peer, ec2.Port.tcp(443), f"HTTPS from the {name}")
         self.dispatcher_sg.add_egress_rule(endpoint_sg, ec2.Port.tcp(443), "HTTPS to the VPC endpoints")
-        for name, service in _INTERFACE_ENDPOINTS.items():
+        # In `endpointAzs` AZs (1 by default): the endpoint's private DNS answers from every AZ of the VPC;
+        # one AZ halves the hourly cost at the price of cross-AZ traffic and no endpoint during an AZ outage.
+        subnets = self.vpc.select_subnets(
+            subnet_type=self.private_subnets.subnet_type, one_per_az=True
+        ).subnets[: config.endpoint_azs]
+        for name, service in self.endpoints.items():
             self.vpc.add_interface_endpoint(
                 name,
                 service=service,
-                subnets=self.private_subnets,
+                subnets=ec2.SubnetSelection(subnets=subnets),
                 security_groups=[endpoint_sg],
                 open=False,
                 private_dns_enabled=True,

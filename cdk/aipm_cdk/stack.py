@@ -18,6 +18,7 @@ from cdk.aipm_cdk.dispatch import Dispatch
 from cdk.aipm_cdk.functions import powertools_layer_arn
 from cdk.aipm_cdk.monitoring import Monitoring
 from cdk.aipm_cdk.network import Network
+from cdk.aipm_cdk.reconcile import Reconcile
 from cdk.aipm_cdk.storage import Storage
 
 PORT_FORWARD = (
@@ -47,10 +48,25 @@ class AipmStack(Stack):
             storage=self.storage,
             configuration=self.configuration,
             layer=layer,
-            allowed_origin=cors_origin(config, self.console),
+            allowed_origins=cors_origins(config, self.console),
         )
         if self.console is not None:
-            self.console.publish(self.api.rest_api.url)
+            self.console.publish(
+                self.api.rest_api.url,
+                auth={
+                    "domain": self.api.sign_in_url,
+                    "issuer": self.api.issuer,
+                    "clientId": self.api.user_pool_client.user_pool_client_id,
+                },
+            )
+        self.reconcile = Reconcile(
+            self,
+            "Reconcile",
+            config=config,
+            storage=self.storage,
+            configuration=self.configuration,
+            layer=layer,
+        )
         self.agent = AgentHost(
             self,
             "Agent",
@@ -71,7 +87,7 @@ class AipmStack(Stack):
             layer=layer,
         )
         self.monitoring.watch_jobs(self.storage, self.agent)
-        self.monitoring.watch_api(self.api, self.dispatch)
+        self.monitoring.watch_api(self.api, self.dispatch, self.reconcile)
         self._outputs(config)
 
     def _output(self, name: str, value: str, description: str) -> None:
@@ -84,6 +100,9 @@ class AipmStack(Stack):
             "DelegateUrl", f"{self.api.rest_api.url}{c.API_PREFIX}/personal-delegate", "The delegate route"
         )
         self._output(c.OUT_USER_POOL, self.api.user_pool.user_pool_id, "Cognito user pool of the frontend")
+        self._output(
+            c.OUT_SIGN_IN_DOMAIN, self.api.sign_in_url, "Cognito managed login (aipm login --domain ...)"
+        )
         self._output(
             c.OUT_USER_POOL_CLIENT,
             self.api.user_pool_client.user_pool_client_id,
@@ -151,11 +170,8 @@ class AipmStack(Stack):
             )
 
 
-def cors_origin(config: AipmConfig, console: Console | None) -> str:
-    """The API's one CORS origin: `frontendOrigin` when given, else the console's CloudFront origin, else a
-    placeholder (no browser client is deployed)."""
-    if config.frontend_origin:
-        return config.frontend_origin
-    if console is not None:
-        return console.origin
-    return c.FALLBACK_ORIGIN
+def cors_origins(config: AipmConfig, console: Console | None) -> list[str]:
+    """The browser origins of the API (CORS, sign-in callbacks): the console's CloudFront origin and every
+    `frontendOrigins` entry; a placeholder when there is none (no browser client is deployed)."""
+    origins = ([console.origin] if console is not None else []) + list(config.frontend_origins)
+    return origins or [c.FALLBACK_ORIGIN]

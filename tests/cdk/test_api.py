@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import functools
+import json
+import re
 from typing import Any
 
 from aws_cdk import Stack
 from aws_cdk.assertions import Template
 
 from cdk.aipm_cdk import constants as c
-from cdk.aipm_cdk.api import Api
+from cdk.aipm_cdk.api import (
+    CLI_CALLBACK_URL,
+    COMMON_BODY_RULES,
+    GATEWAY_ERRORS,
+    KNOWN_BAD_INPUTS_BODY_RULES,
+    Api,
+)
 from cdk.aipm_cdk.config import AipmConfig
+from lambda_src.errors import InvalidBody, http_error
 from tests.cdk.builders import as_list, parts, policy_statements, resources
 
 ORIGIN = "https://aipm.example.com"
+DEV_ORIGIN = "http://localhost:3000"
 
 
 @functools.cache
@@ -27,7 +37,7 @@ def api_template() -> tuple[Template, dict[str, Any]]:
         storage=p.storage,
         configuration=p.configuration,
         layer=p.layer,
-        allowed_origin=ORIGIN,
+        allowed_origins=[ORIGIN, DEV_ORIGIN],
     )
     stack = Stack.of(api)
     ids = {
@@ -74,7 +84,7 @@ def test_authorizer_on_every_method_except_health_and_preflight() -> None:
     seen = set()
     for path, verb, props in methods(template):
         seen.add((path, verb))
-        if verb == "OPTIONS" or (path, verb) == ("/api/health", "GET"):
+        if verb == "OPTIONS" or (path, verb) in {("/api/health", "GET"), ("/api/openapi.json", "GET")}:
             assert props["AuthorizationType"] == "NONE", (path, verb)
         else:
             assert props["AuthorizationType"] == "COGNITO_USER_POOLS", (path, verb)
@@ -87,27 +97,102 @@ def test_authorizer_on_every_method_except_health_and_preflight() -> None:
     } <= seen
 
 
-def test_delegate_routes_validate_the_body() -> None:
+def test_the_lambda_is_the_one_validator_of_the_body() -> None:
+    """No body model at the edge: the prototype frontend's body (extra fields, nulls, a missing branch name)
+    must reach the Lambda, which applies the defaults and names any refused field (issue 11)."""
     template, _ = api_template()
-    model = next(iter(resources(template, "AWS::ApiGateway::Model").values()))["Properties"]
-    assert set(model["Schema"]["required"]) == {
-        "owner",
-        "repo",
-        "branchName",
-        "taskTitle",
-        "objective",
-        "prTitle",
-    }
-    validators = resources(template, "AWS::ApiGateway::RequestValidator")
-    body_validators = {k for k, v in validators.items() if v["Properties"].get("ValidateRequestBody")}
-    delegate = [p for path, verb, p in methods(template) if verb == "POST"]
-    assert len(delegate) == 2
-    for props in delegate:
-        assert props["RequestValidatorId"]["Ref"] in body_validators
-        assert "application/json" in props["RequestModels"]
+    template.resource_count_is("AWS::ApiGateway::Model", 0)
+    validators = resources(template, "AWS::ApiGateway::RequestValidator").values()
+    assert not any(v["Properties"].get("ValidateRequestBody") for v in validators)
     for path, verb, props in methods(template):
         if verb != "OPTIONS":
             assert "RequestValidatorId" in props, (path, verb)
+            assert "RequestModels" not in props, (path, verb)
+
+
+def render(template: str, message: str) -> Any:
+    """What API Gateway sends for a gateway-response template: $context.error.messageString is the only
+    variable it substitutes already quoted (developer guide); any other variable would render raw."""
+    assert "$" not in template.replace("$context.error.messageString", ""), template
+    return json.loads(template.replace("$context.error.messageString", json.dumps(message)))
+
+
+def test_gateway_responses_are_valid_json_in_the_apis_error_shape() -> None:
+    template, _ = api_template()
+    own = http_error(InvalidBody("taskTitle: is required", field="taskTitle")).body
+    codes = {name: code for name, (_type, code, _msg) in GATEWAY_ERRORS.items()}
+    found = resources(template, "AWS::ApiGateway::GatewayResponse").values()
+    assert {r["Properties"]["ResponseType"] for r in found} >= {"UNAUTHORIZED", "DEFAULT_4XX", "DEFAULT_5XX"}
+    for response in found:
+        props = response["Properties"]
+        body = render(props["ResponseTemplates"]["application/json"], 'Invalid "request" body')
+        assert set(body) == {"error", "message"} and set(body) <= set(own)
+        assert body["error"] in codes.values() and re.fullmatch(r"[a-z_]+", body["error"])
+        if props["ResponseType"] == "UNAUTHORIZED":
+            assert body["error"] == "unauthenticated" and "sign in" in body["message"]
+        elif props["ResponseType"] == "BAD_REQUEST_BODY":
+            assert body == {"error": "invalid_request", "message": 'Invalid "request" body'}
+
+
+def test_waf_body_rules_do_not_block_task_text() -> None:
+    """The managed rule groups' body rules (XSS, RFI, LFI, SSRF, size; Log4j, Java deserialization) match
+    ordinary coding tasks (HTML, <script>, URLs, ../, the metadata address): every *_BODY rule counts."""
+    template, _ = api_template()
+    acl = next(iter(resources(template, "AWS::WAFv2::WebACL").values()))["Properties"]
+    documented = {
+        "AWSManagedRulesCommonRuleSet": set(COMMON_BODY_RULES),
+        "AWSManagedRulesKnownBadInputsRuleSet": set(KNOWN_BAD_INPUTS_BODY_RULES),
+    }
+    for rule in acl["Rules"]:
+        group = rule["Statement"].get("ManagedRuleGroupStatement")
+        if group is None:
+            continue
+        overrides = {o["Name"]: o["ActionToUse"] for o in group.get("RuleActionOverrides", [])}
+        assert set(overrides) == documented[group["Name"]]
+        assert all(action == {"Count": {}} for action in overrides.values())
+        assert all(name.endswith("_BODY") for name in overrides)
+    assert {"CrossSiteScripting_BODY", "GenericRFI_BODY"} <= documented["AWSManagedRulesCommonRuleSet"]
+
+
+def test_sign_in_is_cognito_managed_login_with_code_and_pkce() -> None:
+    template, _ = api_template()
+    (client,) = [c["Properties"] for c in resources(template, "AWS::Cognito::UserPoolClient").values()]
+    assert client["GenerateSecret"] is False
+    assert client["AllowedOAuthFlows"] == ["code"] and client["AllowedOAuthFlowsUserPoolClient"] is True
+    assert set(client["AllowedOAuthScopes"]) == {"openid", "email", "profile"}
+    assert client["CallbackURLs"] == [f"{ORIGIN}/", f"{DEV_ORIGIN}/", CLI_CALLBACK_URL]
+    assert client["LogoutURLs"] == [f"{ORIGIN}/", f"{DEV_ORIGIN}/"]
+    assert client["SupportedIdentityProviders"] == ["COGNITO"]
+    assert client["EnableTokenRevocation"] is True
+    assert (
+        client["RefreshTokenValidity"] == 43200 and client["TokenValidityUnits"]["RefreshToken"] == "minutes"
+    )
+    (domain,) = [d["Properties"] for d in resources(template, "AWS::Cognito::UserPoolDomain").values()]
+    assert domain["ManagedLoginVersion"] == 2
+    assert "aipm-prod-" in json.dumps(domain["Domain"])
+    template.resource_count_is("AWS::Cognito::ManagedLoginBranding", 1)
+
+
+def test_cors_for_every_origin_and_the_lambda_gets_the_list() -> None:
+    template, ids = api_template()
+    function = resources(template, "AWS::Lambda::Function")[ids["function"]]["Properties"]
+    env = function["Environment"]["Variables"]
+    assert env["ALLOWED_ORIGINS"] == f"{ORIGIN},{DEV_ORIGIN}"
+    preflight = json.dumps([p for _path, verb, p in methods(template) if verb == "OPTIONS"])
+    assert ORIGIN in preflight and DEV_ORIGIN in preflight
+
+
+def test_public_and_signed_in_routes() -> None:
+    template, _ = api_template()
+    auth = {(path, verb): props["AuthorizationType"] for path, verb, props in methods(template)}
+    assert auth[("/api/health", "GET")] == "NONE" and auth[("/api/openapi.json", "GET")] == "NONE"
+    for route in (
+        ("/api/personal-delegate", "POST"),
+        ("/api/personal-delegate/status", "GET"),
+        ("/api/delegate/personal", "POST"),
+        ("/api/{proxy+}", "ANY"),
+    ):
+        assert auth[route] == "COGNITO_USER_POOLS", route
 
 
 def test_stage_has_access_logs_tracing_throttling_and_execution_logs() -> None:
@@ -121,7 +206,7 @@ def test_stage_has_access_logs_tracing_throttling_and_execution_logs() -> None:
     assert settings["ThrottlingBurstLimit"] == c.API_THROTTLE_BURST
 
 
-def test_cors_only_for_the_given_origin_with_the_console_headers() -> None:
+def test_cors_headers_of_preflights_and_gateway_responses() -> None:
     template, _ = api_template()
     allowed_headers = "'Authorization,Content-Type,Idempotency-Key'"
     preflights = 0
@@ -129,12 +214,12 @@ def test_cors_only_for_the_given_origin_with_the_console_headers() -> None:
         if verb == "OPTIONS":
             preflights += 1
             headers = props["Integration"]["IntegrationResponses"][0]["ResponseParameters"]
-            assert headers["method.response.header.Access-Control-Allow-Origin"] == f"'{ORIGIN}'"
             assert headers["method.response.header.Access-Control-Allow-Headers"] == allowed_headers
     assert preflights
     for response in resources(template, "AWS::ApiGateway::GatewayResponse").values():
         params = response["Properties"]["ResponseParameters"]
-        assert params["gatewayresponse.header.Access-Control-Allow-Origin"] == f"'{ORIGIN}'"
+        # Several origins: an error answer (no data, no cookies) carries `*`; one origin: that origin.
+        assert params["gatewayresponse.header.Access-Control-Allow-Origin"] == "'*'"
         assert params["gatewayresponse.header.Access-Control-Allow-Headers"] == allowed_headers
 
 
@@ -159,7 +244,7 @@ def test_lambda_runtime_layer_and_environment() -> None:
         "IDEMPOTENCY_TABLE",
         "GITHUB_SECRET_ID",
         "GITHUB_API_URL",
-        "ALLOWED_ORIGIN",
+        "ALLOWED_ORIGINS",
         "ALLOWED_OWNERS",
         "JOB_MAX_ATTEMPTS",
         "RECORD_TTL_DAYS",
@@ -168,7 +253,7 @@ def test_lambda_runtime_layer_and_environment() -> None:
     assert env["RECORDS_TABLE"] == {"Ref": ids["records"]}
     assert env["IDEMPOTENCY_TABLE"] == {"Ref": ids["idempotency"]}
     assert env["GITHUB_SECRET_ID"] == {"Ref": ids["github_secret"]}
-    assert env["ALLOWED_ORIGIN"] == ORIGIN and env["ALLOWED_OWNERS"] == "acme,ebaejun"
+    assert env["ALLOWED_ORIGINS"] == f"{ORIGIN},{DEV_ORIGIN}" and env["ALLOWED_OWNERS"] == "acme,ebaejun"
     assert env["POWERTOOLS_SERVICE_NAME"] == "aipm-api"
     assert (env["JOB_MAX_ATTEMPTS"], env["RECORD_TTL_DAYS"], env["GITHUB_API_URL"]) == (
         "3",

@@ -32,15 +32,17 @@ def test_cli_strings_are_parsed() -> None:
         agentAutoScaling="true",
         agentHostCount="3",
         kiroInstall="false",
-        frontendOrigin="https://app.example.com/",
-        vpcEndpoints="0",
+        frontendOrigins="https://app.example.com/, http://localhost:3000",
+        vpcEndpoints="all",
     )
     assert config.github_owners == ("ebaejun", "acme")
     assert config.pool_size == 4
     assert config.agent_auto_scaling and config.agent_host_count == 3
     assert config.kiro_install_command == ""  # kiroInstall=false: user-data skips the install
-    assert config.frontend_origin == "https://app.example.com"
-    assert not config.vpc_endpoints
+    assert config.frontend_origins == ("https://app.example.com", "http://localhost:3000")
+    assert config.vpc_endpoints == "all"
+    assert from_context(vpcEndpoints="true").vpc_endpoints == "all"
+    assert from_context(natGateways="1", vpcEndpoints="false").vpc_endpoints == "none"
 
 
 def test_json_types_from_cdk_json() -> None:
@@ -54,7 +56,10 @@ def test_json_types_from_cdk_json() -> None:
     ("context", "key"),
     [
         ({"stage": "Prod!"}, "stage"),
-        ({"frontendOrigin": "app.example.com"}, "frontendOrigin"),
+        ({"frontendOrigins": "app.example.com"}, "frontendOrigins"),
+        ({"vpcEndpoints": "some"}, "vpcEndpoints"),
+        ({"vpcEndpoints": "none"}, "vpcEndpoints"),
+        ({"endpointAzs": "3"}, "endpointAzs"),
         ({"githubOwners": "bad owner"}, "githubOwners"),
         ({"poolSize": "0"}, "poolSize"),
         ({"poolSize": "many"}, "poolSize"),
@@ -80,11 +85,13 @@ def test_private_agent_subnet_with_nat_or_existing_vpc() -> None:
     assert from_context(agentSubnet="private", vpcId="vpc-0123456789abcdef0").vpc_id
 
 
-def test_console_and_frontend_origin() -> None:
-    """The console is on by default; frontendOrigin is unset (the console's origin is used) unless given."""
-    assert from_context().console and from_context().frontend_origin == ""
+def test_console_and_frontend_origins() -> None:
+    """The console is on by default; frontendOrigins adds origins (a JSON list from cdk.json works too)."""
+    assert from_context().console and from_context().frontend_origins == ()
     assert not from_context(console="false").console
-    assert from_context(frontendOrigin="https://app.example.com").frontend_origin == "https://app.example.com"
+    assert from_context(frontendOrigins=["https://a.example.com"]).frontend_origins == (
+        "https://a.example.com",
+    )
 
 
 def test_every_context_key_is_documented() -> None:

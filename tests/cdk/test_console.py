@@ -14,11 +14,16 @@ from aws_cdk.assertions import Template
 from cdk.aipm_cdk import constants as c
 from cdk.aipm_cdk.config import AipmConfig
 from cdk.aipm_cdk.console import Console
-from cdk.aipm_cdk.stack import cors_origin
+from cdk.aipm_cdk.stack import cors_origins
 from tests.cdk.builders import bare_stack, resources
 from tests.cdk.conftest import Synthesized
 
 API_URL = "https://abc123.execute-api.eu-west-1.amazonaws.com/prod/"
+AUTH = {
+    "domain": "https://aipm-prod-123456789012.auth.eu-west-1.amazoncognito.com",
+    "issuer": "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_abc",
+    "clientId": "client123",
+}
 
 
 @functools.cache
@@ -26,7 +31,7 @@ def console_template() -> tuple[Template, Path, dict[str, str]]:
     """The Console construct, published with a literal API URL, in a bare stack (no cdk-nag)."""
     stack = bare_stack()
     console = Console(stack, "Console", config=AipmConfig())
-    console.publish(API_URL)
+    console.publish(API_URL, auth=AUTH)
     app = stack.node.root
     assert isinstance(app, App)
     assembly = app.synth()
@@ -131,27 +136,38 @@ def test_deployment_uploads_the_web_files_and_config_json() -> None:
     staged = [outdir / f"asset.{key.removesuffix('.zip')}" for key in props["SourceObjectKeys"]]
     files = {p.name: p for directory in staged for p in directory.iterdir()}
     assert {"index.html", "app.js", "styles.css", c.CONSOLE_CONFIG} <= set(files)
-    assert json.loads(files[c.CONSOLE_CONFIG].read_text()) == {"apiUrl": API_URL}
+    assert json.loads(files[c.CONSOLE_CONFIG].read_text()) == {"apiUrl": API_URL, "auth": AUTH}
     assert not any(name.endswith(".py") for name in files)
 
 
 def test_full_stack_config_json_points_at_the_stacks_api(full_stack: Synthesized) -> None:
     (deployment,) = resources(full_stack.template, "Custom::CDKBucketDeployment").values()
     markers = deployment["Properties"]["SourceMarkers"]
-    (api_url,) = [value for m in markers for value in m.values()]
-    text = json.dumps(api_url)
-    assert "ApiRestApi" in text and ".execute-api." in text
+    values = {marker: value for m in markers for marker, value in m.items()}
     config_assets = [
         full_stack.outdir / f"asset.{key.removesuffix('.zip')}" / c.CONSOLE_CONFIG
         for key in deployment["Properties"]["SourceObjectKeys"]
     ]
     (config,) = [p for p in config_assets if p.exists()]
-    marker = next(iter(markers[1] or markers[0]))
-    assert config.read_text() == '{"apiUrl":' + marker + "}"
+    text = config.read_text()
+    for marker in values:  # markers stand unquoted where the deploy-time strings go
+        text = text.replace(marker, json.dumps(marker))
+    config = json.loads(text)
+
+    def value(text: str) -> str:
+        """The deploy-time value (a CloudFormation expression) behind the markers in `text`."""
+        return json.dumps([values[m] for m in values if m in text])
+
+    # Each deploy-time value: the API's URL and the sign-in domain, issuer and app client.
+    assert "ApiRestApi" in value(config["apiUrl"]) and ".execute-api." in value(config["apiUrl"])
+    assert set(config["auth"]) == {"domain", "issuer", "clientId"}
+    assert "SignIn" in value(config["auth"]["domain"])
+    assert "cognito-idp" in value(config["auth"]["issuer"])
+    assert "ApiUsersFrontend" in value(config["auth"]["clientId"])
 
 
 def allowed_origin(stack: Synthesized) -> tuple[Any, Any, Any]:
-    """ALLOWED_ORIGIN of the API Lambda, the preflight's and a gateway response's Allow-Origin."""
+    """ALLOWED_ORIGINS of the API Lambda, the preflight's and a gateway response's Allow-Origin."""
     functions = resources(stack.template, "AWS::Lambda::Function").values()
     env = next(
         f["Properties"]["Environment"]["Variables"]
@@ -165,7 +181,7 @@ def allowed_origin(stack: Synthesized) -> tuple[Any, Any, Any]:
     )
     gateway = next(iter(resources(stack.template, "AWS::ApiGateway::GatewayResponse").values()))
     return (
-        env["ALLOWED_ORIGIN"],
+        env["ALLOWED_ORIGINS"],
         preflight["method.response.header.Access-Control-Allow-Origin"],
         gateway["Properties"]["ResponseParameters"]["gatewayresponse.header.Access-Control-Allow-Origin"],
     )
@@ -181,13 +197,17 @@ def test_cors_origin_is_the_consoles_cloudfront_origin_by_default(full_stack: Sy
     assert console_url == {"Fn::Join": ["", ["https://", domain, "/"]]}
 
 
-def test_cors_origin_rule() -> None:
-    """frontendOrigin when given (even with the console), else the console's origin, else the fallback."""
+def test_cors_origins_rule() -> None:
+    """The console's origin and every frontendOrigins entry; the fallback only when there is none."""
     stack = bare_stack()
     console = Console(stack, "Console", config=AipmConfig())
-    explicit = AipmConfig(frontend_origin="https://aipm.example.com")
-    assert cors_origin(explicit, console) == "https://aipm.example.com"
-    assert cors_origin(explicit, None) == "https://aipm.example.com"
-    assert cors_origin(AipmConfig(), console) == console.origin
+    explicit = AipmConfig(frontend_origins=("https://aipm.example.com", "http://localhost:3000"))
+    assert cors_origins(explicit, console) == [
+        console.origin,
+        "https://aipm.example.com",
+        "http://localhost:3000",
+    ]
+    assert cors_origins(explicit, None) == ["https://aipm.example.com", "http://localhost:3000"]
+    assert cors_origins(AipmConfig(), console) == [console.origin]
     assert "DomainName" in json.dumps(stack.resolve(console.origin))
-    assert cors_origin(AipmConfig(), None) == c.FALLBACK_ORIGIN
+    assert cors_origins(AipmConfig(), None) == [c.FALLBACK_ORIGIN]

@@ -4,12 +4,16 @@ its token and the heartbeats (kind-index)."""
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 
 from aws_cdk import Stack
 from aws_cdk.assertions import Template
 
+from cdk.aipm_cdk import constants as c
 from cdk.aipm_cdk.dispatch import Dispatch
+from lambda_src import dispatch_handler
+from lambda_src.settings import DispatchSettings
 from tests.cdk.builders import as_list, parts, policy_statements, resources
 
 STREAM_READ = {
@@ -112,3 +116,20 @@ def test_role_queries_only_the_kind_index_for_heartbeats() -> None:
     stream_actions = {a for s in stream for a in as_list(s["Action"])}
     assert stream_actions and stream_actions <= STREAM_READ
     assert not any(a.startswith("kms:") for s in statements for a in as_list(s["Action"]))  # AWS managed key
+
+
+def test_the_timeout_covers_the_worst_case_batch() -> None:
+    """Issue 12: 10 jobs x 2 endpoints x a 2 s nudge timeout is 40 s; the function must outlast that."""
+    nudge_s = DispatchSettings.model_fields["nudge_timeout_s"].default
+    assert nudge_s == c.DISPATCH_NUDGE_TIMEOUT_S
+    assert "candidates[:2]" in inspect.getsource(dispatch_handler.lambda_handler)
+    worst_s = c.DISPATCH_BATCH_SIZE * c.DISPATCH_ENDPOINTS_PER_JOB * nudge_s
+    template = dispatch_template()[0]
+    (function,) = [
+        f["Properties"]
+        for f in resources(template, "AWS::Lambda::Function").values()
+        if f["Properties"]["Handler"] == c.DISPATCH_HANDLER
+    ]
+    assert function["Timeout"] >= worst_s + 10
+    mapping = next(iter(resources(template, "AWS::Lambda::EventSourceMapping").values()))["Properties"]
+    assert mapping["BatchSize"] == c.DISPATCH_BATCH_SIZE

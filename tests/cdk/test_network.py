@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from aws_cdk import Environment, Stack
 from aws_cdk.assertions import Template
 
 from cdk.aipm_cdk import constants as c
-from cdk.aipm_cdk.config import AipmConfig
+from cdk.aipm_cdk.config import AipmConfig, ConfigError
 from cdk.aipm_cdk.network import Network
 from tests.cdk.builders import bare_stack, resources
 
@@ -118,21 +119,58 @@ def test_agent_egress_is_https_only() -> None:
     ]
 
 
-def test_new_vpc_without_nat_has_public_and_isolated_subnets_endpoints_and_flow_logs() -> None:
+def interface_endpoints(template: Any) -> dict[str, dict[str, Any]]:
+    """Service name (the part after the region) → properties of each interface endpoint."""
+    found = {}
+    for endpoint in resources(template, "AWS::EC2::VPCEndpoint").values():
+        props = endpoint["Properties"]
+        if props.get("VpcEndpointType") == "Interface":
+            found[json.dumps(props["ServiceName"]).split(".")[-1].strip('"]}')] = props
+    return found
+
+
+def test_new_vpc_without_nat_gets_only_the_endpoints_the_dispatcher_needs_in_one_az() -> None:
+    """Default network: the dispatcher (isolated subnets) needs SSM and Secrets Manager; the host reaches
+    the rest over its own egress. One AZ by default (issue 12: five endpoints in two AZs cost more than the
+    instance)."""
     _, template = network_template()
     template.resource_count_is("AWS::EC2::NatGateway", 0)
     template.resource_count_is("AWS::EC2::Subnet", 4)
     template.has_resource_properties("AWS::EC2::FlowLog", {"TrafficType": "ALL"})
     endpoints = [r["Properties"] for r in resources(template, "AWS::EC2::VPCEndpoint").values()]
-    gateway = [e for e in endpoints if e.get("VpcEndpointType") == "Gateway"]
-    interface = [e for e in endpoints if e.get("VpcEndpointType") == "Interface"]
-    assert len(gateway) == 2 and len(interface) == 5
-    assert all(e["PrivateDnsEnabled"] for e in interface)
+    assert len([e for e in endpoints if e.get("VpcEndpointType") == "Gateway"]) == 2
+    interface = interface_endpoints(template)
+    assert sorted(interface) == ["secretsmanager", "ssm"]
+    assert all(e["PrivateDnsEnabled"] and len(e["SubnetIds"]) == 1 for e in interface.values())
+
+
+@pytest.mark.parametrize(
+    ("config", "expected", "azs"),
+    [
+        (AipmConfig(vpc_endpoints="all"), ["ec2messages", "logs", "secretsmanager", "ssm", "ssmmessages"], 1),
+        (
+            AipmConfig(vpc_endpoints="all", endpoint_azs=2),
+            ["ec2messages", "logs", "secretsmanager", "ssm", "ssmmessages"],
+            2,
+        ),
+        (AipmConfig(nat_gateways=1, agent_subnet="private"), [], 0),
+    ],
+)
+def test_endpoints_follow_the_configuration(config: AipmConfig, expected: list[str], azs: int) -> None:
+    _, template = network_template(config)
+    interface = interface_endpoints(template)
+    assert sorted(interface) == expected
+    assert all(len(e["SubnetIds"]) == azs for e in interface.values())
+
+
+def test_no_endpoints_without_nat_is_refused() -> None:
+    with pytest.raises(ConfigError, match="vpcEndpoints=none needs natGateways"):
+        AipmConfig(vpc_endpoints="none")
 
 
 def test_nat_gateway_and_no_endpoints_when_asked() -> None:
     network, template = network_template(
-        AipmConfig(nat_gateways=1, vpc_endpoints=False, agent_subnet="private")
+        AipmConfig(nat_gateways=1, vpc_endpoints="none", agent_subnet="private")
     )
     template.resource_count_is("AWS::EC2::NatGateway", 1)
     template.resource_count_is("AWS::EC2::VPCEndpoint", 0)

@@ -80,12 +80,12 @@ def test_other_shapes_pass_cdk_nag_and_cfn_lint(tmp_path: Path) -> None:
         tmp_path,
         natGateways="1",
         agentSubnet="private",
-        vpcEndpoints="false",
+        vpcEndpoints="none",
         apiWaf="false",
         apiCloudWatchRole="false",
         instanceType="t4g.medium",
         console="false",
-        frontendOrigin="https://aipm.example.com",
+        frontendOrigins="https://aipm.example.com",
     )
     stack.template.resource_count_is("AWS::WAFv2::WebACL", 0)
     stack.template.resource_count_is("AWS::EC2::NatGateway", 1)
@@ -97,7 +97,7 @@ def test_other_shapes_pass_cdk_nag_and_cfn_lint(tmp_path: Path) -> None:
         for f in resources(stack.template, "AWS::Lambda::Function").values()
         if f["Properties"].get("Handler") == c.API_HANDLER
     )
-    assert api["ALLOWED_ORIGIN"] == "https://aipm.example.com"
+    assert api["ALLOWED_ORIGINS"] == "https://aipm.example.com"
     assert "arm64" in json.dumps(stack.json["Parameters"])
     lint = subprocess.run(
         [str(CFN_LINT), "--ignore-checks", "W3005", "--", str(stack.template_path)],
@@ -230,9 +230,9 @@ def zipped_size(directory: Path) -> int:
 def test_lambda_asset_holds_only_lambda_src(full_stack: Synthesized) -> None:
     functions = resources(full_stack.template, "AWS::Lambda::Function").values()
     ours = [f for f in functions if f["Properties"].get("Runtime") == c.LAMBDA_RUNTIME_NAME]
-    assert len(ours) == 2
+    assert len(ours) == 3  # API, dispatcher, reconciler
     directories = {asset_dir(full_stack, f["Properties"]["Code"]) for f in ours}
-    assert len(directories) == 1  # one asset for both functions
+    assert len(directories) == 1  # one asset for all functions
     directory = directories.pop()
     files = [p.relative_to(directory) for p in directory.rglob("*") if p.is_file()]
     assert files and all(f.parts[0] == "lambda_src" for f in files), files

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Duration, IgnoreMode, RemovalPolicy, Stack
+from aws_cdk import (
+    ArnFormat,
+    CfnCreationPolicy,
+    CfnResourceSignal,
+    Duration,
+    IgnoreMode,
+    RemovalPolicy,
+    Stack,
+)
 from aws_cdk import aws_autoscaling as autoscaling
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
@@ -24,6 +32,7 @@ from cdk.aipm_cdk.storage import Storage
 # Until a scale-out host boots and publishes its own address, the endpoint points nowhere (the agents'
 # sweep still takes every job; the nudge is an optimisation).
 UNPUBLISHED_ENDPOINT = f"http://agent-not-booted.invalid:{c.PROCESSOR_PORT}"
+DRAIN_HOOK = "aipm-drain"
 
 
 class AgentHost(Construct):
@@ -42,6 +51,8 @@ class AgentHost(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
+        self._signal_resource = ""
+        self.group_name = f"{c.PROJECT}-{config.stage}-agents"
         self.log_group = logs.LogGroup(
             self, "Logs", retention=config.log_retention, removal_policy=RemovalPolicy.DESTROY
         )
@@ -82,25 +93,31 @@ class AgentHost(Construct):
             "AIPM_WORK_DIR": c.AGENT_WORK_DIR,
             "AIPM_JOB_TIMEOUT_S": str(config.job_timeout_s),
             "AIPM_HEARTBEAT_INTERVAL_S": str(c.HEARTBEAT_INTERVAL_S),
+            # The CLI's egress on the host goes through the allow-list proxy (cliDomains).
+            "AIPM_CLI_PROXY": f"http://127.0.0.1:{c.CLI_PROXY_PORT}",
             "AWS_REGION": stack.region,
             "AWS_DEFAULT_REGION": stack.region,
         }
         bootstrap_env = {
             "BOOTSTRAP_SOURCE": self.source.s3_object_url,
             "BOOTSTRAP_REGION": stack.region,
-            "BOOTSTRAP_KIRO_INSTALL_COMMAND": config.kiro_install_command,
+            "BOOTSTRAP_KIRO_INSTALL": "1" if config.kiro_install else "0",
+            "BOOTSTRAP_KIRO_VERSION": config.kiro_version,
+            "BOOTSTRAP_CLI_DOMAINS": " ".join(config.cli_domains),
+            "BOOTSTRAP_AGENT_TOKEN_SECRET": configuration.agent_token.secret_arn,
+            "BOOTSTRAP_POOL_PORT": str(c.POOL_PORT),
+            "BOOTSTRAP_SIGNAL_STACK": stack.stack_name,
+            # The resource CloudFormation waits on (the instance, or the group), known once it exists.
+            "BOOTSTRAP_SIGNAL_RESOURCE": "",  # set below, once the resource exists
+            "BOOTSTRAP_DRAIN_HOOK": DRAIN_HOOK if config.agent_auto_scaling else "",
+            "BOOTSTRAP_GROUP_NAME": self.group_name if config.agent_auto_scaling else "",
             "BOOTSTRAP_ENDPOINT_PARAM": configuration.parameter_names["endpoint"]
             if config.agent_auto_scaling
             else "",
             "BOOTSTRAP_PROCESSOR_PORT": str(c.PROCESSOR_PORT),
             "BOOTSTRAP_CLOUDWATCH_CONFIG": host.CLOUDWATCH_CONFIG,
         }
-        self.shell_user_data = ec2.UserData.for_linux()
-        self.shell_user_data.add_commands(
-            *host.user_data_commands(
-                agent_env, bootstrap_env, host.cloudwatch_agent_config(self.log_group.log_group_name)
-            )
-        )
+        self.shell_user_data = ec2.UserData.for_linux()  # its commands are added once the host exists
         user_data = ec2.MultipartUserData()
         user_data.add_part(
             ec2.MultipartBody.from_raw_body(
@@ -143,11 +160,36 @@ class AgentHost(Construct):
         }
         self.instance: ec2.Instance | None = None
         self.group: autoscaling.AutoScalingGroup | None = None
+        signal_timeout = Duration.minutes(c.SIGNAL_TIMEOUT_MINUTES)
         if config.agent_auto_scaling:
             self.role.add_to_policy(
                 iam.PolicyStatement(
                     actions=["ssm:PutParameter"], resources=[configuration.endpoint_parameter_arn()]
                 )
+            )
+            # The drain on scale-in and replacement: the host completes its own termination hook once the
+            # agent has stopped (and handed its jobs back). By name, so the policy needs no reference to
+            # the group (which would make the group wait for its own policy).
+            self.role.add_to_policy(
+                iam.PolicyStatement(
+                    actions=["autoscaling:CompleteLifecycleAction"],
+                    resources=[
+                        stack.format_arn(
+                            service="autoscaling",
+                            resource="autoScalingGroup",
+                            resource_name=f"*:autoScalingGroupName/{self.group_name}",
+                            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                        )
+                    ],
+                )
+            )
+            acknowledge(
+                self.role,
+                "IAM5",
+                "autoscaling:CompleteLifecycleAction on this stack's agent group by its fixed name: the "
+                "group's id part of the ARN is generated, hence the '*' before autoScalingGroupName.",
+                "Resource::arn:<AWS::Partition>:autoscaling:<AWS::Region>:<AWS::AccountId>:autoScalingGroup:"
+                f"*:autoScalingGroupName/{self.group_name}",
             )
             template = ec2.LaunchTemplate(
                 self, "LaunchTemplate", http_tokens=ec2.LaunchTemplateHttpTokens.REQUIRED, **launch
@@ -158,12 +200,39 @@ class AgentHost(Construct):
                 vpc=network.vpc,
                 vpc_subnets=network.agent_subnets,
                 launch_template=template,
+                auto_scaling_group_name=self.group_name,
                 min_capacity=config.agent_host_count,
-                max_capacity=config.agent_host_count,
+                # One more than the hosts: a rolling update adds the new host before it removes an old one.
+                max_capacity=config.agent_host_count + 1,
                 cooldown=Duration.seconds(c.ASG_COOLDOWN_S),
                 health_checks=autoscaling.HealthChecks.ec2(grace_period=Duration.minutes(10)),
                 notifications=[autoscaling.NotificationConfiguration(topic=alarm_topic)],
-                update_policy=autoscaling.UpdatePolicy.rolling_update(max_batch_size=1),
+                # Each new host signals success only after the agent's health check; the update replaces one
+                # host at a time, keeps every host in service meanwhile, and rolls back on a failure signal.
+                signals=autoscaling.Signals.wait_for_all(timeout=signal_timeout),
+                update_policy=autoscaling.UpdatePolicy.rolling_update(
+                    max_batch_size=1,
+                    min_instances_in_service=config.agent_host_count,
+                    wait_on_resource_signals=True,
+                    pause_time=signal_timeout,
+                    suspend_processes=[
+                        autoscaling.ScalingProcess.HEALTH_CHECK,
+                        autoscaling.ScalingProcess.REPLACE_UNHEALTHY,
+                        autoscaling.ScalingProcess.AZ_REBALANCE,
+                        autoscaling.ScalingProcess.ALARM_NOTIFICATION,
+                        autoscaling.ScalingProcess.SCHEDULED_ACTIONS,
+                    ],
+                ),
+            )
+            self.group.add_lifecycle_hook(
+                "Drain",
+                lifecycle_hook_name=DRAIN_HOOK,
+                lifecycle_transition=autoscaling.LifecycleTransition.INSTANCE_TERMINATING,
+                heartbeat_timeout=Duration.seconds(c.DRAIN_HOOK_TIMEOUT_S),
+                default_result=autoscaling.DefaultResult.CONTINUE,
+            )
+            self._signal_resource = stack.get_logical_id(
+                self.group.node.default_child  # type: ignore[arg-type]
             )
             self.endpoint_value = UNPUBLISHED_ENDPOINT
         else:
@@ -184,6 +253,22 @@ class AgentHost(Construct):
                 "`cdk destroy`. Scale-out mode runs it in an Auto Scaling group instead.",
             )
             self.endpoint_value = f"http://{self.instance.instance_private_ip}:{c.PROCESSOR_PORT}"
+            # CloudFormation reports the host created only once its agent answers /health (bootstrap.sh
+            # signals; a failed step signals failure with its name). An update that changes user-data
+            # stops and starts the instance, which CloudFormation does not wait on: the boot log and the
+            # HeartbeatMissing alarm tell.
+            self.instance.instance.cfn_options.creation_policy = CfnCreationPolicy(
+                resource_signal=CfnResourceSignal(count=1, timeout=f"PT{c.SIGNAL_TIMEOUT_MINUTES}M")
+            )
+            self._signal_resource = stack.get_logical_id(self.instance.instance)
+
+        # User-data is rendered at synthesis, so its commands can name the resource that waits for the signal.
+        bootstrap_env["BOOTSTRAP_SIGNAL_RESOURCE"] = self._signal_resource
+        self.shell_user_data.add_commands(
+            *host.user_data_commands(
+                agent_env, bootstrap_env, host.cloudwatch_agent_config(self.log_group.log_group_name)
+            )
+        )
 
     def _role(self, storage: Storage, configuration: Configuration) -> iam.Role:
         role = iam.Role(

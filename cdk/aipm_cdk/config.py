@@ -21,6 +21,8 @@ _STAGE = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
 _OWNER = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(?::\d{1,5})?$")
 _VPC_ID = re.compile(r"^vpc-[0-9a-f]{8,17}$")
+_VERSION = re.compile(r"^(\d+\.\d+\.\d+)?$")
+_DOMAIN = re.compile(r"^\.?[a-z0-9-]+(\.[a-z0-9-]+)+$")
 _EMAIL = re.compile(r"^[^@\s']+@[^@\s']+\.[^@\s']+$")
 # CloudWatch Logs accepts only these retention periods (days).
 RETENTION: dict[int, RetentionDays] = {
@@ -60,7 +62,8 @@ DEFAULTS: dict[str, Any] = {
     "pinAmi": False,
     "vpcEndpoints": "needed",
     "kiroInstall": True,
-    "kiroInstallCommand": c.DEFAULT_KIRO_INSTALL_COMMAND,
+    "kiroVersion": "",
+    "cliDomains": ",".join(c.DEFAULT_CLI_DOMAINS),
     "powertoolsLayerVersion": c.POWERTOOLS_LAYER_VERSION,
     "powertoolsLayerArn": "",
     "apiWaf": True,
@@ -98,7 +101,9 @@ class AipmConfig:
     pin_ami: bool = DEFAULTS["pinAmi"]
     vpc_endpoints: VpcEndpoints = DEFAULTS["vpcEndpoints"]
     endpoint_azs: int = DEFAULTS["endpointAzs"]
-    kiro_install_command: str = DEFAULTS["kiroInstallCommand"]
+    kiro_install: bool = DEFAULTS["kiroInstall"]
+    kiro_version: str = DEFAULTS["kiroVersion"]
+    cli_domains: tuple[str, ...] = c.DEFAULT_CLI_DOMAINS
     powertools_layer_version: int = DEFAULTS["powertoolsLayerVersion"]
     powertools_layer_arn: str = DEFAULTS["powertoolsLayerArn"]
     api_waf: bool = DEFAULTS["apiWaf"]
@@ -137,7 +142,11 @@ class AipmConfig:
                 self.agent_subnet == "public" or self.nat_gateways > 0 or bool(self.vpc_id),
                 "agentSubnet=private needs natGateways >= 1 (the agent must reach GitHub)",
             ),
-            ("'" not in self.kiro_install_command, "kiroInstallCommand: no single quotes"),
+            (bool(_VERSION.match(self.kiro_version)), "kiroVersion: a version like 1.2.3, or empty"),
+            (
+                bool(self.cli_domains) and all(_DOMAIN.match(d) for d in self.cli_domains),
+                "cliDomains: domain names (a leading '.' takes the subdomains)",
+            ),
             (self.powertools_layer_version > 0, "powertoolsLayerVersion: > 0"),
             (not self.alarm_email or bool(_EMAIL.match(self.alarm_email)), "alarmEmail: an e-mail address"),
             (self.log_retention_days in RETENTION, f"logRetentionDays: one of {sorted(RETENTION)}"),
@@ -179,9 +188,9 @@ class AipmConfig:
             pin_ami=_as_bool("pinAmi", get("pinAmi")),
             vpc_endpoints=_as_endpoints(get("vpcEndpoints")),
             endpoint_azs=_as_int("endpointAzs", get("endpointAzs")),
-            kiro_install_command=(
-                str(get("kiroInstallCommand")) if _as_bool("kiroInstall", get("kiroInstall")) else ""
-            ),
+            kiro_install=_as_bool("kiroInstall", get("kiroInstall")),
+            kiro_version=str(get("kiroVersion")),
+            cli_domains=_as_list(get("cliDomains")),
             powertools_layer_version=_as_int("powertoolsLayerVersion", get("powertoolsLayerVersion")),
             powertools_layer_arn=str(get("powertoolsLayerArn")),
             api_waf=_as_bool("apiWaf", get("apiWaf")),

@@ -74,6 +74,7 @@ AGENT_SOURCE_EXCLUDE: Final = (
     "!lambda_src",
     "!ec2_agent",
     "!aipm",
+    "!cdk/host/agent.lock",
     "**/__pycache__",
     "**/*.pyc",
     "**/*.egg-info",
@@ -111,9 +112,32 @@ BOOTSTRAP_ENV_FILE: Final = "/etc/aipm/bootstrap.env"
 HOST_FILES_TARGET: Final = "/opt/aipm/host"
 AGENT_LOG_FILE: Final = "/var/log/aipm/agent.log"
 AGENT_SERVICE: Final = "aipm-agent.service"
-HOST_FILES: Final = ("bootstrap.sh", AGENT_SERVICE, "aipm-agent.logrotate")
+HOST_FILES: Final = (
+    "bootstrap.sh",
+    AGENT_SERVICE,
+    "aipm-agent.logrotate",
+    "aipm-cli.nft",
+    "aipm-cli-proxy.conf",
+    "install-kiro.sh",
+    "aipm-drain.sh",
+    "aipm-drain.service",
+)
 AGENT_ROOT_VOLUME_GB: Final = 30
-DEFAULT_KIRO_INSTALL_COMMAND: Final = "curl -fsSL https://cli.kiro.dev/install | bash"
+# The coding CLI's own user on the host, bubblewrap where the sandbox runs it, the CLI's egress proxy.
+CLI_USER: Final = "aipm-cli"
+BWRAP_PATH: Final = "/usr/bin/bwrap"
+CLI_PROXY_PORT: Final = 3128
+# The model service the Kiro CLI talks to, the only egress its user gets (through the proxy; cliDomains).
+DEFAULT_CLI_DOMAINS: Final = (
+    ".kiro.dev",
+    "q.us-east-1.amazonaws.com",
+    "codewhisperer.us-east-1.amazonaws.com",
+)
+# How long CloudFormation waits for a host's success signal (boot, packages, venv, Kiro, health check).
+SIGNAL_TIMEOUT_MINUTES: Final = 20
+# How long a terminating host may drain (the lifecycle hook's heartbeat timeout): the agent's own drain
+# timeout plus its publisher and a margin.
+DRAIN_HOOK_TIMEOUT_S: Final = 300
 USER_DATA_LIMIT_BYTES: Final = 16 * 1024
 ASG_COOLDOWN_S: Final = 300
 

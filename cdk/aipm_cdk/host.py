@@ -7,6 +7,8 @@ which is how tests stub the network-dependent steps.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import re
 from collections.abc import Mapping
@@ -76,6 +78,12 @@ def _write(path: str, content: str) -> list[str]:
     return [f"cat >\"${{root}}{path}\" <<'{HEREDOC_MARK}'", content.rstrip("\n"), HEREDOC_MARK]
 
 
+def _write_packed(path: str, content: str) -> list[str]:
+    """Write `content` to `path` from gzip + base64 (the host files would not fit EC2's 16 KiB otherwise)."""
+    packed = base64.b64encode(gzip.compress(content.encode(), mtime=0)).decode()
+    return [f"base64 -d <<'{HEREDOC_MARK}' | gunzip >\"${{root}}{path}\"", packed, HEREDOC_MARK]
+
+
 def user_data_commands(
     agent_env: Mapping[str, str], bootstrap_env: Mapping[str, str], cloudwatch_config: str
 ) -> list[str]:
@@ -92,7 +100,7 @@ def user_data_commands(
     lines += _write(c.BOOTSTRAP_ENV_FILE, defaults_file(bootstrap_env))
     lines += _write(CLOUDWATCH_CONFIG, cloudwatch_config)
     for name, content in host_files.items():
-        lines += _write(f"{c.HOST_FILES_TARGET}/{name}", content)
+        lines += _write_packed(f"{c.HOST_FILES_TARGET}/{name}", content)
     lines += [
         "set -a",
         f'. "${{root}}{c.BOOTSTRAP_ENV_FILE}"',

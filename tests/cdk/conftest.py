@@ -48,6 +48,16 @@ def synthesize(outdir: Path, **context: object) -> Synthesized:
     return Synthesized(outdir=outdir, stack_name=stack.stack_name, template=template)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _stop_the_jsii_runtime() -> Iterator[None]:
+    """aws_cdk runs on jsii's Node.js runtime, which jsii stops only when the interpreter exits — after the
+    run's check that no test left a process behind (tests/conftest.py): stop it when the CDK tests end."""
+    yield
+    from jsii._runtime import kernel
+
+    kernel.provider._process.stop()  # type: ignore[attr-defined]
+
+
 @pytest.fixture(scope="session")
 def full_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesized]:
     """The default deployment (one agent host, new VPC without NAT), synthesized once per session."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any
 
 from aws_cdk import Stack
 from aws_cdk.assertions import Template
 
-from cdk.aipm_cdk.agent_host import UNPUBLISHED_ENDPOINT
+from cdk.aipm_cdk import constants as c
+from cdk.aipm_cdk.agent_host import DRAIN_HOOK, UNPUBLISHED_ENDPOINT
 from cdk.aipm_cdk.config import AipmConfig
 from tests.cdk.builders import Parts, as_list, parts, policy_statements, resources
 
@@ -69,11 +71,48 @@ def test_scale_out_is_an_auto_scaling_group_that_publishes_its_endpoint() -> Non
     template, _, ids = host_template(scale_out=True)
     template.resource_count_is("AWS::EC2::Instance", 0)
     template.has_resource_properties(
-        "AWS::AutoScaling::AutoScalingGroup", {"MinSize": "2", "MaxSize": "2", "Cooldown": "300"}
+        "AWS::AutoScaling::AutoScalingGroup", {"MinSize": "2", "MaxSize": "3", "Cooldown": "300"}
     )
     assert endpoint_value(template) == UNPUBLISHED_ENDPOINT
     put = [s for s in policy_statements(template, ids["role"]) if s["Action"] == "ssm:PutParameter"]
     assert len(put) == 1 and "parameter/aipm/prod/agent/endpoint" in str(put[0]["Resource"])
+
+
+def test_hosts_signal_after_their_health_check_and_updates_wait_for_it() -> None:
+    """CloudFormation counts a host only when bootstrap.sh signals (after GET /health); a rolling update
+    replaces one host at a time, keeps every host in service, and waits for each new one's signal."""
+    template, _, _ = host_template()
+    (logical_id, instance), *_ = resources(template, "AWS::EC2::Instance").items()
+    assert instance["CreationPolicy"]["ResourceSignal"] == {"Count": 1, "Timeout": "PT20M"}
+    assert f"BOOTSTRAP_SIGNAL_RESOURCE-{logical_id}" in json.dumps(instance["Properties"]["UserData"])
+    template, _, _ = host_template(scale_out=True)
+    (logical_id, group), *_ = resources(template, "AWS::AutoScaling::AutoScalingGroup").items()
+    assert group["CreationPolicy"]["ResourceSignal"] == {"Count": 2, "Timeout": "PT20M"}
+    rolling = group["UpdatePolicy"]["AutoScalingRollingUpdate"]
+    assert rolling["WaitOnResourceSignals"] is True and rolling["PauseTime"] == "PT20M"
+    assert rolling["MaxBatchSize"] == 1 and rolling["MinInstancesInService"] == 2
+    assert int(group["Properties"]["MaxSize"]) > rolling["MinInstancesInService"]  # room for the new one
+    assert "HealthCheck" in rolling["SuspendProcesses"] and "ReplaceUnhealthy" in rolling["SuspendProcesses"]
+    launch = next(iter(resources(template, "AWS::EC2::LaunchTemplate").values()))
+    assert f"BOOTSTRAP_SIGNAL_RESOURCE-{logical_id}" in json.dumps(launch)
+
+
+def test_a_terminating_host_drains_before_it_goes() -> None:
+    """Scale-in and replacement: a termination lifecycle hook holds the instance until the host's drain
+    unit has stopped the agent (jobs handed back) and completed the hook; the role may complete it."""
+    template, _, ids = host_template(scale_out=True)
+    (hook,) = [h["Properties"] for h in resources(template, "AWS::AutoScaling::LifecycleHook").values()]
+    assert hook["LifecycleTransition"] == "autoscaling:EC2_INSTANCE_TERMINATING"
+    assert hook["LifecycleHookName"] == DRAIN_HOOK and hook["DefaultResult"] == "CONTINUE"
+    assert hook["HeartbeatTimeout"] == c.DRAIN_HOOK_TIMEOUT_S
+    complete = [
+        s
+        for s in policy_statements(template, ids["role"])
+        if s["Action"] == "autoscaling:CompleteLifecycleAction"
+    ]
+    assert len(complete) == 1 and "autoScalingGroupName/aipm-prod-agents" in json.dumps(complete[0])
+    launch = json.dumps(next(iter(resources(template, "AWS::EC2::LaunchTemplate").values())))
+    assert f"BOOTSTRAP_DRAIN_HOOK-{DRAIN_HOOK}" in launch
 
 
 def test_role_is_ssm_core_plus_table_secrets_logs_and_source() -> None:
@@ -88,7 +127,7 @@ def test_role_is_ssm_core_plus_table_secrets_logs_and_source() -> None:
             assert resource != "*", statement
             text = str(resource)
             assert any(ids[k] in text for k in ("records", "github_secret", "agent_token")) or (
-                "AgentLogs" in text or "cdk-hnb659fds-assets" in text
+                "AgentLogs" in text or "cdk-hnb659fds-assets" in text or "autoScalingGroupName" in text
             ), statement
 
 

@@ -20,7 +20,8 @@ def test_defaults_when_no_context() -> None:
     assert config == AipmConfig()
     assert config.stage == DEFAULTS["stage"]
     assert config.github_owners == ()
-    assert config.kiro_install_command == DEFAULTS["kiroInstallCommand"]
+    assert config.kiro_install and config.kiro_version == ""
+    assert config.cli_domains == tuple(DEFAULTS["cliDomains"].split(","))
     assert not config.agent_auto_scaling and config.agent_host_count == 1
 
 
@@ -38,7 +39,7 @@ def test_cli_strings_are_parsed() -> None:
     assert config.github_owners == ("ebaejun", "acme")
     assert config.pool_size == 4
     assert config.agent_auto_scaling and config.agent_host_count == 3
-    assert config.kiro_install_command == ""  # kiroInstall=false: user-data skips the install
+    assert not config.kiro_install  # user-data skips the install
     assert config.frontend_origins == ("https://app.example.com", "http://localhost:3000")
     assert config.vpc_endpoints == "all"
     assert from_context(vpcEndpoints="true").vpc_endpoints == "all"
@@ -68,7 +69,8 @@ def test_json_types_from_cdk_json() -> None:
         ({"agentSubnet": "private"}, "natGateways"),
         ({"agentSubnet": "dmz"}, "agentSubnet"),
         ({"cliProfile": "vim"}, "cliProfile"),
-        ({"kiroInstallCommand": "echo 'hi'"}, "kiroInstallCommand"),
+        ({"kiroVersion": "latest; rm -rf /"}, "kiroVersion"),
+        ({"cliDomains": "evil domain"}, "cliDomains"),
         ({"logRetentionDays": "10"}, "logRetentionDays"),
         ({"alarmEmail": "ops"}, "alarmEmail"),
         ({"apiWaf": "maybe"}, "apiWaf"),

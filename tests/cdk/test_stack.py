@@ -208,7 +208,7 @@ def test_scale_out_outputs_list_the_hosts(scaled_stack: Synthesized) -> None:
     assert "aws:autoscaling:groupName" in json.dumps(out["ListAgentHostsCommand"])
     assert "<instance-id>" in json.dumps(out["SsmPortForward8082"])
     scaled_stack.template.has_resource_properties(
-        "AWS::AutoScaling::AutoScalingGroup", {"MinSize": "3", "MaxSize": "3"}
+        "AWS::AutoScaling::AutoScalingGroup", {"MinSize": "3", "MaxSize": "4"}
     )
 
 
@@ -248,6 +248,10 @@ def test_agent_source_asset_is_the_distribution_only(full_stack: Synthesized) ->
     sources = [full_stack.outdir / p for p in paths if (full_stack.outdir / p / "pyproject.toml").exists()]
     assert len(sources) == 1
     top = {p.name for p in sources[0].iterdir()}
-    assert top <= {"pyproject.toml", "README.md", "lambda_src", "ec2_agent", "aipm"}
+    assert top <= {"pyproject.toml", "README.md", "lambda_src", "ec2_agent", "aipm", "cdk"}
     assert {"pyproject.toml", "lambda_src", "ec2_agent"} <= top
+    # Of cdk/, only the host's lock file (the host installs third-party packages from it).
+    assert [p.relative_to(sources[0]) for p in (sources[0] / "cdk").rglob("*") if p.is_file()] == [
+        Path("cdk/host/agent.lock")
+    ]
     assert not list(sources[0].rglob("__pycache__"))

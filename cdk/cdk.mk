@@ -6,7 +6,14 @@ CDK_OUT := cdk.out
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION ?= 20
 export CDK_DISABLE_CLI_TELEMETRY ?= true
 
-.PHONY: synth cdk-test cdk-lint systemd-analyze lock
+.PHONY: synth cdk-test cdk-lint systemd-analyze lock cloud-smoke
+
+# A throwaway stage end to end in a real AWS account (cdk/cloud_smoke.py): needs AWS credentials,
+# AIPM_SMOKE_GITHUB_TOKEN and, for the default kiro-headless profile, AIPM_SMOKE_KIRO_API_KEY.
+CLI_PROFILE ?= kiro-headless
+cloud-smoke: $(INSTALLED) $(CDK_CLI) ## make cloud-smoke STAGE=smoke1 REPO=owner/test-repo [CLI_PROFILE=…]
+	@test -n "$(STAGE)" -a -n "$(REPO)" || { echo "usage: make cloud-smoke STAGE=<name> REPO=<owner/repo>" >&2; exit 2; }
+	$(BIN)/python -m cdk.cloud_smoke --stage "$(STAGE)" --repo "$(REPO)" --cli-profile "$(CLI_PROFILE)"
 
 # The agent host's lock file (hashes for every wheel), resolved as of a fixed date so the same inputs give
 # the same file; tests/cdk/test_lock.py fails when it is not current. Move the date forward to take updates.

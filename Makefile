@@ -23,11 +23,17 @@ $(CLIS): aipm/local/clis.toml $(INSTALLED)
 
 clis: $(CLIS) ## install the pinned real CLIs (idempotent, cached)
 
+# The demo and the local stack need only the `local` extra (no CDK, linters or test tools).
+$(VENV)/.installed-local: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[local]'
+	touch $@
+
 CLI ?= emulator
-demo: $(INSTALLED) $(if $(filter emulator,$(CLI)),,$(CLIS)) ## one sample task through the local stack (CLI=<profile>)
+demo: $(VENV)/.installed-local $(if $(filter emulator,$(CLI)),,$(CLIS)) ## one sample task through the local stack (CLI=<profile>)
 	$(BIN)/python -m aipm.local.demo --cli $(CLI)
 
-local: $(INSTALLED) ## keep the local stack up until Ctrl-C
+local: $(VENV)/.installed-local ## keep the local stack up until Ctrl-C
 	$(BIN)/python -m aipm.local.stack
 
 lint: $(INSTALLED)

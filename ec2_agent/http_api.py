@@ -337,6 +337,8 @@ def pool_routes(pool: AgentPool) -> dict[tuple[str, str], Route]:
                 "currentTask": s.current_job,
                 "idle": s.idle_s,
                 "restarts": s.restarts,
+                "crashes": s.crashes,
+                "resets": s.resets,
             }
             for s in slots
         ]

@@ -333,6 +333,8 @@ class AgentPool:
                 current_job=self._busy.get(slot.id),
                 idle_s=0.0 if slot.id in self._busy else round(now - slot.idle_since, 1),
                 restarts=slot.restarts,
+                crashes=slot.crashes,
+                resets=slot.resets,
             )
             for slot in self.slots
         ]

@@ -65,7 +65,10 @@ class SlotState:
     output_listener: Callable[[str], None] | None = None
     current_job: str | None = None
     idle_since: float = field(default_factory=time.monotonic)
-    restarts: int = 0
+    restarts: int = 0  # crashes + resets
+    crashes: int = 0  # the session was found dead or was dropped after a failure
+    resets: int = 0  # planned: a healthy session restarted on purpose (a fresh home after a job changed it)
+    planned_drop: bool = False  # the last session was dropped on purpose, not after a fault
     started_once: bool = False
     ready: bool = False
     clean: bool = True
@@ -85,9 +88,14 @@ class SlotState:
                 self.session.reset()
                 self.clean = True
             return self.session
+        planned = self.planned_drop
         self.drop_session()
         if self.started_once:
             self.restarts += 1
+            if planned:
+                self.resets += 1
+            else:
+                self.crashes += 1
         self.started_once = True
         self.sandbox.reset_home()
         self.session = self.session_factory(self.sandbox.tree, self.emit)
@@ -126,7 +134,7 @@ class SlotState:
             return
         if self.sandbox.home_changed():
             log.warning("the CLI's home changed during the job; restarting with a fresh home")
-            self.drop_session()
+            self.drop_session(planned=True)
             return
         if not self.session.alive:
             self.drop_session()
@@ -169,9 +177,11 @@ class SlotState:
         if self.output_listener is not None:
             self.output_listener(chunk)
 
-    def drop_session(self) -> None:
-        """Close the session and kill everything left in the slot's sandbox."""
+    def drop_session(self, *, planned: bool = False) -> None:
+        """Close the session and kill everything left in the slot's sandbox. `planned`: on purpose, not
+        after a fault (the next start counts as a reset, not a crash)."""
         if self.session is not None:
+            self.planned_drop = planned
             self.session.close()
         self.session = None
         self.ready = False

@@ -464,6 +464,8 @@ class SlotView(ApiModel):
     current_job: str | None
     idle_s: float
     restarts: int
+    crashes: int
+    resets: int
 
     @classmethod
     def of(cls, slot: SlotState) -> SlotView:
@@ -474,6 +476,8 @@ class SlotView(ApiModel):
             current_job=slot.current_job,
             idle_s=slot.idle_s,
             restarts=slot.restarts,
+            crashes=slot.crashes,
+            resets=slot.resets,
         )
 
 

@@ -8,9 +8,12 @@ carrying it — a descendant of pytest, or one re-parented to init — fails the
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Generator, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -32,6 +35,13 @@ LEFTOVER_GRACE_S = 10  # processes still ending at the session's end (a server's
 def pytest_configure(config: pytest.Config) -> None:
     # xdist workers inherit the controller's value; only the controller sets it.
     os.environ.setdefault(TEST_RUN_MARKER, uuid.uuid4().hex)
+    # The CLI's configuration file and sign-in tokens (`aipm local` writes its profile there): never the
+    # person's own.
+    if "AIPM_CONFIG" not in os.environ:
+        folder = Path(tempfile.mkdtemp(prefix="aipm-test-config-"))
+        os.environ["XDG_CONFIG_HOME"] = str(folder)
+        os.environ["AIPM_CONFIG"] = str(folder / "aipm" / "config.toml")
+        config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
 @pytest.hookimpl(hookwrapper=True, trylast=True)

@@ -1,23 +1,41 @@
-"""A small client for the AIPM API (local or deployed): JSON over HTTPS, bearer token, actionable errors."""
+"""A small client for the AIPM API (local or deployed): JSON over HTTPS, bearer token, actionable errors.
+
+Retries use urllib3's `Retry` (a maintained implementation of exponential backoff and of `Retry-After`,
+RFC 9110 §10.2.3): transport errors and 429/502/503/504 are retried for reads and for the delegate request
+(which carries an Idempotency-Key), and so is `409 idempotency_in_progress` — the only 409 the API sends with
+`Retry-After` (lambda_src/errors.py) — waiting as long as the header says.
+"""
 
 from __future__ import annotations
 
-import http.client
 import ipaddress
 import json
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import urllib3
+from urllib3.util import Retry
+
 from aipm.cli.errors import CliError, Exit, usage_error
 
 USER_AGENT = "aipm-cli/0.1"
-TRANSIENT_STATUSES = frozenset({502, 503, 504})
+TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
+MAX_RETRY_AFTER_S = 60  # a longer Retry-After is not waited for: the error is shown instead
+
+
+class ApiRetry(Retry):
+    """urllib3's Retry, also honouring `Retry-After` on 409 (idempotency_in_progress) and capping the wait."""
+
+    RETRY_AFTER_STATUS_CODES = frozenset({409, 413, 429, 503})
+
+    def get_retry_after(self, response: Any) -> float | None:
+        after = super().get_retry_after(response)
+        return None if after is None else min(after, MAX_RETRY_AFTER_S)
+
+
 LOCAL_HOSTS = frozenset({"localhost", "localhost.localdomain"})
 
 
@@ -74,12 +92,20 @@ class ApiClient:
     token and one more try."""
 
     def __init__(
-        self, base_url: str, token: str | TokenSource | None, *, timeout_s: float = 30.0, retries: int = 2
+        self,
+        base_url: str,
+        token: str | TokenSource | None,
+        *,
+        timeout_s: float = 30.0,
+        retries: int = 4,
+        backoff_s: float = 0.5,
     ) -> None:
         self.base_url = normalise_base_url(base_url)
         self._token = token
         self._timeout_s = timeout_s
         self._retries = retries
+        self._backoff_s = backoff_s
+        self._http = urllib3.PoolManager(timeout=urllib3.Timeout(total=timeout_s))
 
     def __repr__(self) -> str:  # never show the token
         return f"ApiClient({self.base_url!r})"
@@ -142,26 +168,23 @@ class ApiClient:
         params = {k: str(v) for k, v in (query or {}).items() if v is not None and v != ""}
         if params:
             url += "?" + urllib.parse.urlencode(params)
-        attempts = 1 + (self._retries if retry else 0)
-        refreshed = False
-        for attempt in range(attempts):
-            try:
-                answer = self._send(method, url, body, headers or {})
-                if answer.status == 401 and callable(self._token) and not refreshed:
-                    refreshed = True  # the ID token expired between two calls: one fresh one, one more try
-                    answer = self._send(method, url, body, headers or {}, force_refresh=True)
-            except CliError:
-                if attempt + 1 >= attempts:
-                    raise
-                time.sleep(0.5 * 2**attempt)
-                continue
-            if answer.status in TRANSIENT_STATUSES and attempt + 1 < attempts:
-                time.sleep(0.5 * 2**attempt)
-                continue
-            if 200 <= answer.status < 300:
-                return answer.body
-            raise self._refusal(method, path, answer)
-        raise AssertionError("unreachable")  # pragma: no cover
+        policy = ApiRetry(
+            total=self._retries if retry else 0,
+            backoff_factor=self._backoff_s,
+            status_forcelist=TRANSIENT_STATUSES,
+            allowed_methods=None,  # callers pass retry=True only where a repeat is safe
+            respect_retry_after_header=True,
+            raise_on_status=False,
+            raise_on_redirect=False,
+            redirect=0,
+        )
+        answer = self._send(method, url, body, headers or {}, policy)
+        if answer.status == 401 and callable(self._token):
+            # The ID token expired between two calls: one fresh one, one more try.
+            answer = self._send(method, url, body, headers or {}, policy, force_refresh=True)
+        if 200 <= answer.status < 300:
+            return answer.body
+        raise self._refusal(method, path, answer)
 
     def _send(
         self,
@@ -169,6 +192,7 @@ class ApiClient:
         url: str,
         body: Mapping[str, Any] | None,
         extra: Mapping[str, str],
+        policy: Retry,
         *,
         force_refresh: bool = False,
     ) -> ApiAnswer:
@@ -181,19 +205,16 @@ class ApiClient:
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout_s) as resp:  # noqa: S310 - checked scheme
-                return ApiAnswer(resp.status, _json(resp.read()))
-        except urllib.error.HTTPError as err:
-            return ApiAnswer(err.code, _json(err.read()))
-        except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as err:
-            reason = getattr(err, "reason", err)
+            resp = self._http.request(method, url, body=data, headers=headers, retries=policy)
+        except urllib3.exceptions.HTTPError as err:
+            reason = getattr(err, "reason", None) or err
             raise CliError(
                 f"cannot reach the API at {self.base_url}: {reason}",
                 Exit.API,
                 hint="check --api-url / AIPM_API_URL; for local mode, is `aipm local` still running?",
             ) from None
+        return ApiAnswer(resp.status, _json(resp.data))
 
     def _refusal(self, method: str, path: str, answer: ApiAnswer) -> CliError:
         body = answer.body if isinstance(answer.body, dict) else {}

@@ -30,6 +30,15 @@ class Progress:
         self._out.write(step_line(entry, self._started) + "\n")
         self._out.flush()
 
+    def output(self, text: str) -> None:
+        """New agent output (`--logs`), each line marked `| `."""
+        if not text:
+            return
+        self._clear()
+        for line in text.splitlines():
+            self._out.write(f"  | {line}\n")
+        self._out.flush()
+
     def tick(self, job: Mapping[str, Any], elapsed_s: float) -> None:
         if not self._live:
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import sys
@@ -23,7 +24,18 @@ FIELDS: dict[str, str] = {
     "acceptanceCriteria": "--criterion (repeatable)",
     "baseBranch": "--base-branch",
 }
-REQUIRED = ("owner", "repo", "branchName", "taskTitle", "objective", "prTitle")
+# The same fields under the flags' names (a task file may use either): `title: ...` is `taskTitle: ...`.
+FLAG_NAMES: dict[str, str] = {
+    "title": "taskTitle",
+    "branch": "branchName",
+    "pr-title": "prTitle",
+    "pr_title": "prTitle",
+    "criteria": "acceptanceCriteria",
+    "criterion": "acceptanceCriteria",
+    "base-branch": "baseBranch",
+    "base_branch": "baseBranch",
+}
+REQUIRED = ("owner", "repo", "taskTitle", "objective")  # branchName and prTitle are derived from the title
 MAX_FILE_BYTES = 256 * 1024
 
 
@@ -44,11 +56,13 @@ def load_task_file(path: str) -> dict[str, Any]:
     data = _parse(path, text)
     if not isinstance(data, dict):
         raise usage_error(f"the task file {path} must hold a mapping of fields (e.g. taskTitle: ...)")
+    data = {FLAG_NAMES.get(str(k), str(k)): v for k, v in data.items()}
     unknown = sorted(str(k) for k in data if k not in FIELDS)
     if unknown:
-        raise usage_error(
-            f"unknown field(s) in {path}: {', '.join(unknown)}", hint=f"known fields: {', '.join(FIELDS)}"
-        )
+        known = ", ".join(sorted({*FLAG_NAMES, *FIELDS} - {"pr_title", "base_branch", "criterion"}))
+        raise usage_error(f"unknown field(s) in {path}: {', '.join(unknown)}", hint=f"known fields: {known}")
+    if isinstance(data.get("acceptanceCriteria"), str):
+        data["acceptanceCriteria"] = [data["acceptanceCriteria"]]
     return {str(k): v for k, v in data.items() if v is not None}
 
 
@@ -67,8 +81,10 @@ def _parse(path: str, text: str) -> object:
             raise usage_error(
                 f"cannot read {path}: YAML needs PyYAML (pip install pyyaml); JSON files work without it"
             ) from None
+    stream = io.StringIO(text)
+    stream.name = path  # PyYAML names the stream in its messages: the file, not "<unicode string>"
     try:
-        return yaml.safe_load(text)
+        return yaml.safe_load(stream)
     except yaml.YAMLError as err:
         raise usage_error(f"the task file {path} is not valid YAML/JSON: {err}") from None
 
@@ -100,6 +116,7 @@ def build_task(from_file: Mapping[str, Any], flags: Mapping[str, Any]) -> dict[s
         if slug:
             task.setdefault("branchName", f"feature/{slug}")
     missing = [name for name in REQUIRED if not task.get(name)]
+    missing += [name for name in ("branchName", "prTitle") if not task.get(name) and task.get("taskTitle")]
     if missing:
         listed = ", ".join(f"{name} ({FIELDS[name]})" for name in missing)
         raise usage_error(f"the task is missing: {listed}", hint="give them as flags or in --file task.yaml")

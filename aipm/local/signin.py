@@ -154,8 +154,12 @@ class LocalSignIn:
 
     def id_token(self) -> str:
         """A valid ID token of the demo person, refreshed with their refresh token when it is due."""
+        return self.tokens().id_token
+
+    def tokens(self) -> Tokens:
+        """The demo person's tokens (ID, access, refresh), refreshed when due (what `aipm login` caches)."""
         with self._lock:
             assert self._tokens is not None
             if not self._tokens.fresh():
                 self._tokens = refresh_tokens(self.settings, self._tokens.refresh_token)
-            return self._tokens.id_token
+            return self._tokens

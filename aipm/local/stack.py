@@ -19,6 +19,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,7 @@ from aipm.local.forge import Forge
 from aipm.local.model_standin import ModelStandin
 from aipm.local.model_standin.clients import REAL_CLIS, client_env, seed_home
 from aipm.local.moto_server import MotoServer, free_port
+from aipm.local.options import add_arguments
 from aipm.local.signin import LocalSignIn
 from ec2_agent.profiles import BuiltinProfileName, builtin_profile
 from lambda_src.records.store import JobStore
@@ -85,6 +87,7 @@ class StackOptions:
     id_token_s: int = 3600  # the app client's IdTokenValidity (Cognito's default: one hour)
     console_dir: Path | None = None  # serve the console from here instead of aipm/web/ (tests)
     cli_port: int = DEFAULT_PORT  # the `aipm login` loopback port registered on the app client
+    api_port: int = 0  # 0: any free port; the console is on api_port + 1 and the forge on + 2 otherwise
     agent_env: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -122,7 +125,8 @@ class LocalStack:
         self._groups: set[int] = set()
         self.moto = MotoServer(log_path=None, env=self._marked_env(dict(os.environ)), process_group=0)
         self.on_progress: Callable[[str], None] = lambda _text: None
-        self.forge = Forge(root / "forge", token=self.github_token)
+        port = self.options.api_port
+        self.forge = Forge(root / "forge", token=self.github_token, port=port + 2 if port else 0)
         self.agents: list[AgentProcess] = []
         self._gateway: subprocess.Popen[bytes] | None = None
         self.console: ConsoleServer | None = None
@@ -151,6 +155,7 @@ class LocalStack:
     def start(self) -> None:
         """Start everything and wait until each part answers. Raises StackError naming the part at fault."""
         self.logs.mkdir(parents=True, exist_ok=True)
+        self._check_ports()
         self.on_progress("starting the AWS emulator (moto)…")
         try:
             self.moto.start()
@@ -164,9 +169,16 @@ class LocalStack:
         self.on_progress("starting the git forge…")
         self.forge.start()
         self.demo_repo = self.forge.create_repository(DEMO_OWNER, DEMO_REPO, files=DEMO_FILES)
-        self.console = (
-            ConsoleServer(self.options.console_dir) if self.options.console_dir else ConsoleServer()
-        ).start()
+        port = self.options.api_port
+        console_port = port + 1 if port else 0
+        try:
+            self.console = (
+                ConsoleServer(self.options.console_dir, port=console_port)
+                if self.options.console_dir
+                else ConsoleServer(port=console_port)
+            ).start()
+        except OSError as err:
+            raise StackError(f"the console cannot listen on port {console_port}: {err.strerror}") from None
         self._start_standin()
         for index in range(1, self.options.agents + 1):
             self.on_progress(f"starting agent {index} ({self.options.pool_size} slots)…")
@@ -211,6 +223,23 @@ class LocalStack:
         for f in self._log_files:
             f.close()
         self._log_files.clear()
+
+    def _check_ports(self) -> None:
+        """Refuse to start when a fixed port is taken (before starting anything), naming it and --port."""
+        base = self.options.api_port
+        if not base:
+            return
+        for port, what in ((base, "API"), (base + 1, "console"), (base + 2, "forge")):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                # As the servers themselves bind: connections of a previous run in TIME_WAIT do not count.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError as err:
+                    raise StackError(
+                        f"port {port} (the {what}) cannot be used ({err.strerror}) — is another `aipm local` "
+                        "running? Choose other ports with --port N (API on N, console on N+1, forge on N+2)"
+                    ) from None
 
     def kill_all(self, *, grace_s: float = 0) -> None:
         """End every process this stack started, now: SIGKILL to its process group(s), then SIGTERM and
@@ -401,7 +430,8 @@ class LocalStack:
         self._gateway = self._popen(
             [
                 sys.executable,
-                *("-m", "aipm.local.gateway", "--port", "0", "--stream-arn", stream_arn),
+                *("-m", "aipm.local.gateway", "--port", str(self.options.api_port)),
+                *("--stream-arn", stream_arn),
                 *("--issuer", self.sign_in.issuer, "--audience", self.sign_in.client_id),
             ],
             env=env,
@@ -499,31 +529,6 @@ def _drain(stream: IO[bytes], sink: IO[bytes]) -> None:
         sink.write(line)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The local stack's options (shared by `python -m aipm.local.stack` and `aipm local`)."""
-    parser.add_argument("--slots", type=int, default=2, help="slots per agent (default 2)")
-    parser.add_argument("--agents", type=int, default=1, help="agent processes on the one queue (default 1)")
-    parser.add_argument(
-        "--work-s", type=float, default=2.0, help="seconds of simulated work per emulator task"
-    )
-    parser.add_argument(
-        "--cli",
-        default="emulator",
-        metavar="PROFILE",
-        help="the agent's CLI profile (default emulator); a real CLI's profile (gemini-acp, qwen-acp, ...) "
-        "runs it against the model stand-in (install the CLIs first: make clis)",
-    )
-    parser.add_argument(
-        "--keep", action="store_true", help="keep the work folder (logs, repositories) after stopping"
-    )
-    parser.add_argument(
-        "--stop-grace-s",
-        type=float,
-        default=10.0,
-        help="seconds the agents get to finish their jobs after Ctrl-C or SIGTERM (default 10)",
-    )
-
-
 class _Stopper:
     """SIGINT/SIGTERM handling for `run`: the first signal asks for a graceful stop; a second one (a double
     Ctrl-C) kills every process of the stack at once. The work folder is removed either way."""
@@ -561,7 +566,9 @@ def run(args: argparse.Namespace) -> int:
         emulator_work_s=args.work_s,
         stop_grace_s=args.stop_grace_s,
         cli_profile=args.cli,
+        api_port=args.port,
     )
+    code = 0
     stopper = _Stopper()
     previous = {sig: signal.signal(sig, stopper) for sig in (signal.SIGINT, signal.SIGTERM)}
     started = time.monotonic()
@@ -577,11 +584,15 @@ def run(args: argparse.Namespace) -> int:
         try:
             with stack:
                 stopper.started = True
+                _save_local_profile(stack, progress)
                 _print_usage(stack)
                 stopper.requested.wait()
                 progress("stopping: the agents finish their jobs, then every process ends…")
         except KeyboardInterrupt:
             progress("interrupted while starting; stopped every process")
+        except StackError as problem:
+            print(f"aipm local: error: {problem}", file=sys.stderr, flush=True)
+            code = 1
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -590,7 +601,24 @@ def run(args: argparse.Namespace) -> int:
         else:
             shutil.rmtree(root, ignore_errors=True)
     print("stopped", flush=True)
-    return 0
+    return code
+
+
+def _save_local_profile(stack: LocalStack, progress: Callable[[str], None]) -> None:
+    """Save the stack's URL as the CLI's `local` profile and the demo person's sign-in under the same name
+    (as `aipm login --profile local` would), so `aipm` commands reach this stack signed in, with no setup."""
+    from aipm.cli.config import LOCAL_PROFILE, save_profile
+    from aipm.cli.errors import CliError
+    from aipm.cli.login import Session, TokenCache
+
+    try:
+        path = save_profile(LOCAL_PROFILE, {"api_url": stack.api_url})
+        if stack.sign_in is not None:
+            TokenCache(LOCAL_PROFILE).save(Session(stack.sign_in.settings, stack.sign_in.tokens()))
+    except (CliError, OSError) as err:
+        progress(f"could not save the CLI profile `{LOCAL_PROFILE}`: {err}")
+        return
+    progress(f"saved the CLI profile `{LOCAL_PROFILE}` in {path}: `aipm jobs list` now reaches this stack")
 
 
 def _print_usage(stack: LocalStack) -> None:

@@ -163,7 +163,9 @@ class SlotState(Record):
     ready: bool
     current_job: str | None = None
     idle_s: float = 0.0
-    restarts: int = 0
+    restarts: int = 0  # crashes + resets
+    crashes: int = 0  # the CLI session died or failed
+    resets: int = 0  # planned restarts (a live session moved into another job's tree)
 
 
 class Heartbeat(Record):

@@ -253,6 +253,8 @@ def test_worker_pool_status_comes_from_the_heartbeats(api: ApiHarness) -> None:
         "currentJob": "a" * 32,
         "idleS": 0.0,
         "restarts": 0,
+        "crashes": 0,
+        "resets": 0,
     }
     assert (pool["totalSlots"], pool["busySlots"], pool["healthyAgents"]) == (4, 1, 2)
 

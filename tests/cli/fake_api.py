@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,8 +30,26 @@ WORKERS = {
             "version": "0.1.0",
             "draining": False,
             "slots": [
-                {"id": 1, "busy": True, "ready": True, "currentJob": "a" * 32, "idleS": 0, "restarts": 0},
-                {"id": 2, "busy": False, "ready": True, "currentJob": None, "idleS": 42.0, "restarts": 1},
+                {
+                    "id": 1,
+                    "busy": True,
+                    "ready": True,
+                    "currentJob": "a" * 32,
+                    "idleS": 0,
+                    "restarts": 0,
+                    "crashes": 0,
+                    "resets": 0,
+                },
+                {
+                    "id": 2,
+                    "busy": False,
+                    "ready": True,
+                    "currentJob": None,
+                    "idleS": 42.0,
+                    "restarts": 1,
+                    "crashes": 0,
+                    "resets": 1,
+                },
             ],
         }
     ],
@@ -50,6 +69,7 @@ class Request:
     path: str
     headers: dict[str, str]
     body: Any
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -61,6 +81,7 @@ class FakeApi:
     script: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     answers: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # forced next answers
+    answer_headers: list[dict[str, str]] = field(default_factory=list)  # headers of the forced answers
     idempotency: dict[str, str] = field(default_factory=dict)
     missing_routes: set[str] = field(default_factory=set)  # e.g. {"list", "workers"}: answer like no route
     allow_origin: str = "*"
@@ -192,7 +213,8 @@ class FakeApi:
             return
         if self.answers:
             status, answer = self.answers.pop(0)
-            self._send(req, status, answer)
+            extra = self.answer_headers.pop(0) if self.answer_headers else {}
+            self._send(req, status, answer, extra)
             return
         status, answer = self._route(req.command, parts.path, parse_qs(parts.query), body, req.headers)
         self._send(req, status, answer)
@@ -302,9 +324,13 @@ class FakeApi:
             "message": f"cannot {action} job {job['jobId']}: it is {job['status']}",
         }
 
-    def _send(self, req: BaseHTTPRequestHandler, status: int, body: Any) -> None:
+    def _send(
+        self, req: BaseHTTPRequestHandler, status: int, body: Any, extra: dict[str, str] | None = None
+    ) -> None:
         data = b"" if body is None else json.dumps(body).encode()
         req.send_response(status)
+        for name, value in (extra or {}).items():
+            req.send_header(name, value)
         req.send_header("Content-Type", "application/json")
         req.send_header("Content-Length", str(len(data)))
         req.send_header("Access-Control-Allow-Origin", self.allow_origin)

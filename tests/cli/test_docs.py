@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from aipm.cli.app import build_parser
+from aipm.cli.config import Settings as CliSettings
 from aipm.cli.errors import Exit
 from aipm.cli.ops import OUTPUT_KEYS
 from ec2_agent.config import AgentSettings
@@ -17,7 +18,13 @@ from lambda_src.settings import ApiSettings, DispatchSettings, ReconcileSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
-CLI_VARIABLES = {"AIPM_API_URL", "AIPM_API_TOKEN", "AIPM_STACK", "AIPM_PROFILE"}
+# The CLI's variables: the Settings model's (prefix AIPM_), the config file's and the profile's.
+CLI_VARIABLES = {f"AIPM_{name.upper()}" for name in CliSettings.model_fields} | {
+    "AIPM_API_URL",
+    "AIPM_API_TOKEN",
+    "AIPM_CONFIG",
+    "AIPM_PROFILE",
+}
 
 
 def subcommands(parser: object) -> dict[str, object]:

@@ -196,8 +196,8 @@ def test_workers_view(aipm: Runner) -> None:
     assert result.code == Exit.OK
     assert result.out.splitlines() == [
         "agent agent-a  healthy  version 0.1.0  seen 3 s ago",
-        f"  slot 1  busy   job {'a' * 32}  restarts 0",
-        "  slot 2  idle   42 s  restarts 1",
+        f"  slot 1  busy   job {'a' * 32}  crashes 0, resets 0",
+        "  slot 2  idle   42 s  crashes 0, resets 1",  # a planned reset is not a crash
         "1 of 1 agent(s) healthy; 1 of 2 slot(s) busy",
     ]
 

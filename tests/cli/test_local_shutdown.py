@@ -28,7 +28,7 @@ STOP_BOUND_S = 40  # agents' grace (--stop-grace-s 5) + gateway + moto + the fin
 
 class LocalRun:
     def __init__(self, tmp_path: Path, *extra: str, grace_s: int = 5) -> None:
-        env = {**os.environ, "TMPDIR": str(tmp_path)}
+        env = {**os.environ, "TMPDIR": str(tmp_path), "AIPM_CONFIG": str(tmp_path.parent / "config.toml")}
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -74,7 +74,7 @@ def busy_stack(
     """`aipm local` with one job running (the agent's CLI child alive); returns its processes and run id."""
     run = LocalRun(tmp_path, *extra, grace_s=grace_s)
     assert run.ready.wait(120), run.text()
-    api_url, token = run.lines[-1], run.value("API token:  ")
+    api_url, token = run.lines[-1], run.value("ID token:   ")
     body = json.dumps(
         {
             "owner": "aipm-demo",

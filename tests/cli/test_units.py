@@ -73,16 +73,26 @@ def test_task_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     json_file.write_text('{"owner": "acme", "repo": "tools", "taskTitle": "T", "objective": "O"}')
     assert load_task_file(str(json_file))["taskTitle"] == "T"
 
+    flags = tmp_path / "flags.yaml"  # the flags' names work as keys too
+    flags.write_text("repo: acme/tools\ntitle: T\nobjective: O\ncriteria: It works\nbranch: b\n")
+    assert load_task_file(str(flags)) == {
+        "repo": "acme/tools",
+        "taskTitle": "T",
+        "objective": "O",
+        "acceptanceCriteria": ["It works"],
+        "branchName": "b",
+    }
     bad = tmp_path / "bad.yaml"
-    bad.write_text("owner: acme\nbranch: nope\n")
+    bad.write_text("owner: acme\nbrunch: nope\n")
     with pytest.raises(CliError, match="unknown field"):
         load_task_file(str(bad))
     bad.write_text("- a list\n")
     with pytest.raises(CliError, match="mapping"):
         load_task_file(str(bad))
     bad.write_text("owner: [unclosed\n")
-    with pytest.raises(CliError, match="not valid YAML"):
+    with pytest.raises(CliError, match="not valid YAML") as problem:
         load_task_file(str(bad))
+    assert f'in "{bad}", line' in problem.value.message and "<unicode string>" not in problem.value.message
     with pytest.raises(CliError, match="cannot read"):
         load_task_file(str(tmp_path / "absent.yaml"))
 

@@ -15,9 +15,11 @@ The file is `$AIPM_CONFIG`, else `$XDG_CONFIG_HOME/aipm/config.toml` (default `~
     output = "table"
 
 The profile used is `--profile`, else `AIPM_PROFILE`, else `default_profile`, else `local` when the file has
-one. Environment variables (`AIPM_API_URL`, `AIPM_API_TOKEN`, `AIPM_OUTPUT`, `AIPM_STACK`, `AWS_REGION`) win
-over the profile. Loaded once per command through pydantic-settings; an unknown key or a bad value is an
-error naming the file and the key. A file holding a token must not be readable by others (it is written 0600).
+one. The same name is the sign-in profile of `aipm login` (its tokens are kept apart, see aipm.cli.login); a
+name the file does not hold has no settings of its own. Environment variables (`AIPM_API_URL`,
+`AIPM_API_TOKEN`, `AIPM_OUTPUT`, `AIPM_STACK`, `AWS_REGION`) win over the profile. Loaded once per command
+through pydantic-settings; an unknown key or a bad value is an error naming the file and the key. A file
+holding a token must not be readable by others (it is written 0600).
 """
 
 from __future__ import annotations
@@ -102,13 +104,8 @@ def choose_profile(config: ConfigFile, requested: str | None) -> tuple[str | Non
         name = LOCAL_PROFILE if LOCAL_PROFILE in config.profiles else None
     if name is None:
         return None, Profile()
-    if name not in config.profiles:
-        known = ", ".join(sorted(config.profiles)) or "none"
-        raise usage_error(
-            f"no profile {name!r} in {config_path()} (profiles: {known})",
-            hint="see `aipm config --help` for the file's format",
-        )
-    return name, config.profiles[name]
+    # A name the file does not hold is still a profile: a sign-in of `aipm login --profile NAME` alone.
+    return name, config.profiles.get(name, Profile())
 
 
 class Settings(BaseSettings):

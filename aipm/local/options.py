@@ -26,6 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--work-s", type=float, default=2.0, help="seconds of simulated work per emulator task"
     )
     parser.add_argument(
+        "--cli",
+        default="emulator",
+        metavar="PROFILE",
+        help="the agent's CLI profile (default emulator); a real CLI's profile (gemini-acp, qwen-acp, ...) "
+        "runs it against the model stand-in (install the CLIs first: make clis)",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep the work folder (logs, repositories) after stopping"
     )
     parser.add_argument(

@@ -233,9 +233,10 @@ def test_malformed_json_is_a_400(forge: Forge) -> None:
     assert (answer.status, answer.body["message"]) == (400, "Problems parsing JSON")
 
 
-def test_pull_request_page(forge: Forge) -> None:
+def test_pull_request_page_shows_commits_and_diff_without_credentials(forge: Forge) -> None:
+    """A person's browser has no token: the page is readable like a public repository's PR on GitHub."""
     repo = new_repository(forge)
-    add_branch_with_commit(forge, repo, "page")
+    sha = add_branch_with_commit(forge, repo, "page")
     created = call(
         forge,
         "POST",
@@ -243,17 +244,18 @@ def test_pull_request_page(forge: Forge) -> None:
         {"title": "<b>Bold</b> & co", "head": "page", "base": "main"},
     )
     page = f"/{OWNER}/{repo.name}/pull/{created.body['number']}"
-    basic = base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
 
-    anonymous = call(forge, "GET", page, token=None)
-    shown = call(forge, "GET", page, token=basic, scheme="Basic")
+    shown = call(forge, "GET", page, token=None)
 
-    assert anonymous.status == 401
-    assert anonymous.headers["WWW-Authenticate"] == 'Basic realm="forge"'
     assert shown.status == 200
     assert shown.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert shown.headers["Content-Security-Policy"].startswith("default-src 'none'; style-src 'sha256-")
     assert b"&lt;b&gt;Bold&lt;/b&gt; &amp; co" in shown.body
     assert b"<b>Bold" not in shown.body
+    text = shown.body.decode()
+    assert "Commits (1)" in text and sha[:12] in text and "Add task" in text  # the branch's commit
+    assert "TASK.md" in text and "<span class='add'>+task</span>" in text  # and its diff
+    assert call(forge, "GET", f"/{OWNER}/{repo.name}/pull/999", token=None).status == 404
 
 
 def test_concurrent_creates_of_one_ref_have_one_winner(forge: Forge) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import html
 import ipaddress
@@ -28,12 +29,33 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from aipm.local.forge import graphql_api, rest
 from aipm.local.forge.app import DOCS_URL, ForgeApp, ForgeError, Urls
 from aipm.local.forge.faults import Fault
+from aipm.local.forge.gitrepo import GitError
 from aipm.local.forge.smart_http import GIT_PATH, is_git_request, run_http_backend
 
 log = logging.getLogger(__name__)
 
 API_BODY_LIMIT = 10 * 1024 * 1024  # bytes of a REST or GraphQL request body
 GIT_BODY_LIMIT = 200 * 1024 * 1024  # bytes of a push
+DIFF_LIMIT = 1_000_000  # characters of the diff shown on a PR page
+_PULL_PAGE_CSS = (
+    "body{font:15px/1.5 system-ui,sans-serif;margin:0;color:#1f2328;background:#fff}"
+    "main{max-width:60rem;margin:auto;padding:1rem}pre{overflow-x:auto;white-space:pre-wrap}"
+    ".diff{background:#f6f8fa;padding:.5rem;white-space:pre}.add{color:#116329;background:#dafbe1}"
+    ".del{color:#82071e;background:#ffebe9}.hunk{color:#0550ae}"
+    "@media (prefers-color-scheme: dark){body{color:#e6edf3;background:#0d1117}.diff{background:#161b22}"
+    ".add{color:#aff5b4;background:#033a16}.del{color:#ffdcd7;background:#67060c}.hunk{color:#79c0ff}}"
+)
+_PULL_PAGE_CSS_SHA = base64.b64encode(hashlib.sha256(_PULL_PAGE_CSS.encode()).digest()).decode()
+
+
+def _diff_class(line: str) -> str:
+    if line.startswith("+") and not line.startswith("+++"):
+        return "add"
+    if line.startswith("-") and not line.startswith("---"):
+        return "del"
+    return "hunk" if line.startswith("@@") else "ctx"
+
+
 _PULL_PAGE = re.compile(r"^/(?P<owner>[^/]+)/(?P<repo>[^/]+)/pull/(?P<number>[0-9]{1,9})$")
 
 
@@ -106,9 +128,10 @@ class _Handler(BaseHTTPRequestHandler):
             if user is not None:
                 self._serve_git(git, target.query, body, user)
         elif page := _PULL_PAGE.match(path):
+            # Readable without credentials, like a public repository's PR on GitHub: the console and the
+            # CLI link here, and a browser has no token. Read-only; the forge listens on loopback only.
             self._read_body(API_BODY_LIMIT)
-            if self._basic_user() is not None:
-                self._serve_pull_page(page)
+            self._serve_pull_page(page)
         else:
             self._read_body(API_BODY_LIMIT)
             self._send_json(404, {"message": "Not Found", "documentation_url": DOCS_URL})
@@ -205,17 +228,37 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, b"Not Found\n", "text/plain; charset=utf-8")
             return
         e = html.escape
+        head = repo.git.branch_tip(pull.head_ref) or pull.head_sha
+        base = repo.git.branch_tip(pull.base_ref) or pull.base_sha
+        try:
+            log = repo.git.git("log", "--format=%H%x00%an%x00%aI%x00%s", f"{base}..{head}").decode()
+            diff = repo.git.git("diff", "--stat", "--patch", f"{base}...{head}").decode(errors="replace")
+        except GitError:
+            log, diff = "", "(the branch is gone)"
+        commits = "".join(
+            f"<li><code>{e(sha[:12])}</code> {e(subject)} <small>{e(author)}, {e(when)}</small></li>"
+            for sha, author, when, subject in (line.split("\0", 3) for line in log.splitlines() if line)
+        )
+        lines = "".join(
+            f"<span class='{_diff_class(line)}'>{e(line)}</span>\n" for line in diff[:DIFF_LIMIT].splitlines()
+        )
         items = "".join(f"<li><pre>{e(c.body)}</pre><small>{e(c.created_at)}</small></li>" for c in comments)
         page = (
             "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-            f"<title>{e(pull.title)} · Pull Request #{pull.number} · {e(repo.full_name)}</title></head><body>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>{e(pull.title)} · Pull Request #{pull.number} · {e(repo.full_name)}</title>"
+            f"<style>{_PULL_PAGE_CSS}</style></head><body><main>"
             f"<h1>{e(pull.title)} <span>#{pull.number}</span></h1>"
             f"<p><strong>{e(pull.state)}</strong> · {e(repo.full_name)} · "
             f"<code>{e(pull.head_ref)}</code> → <code>{e(pull.base_ref)}</code> · "
-            f"head <code>{e(pull.head_sha)}</code></p>"
-            f"<pre>{e(pull.body)}</pre><h2>Comments ({len(comments)})</h2><ul>{items}</ul></body></html>"
+            f"head <code>{e(head)}</code></p>"
+            f"<pre>{e(pull.body)}</pre>"
+            f"<h2>Commits ({len(log.splitlines())})</h2><ul>{commits}</ul>"
+            f"<h2>Files changed</h2><pre class='diff'>{lines}</pre>"
+            f"<h2>Comments ({len(comments)})</h2><ul>{items}</ul></main></body></html>"
         )
-        headers = [("Content-Security-Policy", "default-src 'none'"), ("X-Content-Type-Options", "nosniff")]
+        csp = f"default-src 'none'; style-src 'sha256-{_PULL_PAGE_CSS_SHA}'"
+        headers = [("Content-Security-Policy", csp), ("X-Content-Type-Options", "nosniff")]
         self._send(200, page.encode("utf-8"), "text/html; charset=utf-8", headers)
 
     # ---- authentication ---------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from aipm.local.forge import Forge
-from ec2_agent.sandbox import Sandbox, SandboxPolicy
+from ec2_agent.sandbox import TRASH_PREFIX, Sandbox, SandboxPolicy
 from ec2_agent.workspace import Git, Workspace, install_credential_helper
 
 REPO_FILES = int(os.environ.get("BENCH_REPO_FILES", "50000"))
@@ -96,6 +96,12 @@ def _timed(action: Callable[[], object]) -> float:
     return (time.perf_counter() - started) * 1000
 
 
+def _await_trash(parent: Path) -> None:
+    """Wait until the background deletion of emptied trees under `parent` is done."""
+    while any(parent.glob(f"{TRASH_PREFIX}*")):
+        time.sleep(0.05)
+
+
 def _timed_command(argv: list[str], env: dict[str, str]) -> float:
     return _timed(lambda: subprocess.run(argv, check=True, env=env))
 
@@ -153,6 +159,7 @@ def _workspace_figures(work: Path) -> dict[str, float | int]:
             fresh.append(_timed(prepare))
             assert checkout is not None
             workspace.discard(checkout)
+            _await_trash(workspace.tree.parent)  # the previous tree's deletion must not slow the baselines
             tree = work / f"worktree-{n}"
             add = ["git", "--git-dir", str(local), "worktree", "add", "--quiet", "--detach", str(tree), tip]
             worktree.append(_timed_command(add, GIT_ENV))

@@ -29,6 +29,7 @@ from aipm.cli.login import (
 )
 from aipm.local.oidc import OidcStandIn, UserPool, create_pool
 from aipm.local.oidc.scripted import ScriptedBrowser
+from lambda_src.identity import ADMIN_GROUP
 
 DEMO_EMAIL = "demo@example.com"
 POOL_NAME = "aipm-local"
@@ -89,7 +90,7 @@ class LocalSignIn:
         )
         pool = UserPool(pool_id, endpoint_url=self._endpoint_url, region=self._region)
         self.stand_in = OidcStandIn(pool).start()
-        self.demo, self._tokens = self.first_sign_in(DEMO_EMAIL, groups=("admin",))
+        self.demo, self._tokens = self.first_sign_in(DEMO_EMAIL, groups=(ADMIN_GROUP,))
         return self
 
     def stop(self) -> None:

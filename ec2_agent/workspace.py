@@ -1,9 +1,9 @@
 """Git for jobs, with the agent's git kept where the CLI never reaches (docs/sandbox-and-sessions.md).
 
 Layout under `AIPM_WORK_DIR`: `git/<owner>/<repo>.git` a bare per-repository object store (the warm cache,
-fetched with the token); `jobs/<job_id>.git` the job's private git directory (`HEAD`, index, its own new
-objects, `objects/info/alternates` → the store); the slot's tree (mounted in the sandbox at /workspace)
-holds the job's files and no git directory of the agent's.
+fetched with the token); `jobs/<job_id>-<run>.git` the private git directory of one run of the job
+(`HEAD`, index, its own new objects, `objects/info/alternates` → the store); the slot's tree (mounted in
+the sandbox at /workspace) holds the job's files and no git directory of the agent's.
 
 - checkout: `read-tree -u --reset <tip>` into the emptied tree — a checkout, not a clone;
 - commit: `add --all` into the private index, `write-tree`, and `commit-tree` on the branch tip, so what the
@@ -314,7 +314,9 @@ class Workspace:
         return self.work_dir / "git" / owner / f"{repo}.git"
 
     def job_dir(self, job_id: str) -> Path:
-        return self.work_dir / "jobs" / f"{job_id}.git"
+        """A private git directory for one run of the job: a retried job's run never shares it with an
+        earlier run whose discard may still be pending (a cancel's publisher removes it later)."""
+        return self.work_dir / "jobs" / f"{job_id}-{uuid.uuid4().hex[:12]}.git"
 
     # -- the store --------------------------------------------------------------------------------
 
@@ -376,9 +378,10 @@ class Workspace:
             raise UnsafeReference(f"job id {job_id!r} is not a safe directory name")
         tip = self.fetch(owner, repo, branch)
         store = self.store_path(owner, repo)
+        git_dir = self.job_dir(job_id)
         for attempt in (1, 2):
             try:
-                return self._checkout(job_id, owner, repo, branch, store, tip)
+                return self._checkout(job_id, git_dir, owner, repo, branch, store, tip)
             except (GitError, OSError) as err:
                 if attempt == 2:
                     raise WorkspaceFault(f"the checkout failed after a rebuild: {err}") from err
@@ -387,8 +390,9 @@ class Workspace:
                 )
         raise AssertionError("unreachable")
 
-    def _checkout(self, job_id: str, owner: str, repo: str, branch: str, store: Path, tip: str) -> Checkout:
-        git_dir = self.job_dir(job_id)
+    def _checkout(
+        self, job_id: str, git_dir: Path, owner: str, repo: str, branch: str, store: Path, tip: str
+    ) -> Checkout:
         remove_tree(git_dir)
         # The private git directory, written as gitrepository-layout(5) describes it (no `git init`: no
         # template hooks, no process per file): HEAD on the job's branch, its tip, the store as alternate.

@@ -77,7 +77,8 @@ def test_checkout_commit_push_round_trip_with_no_git_in_the_tree(
     checkout = ws.prepare("job-1", "acme", "tools", task_branch)
     tree = checkout.tree
     assert sorted(p.name for p in tree.iterdir()) == ["README.md", "TASK.md", "src"]  # no .git
-    assert checkout.git_dir == tmp_path / "agent" / "jobs" / "job-1.git"
+    assert checkout.git_dir.parent == tmp_path / "agent" / "jobs"
+    assert checkout.git_dir.name.startswith("job-1-") and checkout.git_dir.name.endswith(".git")
     alternates = (checkout.git_dir / "objects" / "info" / "alternates").read_text().strip()
     assert alternates == str((tmp_path / "agent" / "git" / "acme" / "tools.git" / "objects").resolve())
     assert ws.commit_all(checkout, "nothing") is None
@@ -133,6 +134,21 @@ def test_what_the_cli_did_with_git_counts_only_as_content(
     ).stdout
     assert mode.startswith("120000")  # committed as a link, never followed
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_retried_job_keeps_its_git_dir_when_the_earlier_run_is_discarded(
+    forge: Forge, tmp_path: Path, task_branch: str
+) -> None:
+    """A cancelled run's checkout is discarded on its publisher thread, possibly after the retry of the same
+    job has been checked out on the slot: the retry's private git directory must survive that."""
+    ws = make_workspace(forge, tmp_path / "agent")
+    cancelled = ws.prepare("job-1", "acme", "tools", task_branch)
+    retry = ws.prepare("job-1", "acme", "tools", task_branch)
+    ws.discard(cancelled)
+    (retry.tree / "retried.txt").write_text("second run\n")
+    commit = ws.commit_all(retry, "the retry's change")
+    assert commit is not None and commit.changed_files == ["retried.txt"]
+    assert not cancelled.git_dir.exists() and retry.git_dir.is_dir()
 
 
 def test_special_and_oversized_files_are_refused(

@@ -105,6 +105,7 @@ class AgentHost(Construct):
             "BOOTSTRAP_KIRO_VERSION": config.kiro_version,
             "BOOTSTRAP_CLI_DOMAINS": " ".join(config.cli_domains),
             "BOOTSTRAP_AGENT_TOKEN_SECRET": configuration.agent_token.secret_arn,
+            "BOOTSTRAP_KIRO_KEY_SECRET": configuration.kiro_api_key.secret_arn,
             "BOOTSTRAP_POOL_PORT": str(c.POOL_PORT),
             "BOOTSTRAP_SIGNAL_STACK": stack.stack_name,
             # The resource CloudFormation waits on (the instance, or the group), known once it exists.
@@ -295,6 +296,7 @@ class AgentHost(Construct):
         )
         configuration.github_secret.grant_read(role)
         configuration.agent_token.grant_read(role)
+        configuration.kiro_api_key.grant_read(role)
         self.log_group.grant_write(role)
         role.add_to_policy(
             iam.PolicyStatement(actions=["logs:DescribeLogStreams"], resources=[self.log_group.log_group_arn])

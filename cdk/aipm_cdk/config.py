@@ -23,6 +23,8 @@ _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(?::\d{1,5})?$")
 _VPC_ID = re.compile(r"^vpc-[0-9a-f]{8,17}$")
 _VERSION = re.compile(r"^(\d+\.\d+\.\d+)?$")
 _DOMAIN = re.compile(r"^\.?[a-z0-9-]+(\.[a-z0-9-]+)+$")
+_API_ID = re.compile(r"^[a-z0-9]{6,12}$")
+_STAGE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _EMAIL = re.compile(r"^[^@\s']+@[^@\s']+\.[^@\s']+$")
 # CloudWatch Logs accepts only these retention periods (days).
 RETENTION: dict[int, RetentionDays] = {
@@ -44,6 +46,10 @@ RETENTION: dict[int, RetentionDays] = {
 DEFAULTS: dict[str, Any] = {
     "stage": "prod",
     "frontendOrigins": "",
+    "aipmRestApiId": "",
+    "aipmRootResourceId": "",
+    "aipmApiResourceId": "",
+    "aipmRestApiStage": "prod",
     "console": True,
     "githubOwners": "",
     "githubApiUrl": c.DEFAULT_GITHUB_API_URL,
@@ -84,6 +90,10 @@ class AipmConfig:
 
     stage: str = DEFAULTS["stage"]
     frontend_origins: tuple[str, ...] = ()
+    aipm_rest_api_id: str = DEFAULTS["aipmRestApiId"]
+    aipm_root_resource_id: str = DEFAULTS["aipmRootResourceId"]
+    aipm_api_resource_id: str = DEFAULTS["aipmApiResourceId"]
+    aipm_rest_api_stage: str = DEFAULTS["aipmRestApiStage"]
     console: bool = DEFAULTS["console"]
     github_owners: tuple[str, ...] = ()
     github_api_url: str = DEFAULTS["githubApiUrl"]
@@ -122,6 +132,15 @@ class AipmConfig:
             (all(_OWNER.match(o) for o in self.github_owners), "githubOwners: GitHub owner names"),
             (self.github_api_url.startswith("https://"), "githubApiUrl: an https:// URL"),
             (self.github_base_url.startswith("https://"), "githubBaseUrl: an https:// URL"),
+            (
+                not self.aipm_rest_api_id
+                or all(
+                    _API_ID.match(v)
+                    for v in (self.aipm_rest_api_id, self.aipm_root_resource_id, self.aipm_api_resource_id)
+                ),
+                "aipmRestApiId, aipmRootResourceId, aipmApiResourceId: API Gateway ids (all three together)",
+            ),
+            (bool(_STAGE_NAME.match(self.aipm_rest_api_stage)), "aipmRestApiStage: a stage name"),
             (1 <= self.pool_size <= 16, "poolSize: 1..16"),
             (self.job_timeout_s > 0, "jobTimeoutSeconds: > 0"),
             (1 <= self.agent_host_count <= 20, "agentHostCount: 1..20"),
@@ -171,6 +190,10 @@ class AipmConfig:
         return cls(
             stage=str(get("stage")),
             frontend_origins=tuple(o.rstrip("/") for o in _as_list(get("frontendOrigins"))),
+            aipm_rest_api_id=str(get("aipmRestApiId")),
+            aipm_root_resource_id=str(get("aipmRootResourceId")),
+            aipm_api_resource_id=str(get("aipmApiResourceId")),
+            aipm_rest_api_stage=str(get("aipmRestApiStage")),
             console=_as_bool("console", get("console")),
             github_owners=_as_list(get("githubOwners")),
             github_api_url=str(get("githubApiUrl")).rstrip("/"),

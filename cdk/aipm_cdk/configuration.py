@@ -1,8 +1,8 @@
-"""Configuration: the secrets (GitHub credentials, agent token) and the agent's SSM parameters."""
+"""Configuration: the secrets (GitHub credentials, agent token, Kiro API key) and the agent's parameters."""
 
 from __future__ import annotations
 
-from aws_cdk import ArnFormat, Stack
+from aws_cdk import ArnFormat, SecretValue, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_ssm as ssm
@@ -55,6 +55,22 @@ class Configuration(Construct):
             "Shared bearer token between the dispatcher and the agent, generated at deploy time; rotating it "
             "means re-reading it on both sides, documented as a manual step (cdk/README.md) until the agent "
             "supports reloading it.",
+        )
+        # The Kiro CLI's API key (headless and ACP profiles): the hosts write it into /etc/aipm/kiro.env at
+        # every boot, so a replaced host needs no login. Empty (`{}`) until ops put one.
+        self.kiro_api_key = secretsmanager.Secret(
+            self,
+            "KiroApiKey",
+            description='AIPM: the Kiro CLI API key for the agent hosts. JSON {"apiKey": "..."}; '
+            "empty until set (the hosts then rely on a `kiro-cli login` on each host).",
+            secret_string_value=SecretValue.unsafe_plain_text(_EMPTY_OBJECT),
+        )
+        acknowledge(
+            self.kiro_api_key,
+            "SMG4",
+            "The Kiro API key is issued and rotated in Kiro's account settings, not by a Secrets Manager "
+            "rotation Lambda; ops put the new value with put-secret-value and reboot the hosts "
+            "(cdk/README.md).",
         )
         self.port_parameters = [
             ssm.StringParameter(

@@ -19,6 +19,7 @@ from cdk.aipm_cdk.functions import powertools_layer_arn
 from cdk.aipm_cdk.monitoring import Monitoring
 from cdk.aipm_cdk.network import Network
 from cdk.aipm_cdk.reconcile import Reconcile
+from cdk.aipm_cdk.shared_api import SharedApiRoutes
 from cdk.aipm_cdk.storage import Storage
 
 PORT_FORWARD = (
@@ -58,6 +59,14 @@ class AipmStack(Stack):
                     "issuer": self.api.issuer,
                     "clientId": self.api.user_pool_client.user_pool_client_id,
                 },
+            )
+        if config.aipm_rest_api_id:
+            self.shared_api = SharedApiRoutes(self, "AipmApiRoutes", config=config, api=self.api)
+            self._output(
+                "AipmDelegateUrl",
+                f"https://{config.aipm_rest_api_id}.execute-api.{Aws.REGION}.{Aws.URL_SUFFIX}/"
+                f"{config.aipm_rest_api_stage}/{c.API_PREFIX}/personal-delegate",
+                "The delegate route on the AIPM REST API (one base URL for the AIPM frontend)",
             )
         self.reconcile = Reconcile(
             self,
@@ -120,6 +129,13 @@ class AipmStack(Stack):
         )
         self._output(
             c.OUT_AGENT_TOKEN_SECRET, self.configuration.agent_token.secret_arn, "Agent API token secret"
+        )
+        self._output(
+            "SetKiroApiKeyCommand",
+            f"aws secretsmanager put-secret-value --region {region} --secret-id "
+            f"{self.configuration.kiro_api_key.secret_arn} --secret-string "
+            '\'{"apiKey":"<kiro-api-key>"}\'',
+            "Store the Kiro CLI's API key (headless/ACP profiles); hosts read it at every boot",
         )
         self._output("AlarmTopicArn", self.monitoring.topic.topic_arn, "Subscribe to get the alarms")
         self._output(

@@ -20,6 +20,7 @@
 #   BOOTSTRAP_ENDPOINT_PARAM     SSM parameter to publish http://<private-ip>:<port> in (scale-out)
 #   BOOTSTRAP_PROCESSOR_PORT, BOOTSTRAP_POOL_PORT  the agent's ports (8082, 8081)
 #   BOOTSTRAP_AGENT_TOKEN_SECRET the agent token's secret (the health check sends it)
+#   BOOTSTRAP_KIRO_KEY_SECRET    the Kiro API key's secret ({"apiKey"}): written to /etc/aipm/kiro.env
 #   BOOTSTRAP_CLOUDWATCH_CONFIG  CloudWatch agent JSON config to start it with; empty skips it
 #   BOOTSTRAP_SIGNAL_STACK, BOOTSTRAP_SIGNAL_RESOURCE  where cfn-signal reports; empty skips the signal
 #   BOOTSTRAP_CLI_DOMAINS        domains the CLI user may reach through the egress proxy (space separated)
@@ -221,6 +222,24 @@ elif [[ "${KIRO_INSTALL}" == 1 ]]; then
         log "the Kiro CLI could not be installed (above); the agent starts without it"
         KIRO_FAILED=1
     fi
+fi
+
+if [[ -n "${BOOTSTRAP_KIRO_KEY_SECRET:-}" ]]; then
+    step kiro-key # every boot: a replaced host needs no login, a rotated key arrives with a reboot
+    key="$(aws secretsmanager get-secret-value "${REGION_ARGS[@]}" --secret-id "${BOOTSTRAP_KIRO_KEY_SECRET}" \
+        --query SecretString --output text |
+        "${PYTHON}" -c 'import json, sys; print(json.load(sys.stdin).get("apiKey", ""))')"
+    if [[ -z "${key}" ]]; then
+        log "no Kiro API key in the secret: the CLI relies on a kiro-cli login on this host"
+    elif [[ "${key}" == *"'"* || "${key}" == *$'\n'* ]]; then
+        log "the Kiro API key holds a quote or a newline: refused"
+        false
+    else
+        (umask 077 && printf "KIRO_API_KEY='%s'\n" "${key}" >"${ROOT}/etc/aipm/kiro.env.new")
+        mv -T "${ROOT}/etc/aipm/kiro.env.new" "${ROOT}/etc/aipm/kiro.env"
+        log "the Kiro API key is in /etc/aipm/kiro.env"
+    fi
+    unset key
 fi
 
 step unit

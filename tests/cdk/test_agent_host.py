@@ -26,6 +26,7 @@ def host_template(scale_out: bool = False) -> tuple[Template, Parts, dict[str, s
         "records": stack.resolve(p.storage.records.table_name)["Ref"],
         "github_secret": stack.resolve(p.configuration.github_secret.secret_arn)["Ref"],
         "agent_token": stack.resolve(p.configuration.agent_token.secret_arn)["Ref"],
+        "kiro_key": stack.resolve(p.configuration.kiro_api_key.secret_arn)["Ref"],
         "logs": stack.resolve(host.log_group.log_group_name)["Ref"],
     }
     return Template.from_stack(p.stack), p, ids
@@ -126,7 +127,7 @@ def test_role_is_ssm_core_plus_table_secrets_logs_and_source() -> None:
         for resource in as_list(statement["Resource"]):
             assert resource != "*", statement
             text = str(resource)
-            assert any(ids[k] in text for k in ("records", "github_secret", "agent_token")) or (
+            assert any(ids[k] in text for k in ("records", "github_secret", "agent_token", "kiro_key")) or (
                 "AgentLogs" in text or "cdk-hnb659fds-assets" in text or "autoScalingGroupName" in text
             ), statement
 

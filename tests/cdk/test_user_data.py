@@ -35,6 +35,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 SYSTEMD_UNITS = Path("/lib/systemd/system")
+KIRO_KEY = "kiro-key-for-the-user-data-test"
 KIRO_STUB = (
     "mkdir -p .local/bin && printf '#!/bin/sh\\n' > .local/bin/kiro-cli && chmod +x .local/bin/kiro-cli"
     " && echo x >> kiro-installs\n"
@@ -125,6 +126,9 @@ def scratch(agent_host: AgentHost, user_data: str, tmp_path_factory: pytest.Temp
     for name in ("systemctl", "cfn-signal"):
         (shims / name).write_text(RECORDER.format(root=root, log=calls))
         (shims / name).chmod(0o755)
+    # The aws CLI's answer to `secretsmanager get-secret-value --query SecretString --output text`.
+    (shims / "aws").write_text(f'#!/bin/sh\necho "aws $*" >> {calls}\necho \'{{"apiKey": "{KIRO_KEY}"}}\'\n')
+    (shims / "aws").chmod(0o755)
     kiro = work / "install-kiro.sh"
     kiro.write_text(KIRO_STUB)
     env = {
@@ -194,7 +198,8 @@ def test_first_boot_installs_a_version_and_switches_to_it(scratch: Host, runs: d
     assert check.returncode == 0, check.stderr
     bwrap = scratch.root / "usr/bin/bwrap"
     assert bwrap.is_symlink() and str(bwrap.readlink()).startswith("/opt/aipm/current/venv/")
-    assert calls[:2] == ["systemctl daemon-reload @ none", "systemctl stop aipm-agent.service @ none"]
+    systemctl = [call for call in calls if call.startswith("systemctl")]
+    assert systemctl[:2] == ["systemctl daemon-reload @ none", "systemctl stop aipm-agent.service @ none"]
     assert "systemctl start aipm-agent.service @ " + current in calls
     assert calls[-1].startswith("cfn-signal --exit-code 0 --reason aipm agent ")
     assert "step: install-agent" in result.stderr and "step: health" in result.stderr
@@ -253,6 +258,18 @@ def test_kiro_cli_installed_once_as_the_service_user(scratch: Host, runs: dict[s
     home = scratch.root / c.AGENT_HOME.lstrip("/")
     assert (home / ".local/bin/kiro-cli").is_file()
     assert (home / "kiro-installs").read_text() == "x\n"  # later boots kept it (and its login)
+
+
+def test_the_kiro_api_key_comes_from_its_secret_on_every_boot(scratch: Host, runs: dict[str, Any]) -> None:
+    """headless/ACP: a replaced host needs no `kiro-cli login`: the key is read from Secrets Manager at every
+    boot into the unit's optional environment file, readable by root only."""
+    kiro_env = scratch.root / "etc/aipm/kiro.env"
+    assert kiro_env.read_text() == f"KIRO_API_KEY='{KIRO_KEY}'\n"
+    assert oct(kiro_env.stat().st_mode & 0o777) == "0o600"
+    _, calls, _ = runs["changed"]
+    assert any(call.startswith("aws secretsmanager get-secret-value") for call in calls)
+    result, _, _ = runs["changed"]
+    assert KIRO_KEY not in result.stdout + result.stderr  # never in the boot log
 
 
 def test_the_cli_user_gets_no_metadata_and_only_the_proxy(scratch: Host, runs: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@
     jobs: new Map(),          // jobId -> JobView
     listSupported: true,      // false once GET /api/jobs answers "no such route"
     expanded: new Set(),      // job ids whose output is open
+    announced: new Map(),     // job id -> the status last announced (or first seen)
     jobsTimer: null,
     workersTimer: null,
     auth: null,               // an AipmAuth (auth.js) when config.json names the sign-in
@@ -67,6 +68,7 @@
       config = {};
     }
     state.apiUrl = normaliseUrl(sessionStorage.getItem(KEY_URL) || config.apiUrl || "");
+    if (state.apiUrl) $("api-reference").href = state.apiUrl + "/api/openapi.json";
     $("api-url").value = state.apiUrl;
     if (!state.apiUrl) $("settings-details").open = true;
     if (config.auth) {
@@ -197,12 +199,25 @@
     for (const span of document.querySelectorAll("#delegate-form .field-error")) span.textContent = "";
   }
 
+  function labelText(inputId) {
+    const label = document.querySelector('label[for="' + inputId + '"]');
+    return label ? label.textContent.replace(/\s*\(.*\)\s*$/, "").trim() : inputId;
+  }
+
+  // An error under its input, worded with the input's label (not the API's field name), tied to the input
+  // with aria-describedby (the error element's id is already in it, see index.html).
   function fieldError(field, message) {
     const inputId = FIELD_INPUT[String(field || "").split(".")[0]];
     if (!inputId) return false;
     $(inputId).setAttribute("aria-invalid", "true");
-    $(inputId + "-error").textContent = message;
+    const text = String(message || "").replace(/^[A-Za-z.]+: /, "");
+    $(inputId + "-error").textContent = text.startsWith("Enter ") ? text : labelText(inputId) + ": " + text;
     return true;
+  }
+
+  function focusFirstInvalid() {
+    const first = document.querySelector("#delegate-form [aria-invalid]");
+    if (first) first.focus();
   }
 
   function readForm() {
@@ -210,13 +225,18 @@
     const problems = [];
     const repo = value("repo");
     const [owner, name, extra] = repo.split("/");
-    if (!owner || !name || extra !== undefined) problems.push(["repo", "owner/repo, e.g. aipm-demo/tools"]);
-    for (const id of ["branchName", "taskTitle", "objective", "prTitle"]) {
-      if (!value(id)) problems.push([id, "required"]);
+    if (!owner || !name || extra !== undefined) {
+      problems.push(["repo", "Enter the repository as owner/repo, e.g. aipm-demo/tools."]);
     }
+    for (const id of ["taskTitle", "objective"]) {
+      if (!value(id)) problems.push([id, "Enter the " + labelText(id).toLowerCase() + "."]);
+    }
+    // As the CLI does: the PR title defaults to the task title, the branch to feature/<title as a slug>.
+    const slug = value("taskTitle").toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 60)
+      .replace(/-+$/, "");
     const body = {
-      owner: owner || "", repo: name || "", branchName: value("branchName"), taskTitle: value("taskTitle"),
-      objective: value("objective"), prTitle: value("prTitle"),
+      owner: owner || "", repo: name || "", branchName: value("branchName") || (slug ? "feature/" + slug : ""),
+      taskTitle: value("taskTitle"), objective: value("objective"), prTitle: value("prTitle") || value("taskTitle"),
     };
     if (value("constraints")) body.constraints = value("constraints");
     const criteria = $("acceptanceCriteria").value.split("\n").map((l) => l.replace(/^[\s*-]+/, "").trim())
@@ -236,7 +256,8 @@
     if (problems.length) {
       for (const [field, message] of problems) fieldError(field, message);
       result.className = "result error";
-      result.textContent = "Please fill the marked fields.";
+      result.textContent = "Please correct the marked fields.";
+      focusFirstInvalid();
       return;
     }
     const button = $("delegate-submit");
@@ -260,7 +281,8 @@
     } catch (err) {
       result.className = "result error";
       const marked = err.body && err.body.field ? fieldError(err.body.field, err.message) : false;
-      result.textContent = (marked ? "The API refused a field: " : "") + err.message;
+      result.textContent = marked ? "Please correct the marked field." : err.message;
+      if (marked) focusFirstInvalid();
     } finally {
       button.disabled = false;
       button.textContent = "Generate Code & PR";
@@ -277,6 +299,17 @@
   function clock(iso) {
     const date = new Date(iso);
     return Number.isNaN(date.getTime()) ? String(iso || "") : date.toLocaleTimeString([], { hour12: false });
+  }
+
+  // "started 14 Mar 2026, 10:02 · took 1 min 5 s" (or "running for …").
+  function when(job) {
+    const start = new Date(job.createdAt), end = new Date(job.updatedAt);
+    if (Number.isNaN(start.getTime())) return "";
+    const date = start.toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+    const ended = TERMINAL.has(job.status) && !Number.isNaN(end.getTime());
+    const seconds = Math.max(0, Math.round(((ended ? end : new Date()) - start) / 1000));
+    const span = seconds >= 60 ? Math.floor(seconds / 60) + " min " + (seconds % 60) + " s" : seconds + " s";
+    return "started " + date + " · " + (ended ? "took " : "running for ") + span;
   }
 
   function pathBar(job) {
@@ -305,7 +338,13 @@
       el("span", { text: job.repo }), el("span", { text: job.branchName }),
       el("span", { text: "attempts " + (job.attempts ?? 0) + (job.maxAttempts ? "/" + job.maxAttempts : "") }));
     if (job.worker) meta.append(el("span", { text: "worker " + job.worker }));
-    if (job.commitSha) meta.append(el("span", { text: "commit " + String(job.commitSha).slice(0, 12) }));
+    if (job.commitSha) {
+      // The PR page shows the commits and the diff.
+      const commit = link(job.prUrl, String(job.commitSha).slice(0, 12));
+      if (commit.tagName === "A") commit.className = "commit-link";
+      meta.append(el("span", {}, "commit ", commit));
+    }
+    meta.append(el("span", { text: when(job) }));
     meta.append(el("span", { text: "job " + job.jobId }));
     card.append(meta, pathBar(job));
     const steps = el("ol", { className: "steps" });
@@ -326,7 +365,8 @@
     if (RETRYABLE.has(status)) actions.append(actionButton("Retry", job.jobId, "retry"));
     if (job.outputTail) {
       const open = state.expanded.has(job.jobId);
-      const toggle = el("button", { type: "button", className: "secondary small", text: open ? "Hide output" : "Agent output" });
+      const toggle = el("button", { type: "button", className: "secondary small", text: open ? "Hide output" : "Agent output",
+        "data-action": "output", "aria-expanded": String(open) });
       toggle.addEventListener("click", () => {
         if (state.expanded.has(job.jobId)) state.expanded.delete(job.jobId); else state.expanded.add(job.jobId);
         renderJobs();
@@ -355,14 +395,48 @@
     return button;
   }
 
+  // Incremental: a card is rebuilt only when its job changed, so focus, text selection and open details
+  // survive a refresh; a rebuilt card gets focus back on the same control.
   function renderJobs() {
     const filter = $("status-filter").value;
     const jobs = [...state.jobs.values()]
       .filter((j) => !filter || j.status === filter)
       .sort((a, b) => String(b.createdAt).localeCompare(String(a.createdAt)));
     const list = $("jobs");
-    list.replaceChildren(...jobs.map(jobCard));
+    const existing = new Map();
+    for (const card of list.querySelectorAll(":scope > li.job")) existing.set(card.dataset.jobId, card);
+    const wanted = jobs.map((job) => {
+      const key = JSON.stringify(job) + "|" + state.expanded.has(job.jobId);
+      const old = existing.get(job.jobId);
+      if (old && old.dataset.key === key) return old;
+      const card = jobCard(job);
+      card.dataset.key = key;
+      if (old) {
+        const focused = old.contains(document.activeElement) ? document.activeElement : null;
+        const action = focused && focused.dataset ? focused.dataset.action : null;
+        old.replaceWith(card);
+        if (focused) {
+          const again = card.querySelector(action ? '[data-action="' + action + '"]' : "button, a, summary");
+          if (again) again.focus();
+        }
+      }
+      return card;
+    });
+    [...list.children].forEach((child) => { if (!wanted.includes(child)) child.remove(); });
+    wanted.forEach((card, i) => { if (list.children[i] !== card) list.insertBefore(card, list.children[i] || null); });
     if (!jobs.length) list.append(el("li", { className: "muted", text: "No jobs yet." }));
+    announceChanges(jobs);
+  }
+
+  // Each status change of a job is said once, in one polite live region (the job list itself is not live).
+  function announceChanges(jobs) {
+    const said = [];
+    for (const job of jobs) {
+      const before = state.announced.get(job.jobId);
+      if (before !== undefined && before !== job.status) said.push((job.taskTitle || "Job") + ": " + job.status);
+      state.announced.set(job.jobId, job.status);
+    }
+    if (said.length) $("announcer").textContent = said.join(". ");
   }
 
   async function refreshJobs() {
@@ -416,6 +490,12 @@
 
   // -- workers ---------------------------------------------------------------------------------------
 
+  // Crashes apart from planned resets (a fresh session on purpose), when the agent reports them.
+  function restartText(slot) {
+    if (slot.crashes === undefined) return slot.restarts ? " · " + slot.restarts + " restart(s)" : "";
+    return (slot.crashes ? " · " + slot.crashes + " crash(es)" : "") + (slot.resets ? " · " + slot.resets + " reset(s)" : "");
+  }
+
   function renderWorkers(pool) {
     const box = $("workers");
     const agents = pool.agents || [];
@@ -434,7 +514,7 @@
       for (const slot of agent.slots || []) {
         const cls = "slot" + (slot.busy ? " busy" : "") + (slot.ready ? "" : " down");
         const text = "slot " + slot.id + ": " + (slot.busy ? "busy " + (slot.currentJob || "") :
-          slot.ready ? "idle" : "not ready") + (slot.restarts ? " · " + slot.restarts + " restart(s)" : "");
+          slot.ready ? "idle" : "not ready") + restartText(slot);
         slots.append(el("span", { className: cls, text }));
       }
       card.append(slots);

@@ -69,8 +69,8 @@ def sandbox_policy(profile: CliProfile, settings: AgentSettings) -> SandboxPolic
 def attach_session(profile: CliProfile, sandbox: Sandbox, transcript_limit_bytes: int) -> TerminalSession:
     """A terminal session, in its own sandbox, for a person to attach to. Raises SessionError for a
     profile without a terminal."""
-    if profile.mode != "interactive":
-        raise SessionError(f"attaching needs an interactive terminal profile; {profile.name!r} is not one")
+    if profile.kind != "terminal":
+        raise SessionError(f"attaching needs a terminal profile; {profile.name!r} is not one")
     return TerminalSession(
         profile, sandbox.tree, transcript_limit_bytes=transcript_limit_bytes, sandbox=sandbox
     )

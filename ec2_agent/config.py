@@ -6,19 +6,10 @@ import socket
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ProfileName = Literal[
-    "kiro-acp",
-    "kiro-interactive",
-    "kiro-headless",
-    "generic",
-    "emulator",
-    "gemini-acp",
-    "qwen-acp",
-    "codex-acp",
-]
+from ec2_agent.profiles import builtin_profile_names
 
 
 class ConfigError(RuntimeError):
@@ -42,7 +33,7 @@ class AgentSettings(BaseSettings):
     attach_max_sessions: int = Field(default=2, ge=1, le=16)
 
     pool_size: int = Field(default=2, ge=1, le=16)
-    cli_profile: ProfileName = "kiro-acp"
+    cli_profile: str = "kiro-acp"  # a built-in profile (ec2_agent/builtin_profiles) or "generic"
     kiro_command: str = "kiro-cli"
     generic_profile: dict[str, Any] | None = None
     transcript_limit_bytes: int = Field(default=64 * 1024, ge=4096)
@@ -62,29 +53,22 @@ class AgentSettings(BaseSettings):
     console_origin: str | None = Field(default=None, description="the only browser Origin attach accepts")
     sandbox_network: Literal["host", "none"] | None = None
     sandbox_ro_binds: tuple[Path, ...] = ()
-    default_repository: str | None = Field(
-        default=None,
-        pattern=r"^[A-Za-z0-9-]{1,39}/[A-Za-z0-9._-]{1,100}$",
-        description="owner/repo the prototype's /api/process-pr and /generate-code mean when they name none",
-    )
-    http_idle_timeout_s: float = Field(default=30.0, gt=0, description="agent HTTP servers: idle timeout")
-    http_max_connections: int = Field(default=32, ge=1, le=1024, description="agent HTTP servers: at once")
     git_author_name: str = "AIPM Agent"
     git_author_email: str = "aipm-agent@users.noreply.github.com"
+
+    @field_validator("cli_profile")
+    @classmethod
+    def _known_profile(cls, name: str) -> str:
+        if name != "generic" and name not in builtin_profile_names():
+            known = ", ".join(builtin_profile_names())
+            raise ValueError(f"unknown CLI profile {name!r}; known: generic, {known}")
+        return name
 
     @model_validator(mode="after")
     def _generic_needs_profile(self) -> AgentSettings:
         if self.cli_profile == "generic" and not self.generic_profile:
             raise ValueError("AIPM_GENERIC_PROFILE (JSON) is required when AIPM_CLI_PROFILE=generic")
         return self
-
-
-def default_repository(settings: AgentSettings) -> tuple[str, str] | None:
-    """AIPM_DEFAULT_REPOSITORY as (owner, repo), or None."""
-    if not settings.default_repository:
-        return None
-    owner, _, repo = settings.default_repository.partition("/")
-    return owner, repo
 
 
 def owners(settings: AgentSettings) -> frozenset[str]:

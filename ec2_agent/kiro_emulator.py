@@ -6,22 +6,34 @@ acceptance criteria (the same TASK.md always gives byte-identical output).
 
 Run ``python -m ec2_agent.kiro_emulator`` (or the ``kiro-emulator`` script) on a terminal.
 
-Interactive protocol (what :mod:`ec2_agent.sessions.terminal` sees, ANSI colouring aside):
+Interactive protocol — the bytes of the Kiro CLI's classic interface, from the public source Kiro CLI
+grew from (aws/amazon-q-developer-cli @ 15cc8f3, the chat crate) and its line editor
+(kkawakam/rustyline @ 6f20aba):
 
-* start: an OSC window title, a banner naming the emulator, then the prompt — the line
-  ``Model: Auto (/model to change)`` followed by ``> `` (no newline after it);
-* a task (any other input line): ``Context: N message(s) in this conversation``, progress lines
-  (some start with ``> ``, like Kiro's replies), the tool request
-  ``Allow this action? Use 't' to trust (always allow) the 'fs_write' tool for the session. [y/n/t]: ``
-  unless ``fs_write`` is already trusted; ``y`` writes, ``t`` writes and trusts the tool for the rest
-  of the session (as Kiro does, ``/clear`` keeps the trust), anything else skips the write and says
-  so; then a summary and the prompt again;
-* ``/clear``: asks ``Are you sure? This will erase the conversation history for the current
-  session. [y/n]: ``; ``y`` empties the conversation (its length shows in the next task's
-  ``Context:`` line); ``/quit``, ``/exit``, ``/q``: exit 0; ``/help``: the command list;
-* Ctrl-C while working: ``Interrupted: the task was stopped.`` and the prompt (a file is written
-  atomically with SIGINT blocked, so it is never half-written); Ctrl-C at the prompt: a new prompt;
-  end of input: exit 0.
+* start: an OSC window title, a banner naming the emulator, ``Model: Auto (/model to change)`` once
+  (not per turn), then the prompt;
+* the prompt is read the way rustyline reads a line (``src/lib.rs`` 698-708 ``readline_with``): the
+  terminal goes to raw mode (``src/tty/unix.rs`` 1683-1705: no ICANON, ECHO, IEXTEN, ISIG, ICRNL), bracketed
+  paste is turned on (``ESC[?2004h``, unix.rs 1451-1460), and every redraw is ``CR ESC[K`` + coloured prompt +
+  line + ``CR ESC[<col>C`` (unix.rs 1039-1101 ``refresh_line``; earlier rows of a wrapped line are cleared
+  with ``CR ESC[K ESC[A``, 975-989). CR submits; Ctrl-J (LF) inserts a newline; a bracketed paste is inserted
+  with CR turned into LF (unix.rs 897-898); Ctrl-C at the prompt prints an exit hint (a second one exits);
+  Ctrl-D on an empty line exits. On submit: ``ESC[?2004l``, the terminal mode is restored, then ``\n``.
+  The prompt is ``> `` in colour 141, preceded by the context use (``35% ``, green) once the conversation is
+  not empty (Q CLI ``prompt.rs`` 459-500);
+* a task (any other input): ``Context: N message(s) in this conversation``, progress lines (the reply starts
+  with a green ``> ``, like Kiro's), the tool request
+  ``\nAllow this action? Use 't' to trust (always allow) this tool for the session. [y/n/t]:\n\n``
+  (Q CLI ``mod.rs`` 2021-2042) unless ``fs_write`` is already trusted, then the prompt is read again — raw
+  mode begins only then, ``KIRO_EMULATOR_RAW_DELAY_S`` after the question (an answer typed earlier arrives
+  line-disciplined, CR turned into LF, and is not submitted, as with Kiro); ``y``/``t`` write (``t`` also
+  trusts the tool for the session, kept across ``/clear``), anything else skips the write; then a summary
+  and the prompt again;
+* ``/clear``: ``\nAre you sure? This will erase the conversation history and context from hooks for the
+  current session. [y/n]:\n\n`` and a yellow ``> `` prompt; ``y`` prints ``\nConversation history
+  cleared.\n\n`` (Q CLI ``cli/clear.rs`` 26-66); ``/quit``, ``/exit``, ``/q``: exit 0; ``/help``;
+* Ctrl-C while working (the terminal is in its normal mode then): ``Interrupted: the task was stopped.``
+  and the prompt (a file is written atomically with SIGINT blocked, so it is never half-written).
 
 Headless: ``python -m ec2_agent.kiro_emulator chat --no-interactive --trust-all-tools "<prompt>"``
 does one task without prompt or approval and exits 0 (3 on ``crash``); without
@@ -38,7 +50,9 @@ process group (only killing the group ends it);
 ``<!-- emulator: no-change -->`` finishes without writing;
 ``<!-- emulator: slow=2.5 -->`` works 2.5 s instead of ``KIRO_EMULATOR_WORK_S``.
 
-Environment: ``KIRO_EMULATOR_WORK_S`` — seconds of simulated work per task (default 0.2).
+Environment: ``KIRO_EMULATOR_WORK_S`` — seconds of simulated work per task (default 0.2);
+``KIRO_EMULATOR_RAW_DELAY_S`` — seconds between printing a question and reading its answer in raw mode
+(default 0.05).
 """
 
 from __future__ import annotations
@@ -52,6 +66,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import termios
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -65,11 +80,19 @@ __all__ = ["Directives", "TaskSpec", "main", "parse_task", "render_change", "slu
 CRASH_STATUS: Final = 3
 MODEL_LINE: Final = "Model: Auto (/model to change)"
 APPROVAL_QUESTION: Final = (
-    "Allow this action? Use 't' to trust (always allow) the 'fs_write' tool for the session. [y/n/t]: "
+    "Allow this action? Use 't' to trust (always allow) this tool for the session. [y/n/t]:"
 )
 CLEAR_QUESTION: Final = (
-    "Are you sure? This will erase the conversation history for the current session. [y/n]: "
+    "Are you sure? This will erase the conversation history and context from hooks for the current "
+    "session. [y/n]:"
 )
+PROMPT_COLOUR: Final = "38;5;141"  # Kiro's prompt colour, as recorded in the issue's transcript
+EXIT_HINT: Final = "(To exit the CLI, press Ctrl+C or Ctrl+D again or type /quit)"
+BRACKETED_PASTE_ON: Final = "\x1b[?2004h"
+BRACKETED_PASTE_OFF: Final = "\x1b[?2004l"
+_PASTE_START: Final = b"\x1b[200~"
+_PASTE_END: Final = b"\x1b[201~"
+_KEY_SEQUENCE: Final = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|O.|[^\[O])", re.DOTALL)
 _MAX_TASK_BYTES: Final = 1 << 20
 _FLOOD_BLOCK: Final = "".join(
     f"\x1b[2mflood {n:04d}\x1b[0m the emulator is printing a large amount of output on purpose .........\n"
@@ -233,14 +256,126 @@ def _style(code: str, text: str) -> str:
     return f"\x1b[{code}m{text}\x1b[0m"
 
 
+def _layout(prompt_width: int, line: str, cols: int) -> tuple[int, int]:
+    """Where the end of ``prompt + line`` falls (row, column), wrapping at ``cols`` (rustyline's
+    ``compute_layout`` for a cursor at the end of the line)."""
+    row, col = 0, prompt_width
+    for char in line:
+        if char == "\n":
+            row, col = row + 1, 0
+            continue
+        col += 1
+        if col == cols:
+            row, col = row + 1, 0
+    return row, col
+
+
+class LineEditor:
+    """Reads a line the way rustyline does on a terminal (see the module docstring for the sources)."""
+
+    def __init__(self, fd: int, out: TextIO) -> None:
+        self._fd = fd
+        self._out = out
+        self._rows = 0  # rows of the last redraw below its first
+
+    def _write(self, text: str) -> None:
+        self._out.write(text)
+        self._out.flush()
+
+    def _refresh(self, styled_prompt: str, prompt_width: int, line: str) -> None:
+        cols = os.get_terminal_size(self._fd).columns if os.isatty(self._fd) else 80
+        buffer = "\r\x1b[K\x1b[A" * self._rows + "\r\x1b[K" + styled_prompt + line
+        row, col = _layout(prompt_width, line, cols)
+        if col == 0 and row > 0 and not line.endswith("\n"):
+            buffer += "\n"
+        buffer += f"\r\x1b[{col}C" if col > 0 else "\r"
+        self._rows = row
+        self._write(buffer)
+
+    def read(self, styled_prompt: str, prompt_width: int) -> str | None:
+        """The submitted line; ``None`` at end of input (Ctrl-D on an empty line). Raises
+        ``KeyboardInterrupt`` for Ctrl-C. Not a terminal: prints the prompt and reads a line."""
+        if not os.isatty(self._fd):
+            self._write(styled_prompt)
+            data = sys.stdin.readline()
+            return data.rstrip("\n") if data else None
+        original = termios.tcgetattr(self._fd)
+        raw = termios.tcgetattr(self._fd)
+        raw[0] &= ~(termios.BRKINT | termios.ICRNL | termios.INPCK | termios.ISTRIP | termios.IXON)
+        raw[2] |= termios.CS8
+        raw[3] &= ~(termios.ECHO | termios.ICANON | termios.IEXTEN | termios.ISIG)
+        raw[6][termios.VMIN], raw[6][termios.VTIME] = 1, 0
+        termios.tcsetattr(self._fd, termios.TCSADRAIN, raw)
+        self._write(BRACKETED_PASTE_ON)
+        self._rows = 0
+        try:
+            return self._edit(styled_prompt, prompt_width)
+        finally:
+            self._write(BRACKETED_PASTE_OFF)
+            termios.tcsetattr(self._fd, termios.TCSADRAIN, original)
+            self._write("\n")
+
+    def _edit(self, styled_prompt: str, prompt_width: int) -> str | None:
+        line = ""
+        pending = b""
+        self._refresh(styled_prompt, prompt_width, line)
+        while True:
+            data = os.read(self._fd, 4096)
+            if not data:
+                return None
+            pending += data
+            while pending:
+                key = pending[0]
+                if pending.startswith(_PASTE_START):
+                    end = pending.find(_PASTE_END)
+                    if end < 0:
+                        break  # the rest of the paste is still coming
+                    text = pending[len(_PASTE_START) : end].decode("utf-8", "replace")
+                    line += text.replace("\r\n", "\n").replace("\r", "\n")
+                    pending = pending[end + len(_PASTE_END) :]
+                elif key == 0x1B:
+                    found = _KEY_SEQUENCE.match(pending)
+                    if found is None or _PASTE_START.startswith(pending):
+                        break  # incomplete: wait for the rest
+                    pending = pending[found.end() :]  # other keys (arrows, ...) are not emulated
+                elif key == 0x0D:  # Enter (CR): submit
+                    return line
+                elif key == 0x03:  # Ctrl-C
+                    raise KeyboardInterrupt
+                elif key == 0x04 and not line:  # Ctrl-D on an empty line
+                    return None
+                elif key in (0x7F, 0x08):
+                    line, pending = line[:-1], pending[1:]
+                elif key == 0x0A or key >= 0x20:  # Ctrl-J inserts a newline; text is inserted
+                    size = 1 if key < 0xC0 else 2 if key < 0xE0 else 3 if key < 0xF0 else 4
+                    if len(pending) < size:
+                        break
+                    line += pending[:size].decode("utf-8", "replace")
+                    pending = pending[size:]
+                else:
+                    pending = pending[1:]  # other control keys are not emulated
+            self._refresh(styled_prompt, prompt_width, line)
+
+
 class Emulator:
     """One emulated chat session on ``out`` / ``inp`` (a terminal when driven through a PTY)."""
 
-    def __init__(self, workdir: Path, out: TextIO, inp: TextIO, *, work_s: float, interactive: bool) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        out: TextIO,
+        inp: TextIO,
+        *,
+        work_s: float,
+        interactive: bool,
+        raw_delay_s: float = 0.05,
+    ) -> None:
         self.workdir = workdir
         self.out = out
         self.inp = inp
+        self.editor = LineEditor(inp.fileno(), out)
         self.work_s = work_s
+        self.raw_delay_s = raw_delay_s
         self.interactive = interactive
         self.conversation: list[str] = []
         self.trusted: set[str] = set()
@@ -250,11 +385,25 @@ class Emulator:
         self.out.write(text + end)
         self.out.flush()
 
-    def ask(self, question: str) -> str | None:
-        """Print ``question`` and return the answer line (``None`` at end of input)."""
-        self.say(question, end="")
-        line = self.inp.readline()
-        return line.strip() if line else None
+    def ask(self, question: str, *, confirm: bool = False) -> str | None:
+        """Print ``question`` as Kiro does (in the terminal's normal mode), then, ``raw_delay_s`` later, read
+        the answer with the prompt in raw mode; ``None`` at end of input. ``confirm``: the yellow prompt
+        of ``/clear``'s confirmation."""
+        self.say("\n" + _style("90", question) + "\n")
+        time.sleep(self.raw_delay_s)
+        try:
+            line = self.read_prompt(confirm=confirm)
+        except KeyboardInterrupt:
+            return ""
+        return line.strip() if line is not None else None
+
+    def read_prompt(self, *, confirm: bool = False) -> str | None:
+        """Read a line at Kiro's prompt (``35% > ``: context use, then ``> ``). Raises KeyboardInterrupt."""
+        if confirm:
+            return self.editor.read(_style("38;5;11", "> "), 2)
+        usage = f"{min(99, 30 + 5 * len(self.conversation))}% " if self.conversation else ""
+        styled = (_style("32", usage) if usage else "") + _style(PROMPT_COLOUR, "> ")
+        return self.editor.read(styled, len(usage) + 2)
 
     def banner(self) -> None:
         """Print the start-up banner."""
@@ -265,11 +414,8 @@ class Emulator:
         )
         self.say(_style("2", "/help lists commands, /clear resets the conversation, /quit exits."))
         self.say()
-
-    def prompt(self) -> None:
-        """Print the input prompt: the model line, then ``> `` with no newline."""
         self.say(_style("2", MODEL_LINE))
-        self.say(_style("35", ">") + " ", end="")
+        self.say()
 
     def run_task(self, request: str, *, trust_all: bool = False) -> None:
         """Do one task from TASK.md; raises ``KeyboardInterrupt`` on Ctrl-C, exits on ``crash``."""
@@ -343,9 +489,9 @@ class Emulator:
             self.say(f"{tool} needs approval, which cannot be asked in --no-interactive mode")
             return False
         answer = self.ask(APPROVAL_QUESTION)
-        if answer == "t":
+        if answer in ("t", "T"):
             self.trusted.add(tool)
-        return answer in ("y", "t")
+        return answer in ("y", "Y", "t", "T")
 
     def command(self, line: str) -> bool:
         """Handle a slash command; return False when the session should end."""
@@ -353,14 +499,12 @@ class Emulator:
         if name in ("/quit", "/exit", "/q"):
             return False
         if name == "/clear":
-            answer = self.ask(CLEAR_QUESTION)
+            answer = self.ask(CLEAR_QUESTION, confirm=True)
             if answer is None:
                 return False
-            if answer.lower() == "y":
+            if answer in ("y", "Y"):
                 self.conversation.clear()
-                self.say("Conversation history cleared.")
-            else:
-                self.say("Not cleared.")
+                self.say(_style("32", "\nConversation history cleared.\n"))
         elif name == "/help":
             self.say(
                 "/clear  erase the conversation history\n/quit   exit (also /exit, /q)\n/help   this list"
@@ -372,15 +516,18 @@ class Emulator:
     def loop(self) -> int:
         """Read lines until ``/quit`` or end of input; return the exit status."""
         self.banner()
+        interrupted = False
         while True:
-            self.prompt()
             try:
-                line = self.inp.readline()
+                line = self.read_prompt()
             except KeyboardInterrupt:
-                self.say("^C")
+                if interrupted:
+                    return 0
+                interrupted = True
+                self.say(_style("33", EXIT_HINT))
                 continue
-            if not line:
-                self.say()
+            interrupted = False
+            if line is None:
                 return 0
             request = strip_control(line).strip()
             try:
@@ -389,6 +536,7 @@ class Emulator:
                         return 0
                 elif request:
                     self.run_task(request)
+                    self.say()
             except KeyboardInterrupt:
                 self.say()
                 self.say(_style("33", "Interrupted: the task was stopped."))
@@ -404,6 +552,9 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--no-interactive", action="store_true", help="do one task and exit")
     parser.add_argument("--trust-all-tools", action="store_true", help="approve every tool without asking")
     parser.add_argument("--legacy-ui", action="store_true", help="accepted for Kiro compatibility; ignored")
+    parser.add_argument(
+        "--v2", action="store_true", help="accepted for Kiro compatibility (harness); ignored"
+    )
     parser.add_argument("prompt", nargs="?", help="the task prompt (with --no-interactive)")
     parsed = parser.parse_args(args)
     if parsed.no_interactive != (parsed.prompt is not None):
@@ -424,6 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdin,
         work_s=float(os.environ.get("KIRO_EMULATOR_WORK_S", "0.2")),
         interactive=not args.no_interactive,
+        raw_delay_s=float(os.environ.get("KIRO_EMULATOR_RAW_DELAY_S", "0.05")),
     )
     if args.no_interactive:
         try:

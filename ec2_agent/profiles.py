@@ -1,56 +1,37 @@
-"""CLI profiles as data: how to start a coding-agent CLI and read its terminal.
+"""CLI profiles as data: how to start a coding-agent CLI and how to read it.
 
-A :class:`CliProfile` says which command to run, how to tell that the CLI is waiting for input
-(``ready_pattern``), how it asks for tool approval and what to answer, how to reset and quit it, and
-the time limits. :mod:`ec2_agent.sessions` drives a profile; nothing here
-imports pexpect.
+A :class:`CliProfile` is validated data. The built-in profiles are TOML files in
+``ec2_agent/builtin_profiles/`` (packaged with the wheel): adding a CLI is adding a file. A profile says
+which command to run (``argv``; ``{python}`` and ``{kiro_command}`` are filled in by
+:func:`builtin_profile`), its ``kind`` (``terminal``: a persistent CLI in a pseudo-terminal;
+``headless``: one process per task; ``acp``: the Agent Client Protocol), what of the agent's environment
+it may see (``env_allow``) and what it gets (``env``), files seeded into its home (``home_files``: the
+answers to first-run dialogs, offline and telemetry settings), and for terminal profiles how to read its
+rendered screen:
 
-Built-in profiles (:func:`builtin_profile`):
+* ``ready_pattern``: a regex searched in the screen's text up to the cursor (rows joined with ``\\n``,
+  trailing blanks removed except on the cursor's row, which ends at the cursor) — the CLI shows its input
+  prompt. ``busy_pattern``: a regex searched in the whole screen — the CLI is working (a spinner, "esc to
+  interrupt"); it vetoes readiness.
+* ``questions``: tool approvals and confirmations, each a regex (same text as ``ready_pattern``, so it
+  can be anchored at the cursor with ``\\Z``), the answer keys, whether Enter follows, and when it is
+  asked (during a task or a reset).
+* ``quiet_s``: how long the screen must stay unchanged before a state (ready, question) counts;
+  ``raw_input``: the CLI reads its input in raw mode, so nothing is typed until the terminal has left
+  canonical mode (a line typed earlier would arrive with CR turned into LF).
+* ``bracketed_paste``: send the prompt as a bracketed paste when the CLI has enabled it (``ESC[?2004h``);
+  ``input_rows``: how many rows above the cursor form the CLI's input area (where typed text must show
+  before Enter is sent).
+* ``error_patterns``: output that turns a finished turn into ``failed`` with a reason (quota, auth,
+  service trouble); ``exit_reasons``: what a headless exit status means.
+* ``acp`` (kind ``acp`` only): the session mode and the permission policy (:class:`AcpSettings`);
+  ``home_restore``: paths in the CLI's home it rewrites by itself (session logs, memory), put back to
+  pristine between jobs while the session keeps running.
+* ``commit_exclude``: files the CLI writes for itself (history, caches) that must not be committed;
+  ``wants_git``: the CLI needs a ``.git`` in its working directory (a disposable one; see
+  ``docs/sandbox-and-sessions.md``).
 
-``kiro-interactive``
-    The prototype's way: a persistent ``kiro-cli chat`` session. Checked against public material
-    (no Kiro binary was available here): Kiro's docs (slash commands: ``/clear`` clears the
-    conversation, ``/quit`` with aliases ``/exit`` and ``/q`` exits; tool permissions: ``t`` trusts a
-    tool for the session); transcripts in kirodotdev/Kiro issues (#7133: the question
-    ``Allow this action? Use 't' to trust (always allow) the '<tool>' tool for the session. [y/n/t]:``
-    followed by a prompt like ``35% >``; #5116: ``/clear`` asks a ``[y/n]:`` confirmation); and the
-    Kiro provider of awslabs/cli-agent-orchestrator (classic prompt ``> `` optionally preceded by
-    ``[agent]``, a context percentage, ``λ`` or ``!``; newer releases default to a full-screen TUI
-    without the ``[y/n/t]`` question, and ``--legacy-ui`` selects the classic line interface, so the
-    profile passes it). Not verified: that every release accepts ``--legacy-ui`` and prints exactly
-    these strings. A reply may itself start with ``> ``, so the prompt only counts as the last thing
-    printed, followed by ``settle_s`` (1 s) of quiet. If a release differs, describe it with
-    :func:`generic_profile` — configuration, no code change.
-``kiro-headless``
-    ``kiro-cli chat --no-interactive --trust-all-tools <prompt>``, one process per job; exit status 0
-    is success (Kiro documents 0 success, 1 failure, 3 MCP start-up failure). Kiro's headless mode
-    authenticates with an API key in ``KIRO_API_KEY``, which the agent's environment must provide.
-``kiro-acp`` (the default)
-    ``kiro-cli acp``: Kiro over the Agent Client Protocol (:mod:`ec2_agent.sessions.acp`). From Kiro's docs
-    (kiro.dev CLI: ACP) and the Q CLI source only — no Kiro binary runs here: protocol version 1, auth outside
-    ACP (``kiro-cli login`` or ``KIRO_API_KEY``), no ``--trust-all-tools`` so every tool asks and the
-    permission policy answers; it spawns a ``kiro-cli-chat`` child (the driver kills the tree).
-``gemini-acp``
-    ``gemini --acp`` (npm ``@google/gemini-cli``, pinned in ``aipm/local/clis.toml``); no self-relaunch
-    (``GEMINI_CLI_NO_RELAUNCH``), workspace trusted, session mode ``default`` (asks before edits and shell).
-    Needs ``GEMINI_API_KEY`` (and ``GOOGLE_GEMINI_BASE_URL`` for a stand-in) and, in its home,
-    ``.gemini/settings.json`` selecting API-key auth with usage statistics off. It writes chat logs and a
-    project registry under ``.gemini`` during every session: restored to pristine between jobs.
-``qwen-acp``
-    ``qwen --acp`` (npm ``@qwen-code/qwen-code``, Node 22): its default session mode ``auto`` approves by
-    itself, so the profile sets ``default``. Needs ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_MODEL``.
-    It keeps chats, a usage record and a memory file (``.qwen/memories/MEMORY.md``, written by a sub-agent
-    after each turn) under ``.qwen``: restored to pristine between jobs, so no job reads another's memory.
-``codex-acp``
-    Codex through ``codex-acp`` (npm ``@zed-industries/codex-acp``), its linux binary run directly (the node
-    wrapper would orphan it). Needs ``OPENAI_API_KEY`` and, in its home, ``.codex/config.toml``: the model
-    provider, ``approval_policy = "untrusted"`` (every command not known to be safe asks, so the permission
-    policy decides) and ``sandbox_mode = "danger-full-access"`` (Codex's own bubblewrap sandbox cannot nest in
-    the slot's, which contains it). Its session mode is left as the config makes it: the ``auto`` preset would
-    turn Codex's own sandbox back on. It keeps sessions and history under ``.codex``: restored between jobs.
-``emulator``
-    ``python -m ec2_agent.kiro_emulator``: an emulator of the Kiro CLI's terminal protocol for local
-    runs and tests (not Kiro; see that module).
+The facts each built-in profile encodes are cited in its file.
 """
 
 from __future__ import annotations
@@ -58,7 +39,10 @@ from __future__ import annotations
 import json
 import re
 import sys
+import tomllib
 from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path, PurePosixPath
 from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -66,25 +50,34 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ec2_agent.prompting import strip_control
 
 __all__ = [
-    "KIRO_APPROVAL_PATTERN",
-    "KIRO_CONFIRM_PATTERN",
-    "KIRO_PROMPT_PATTERN",
-    "BuiltinProfileName",
+    "AcpSettings",
     "CliProfile",
+    "ErrorPattern",
+    "ProfileKind",
+    "Question",
     "builtin_profile",
+    "builtin_profile_names",
     "generic_profile",
+    "seed_home",
 ]
 
-BuiltinProfileName = Literal[
-    "kiro-acp", "kiro-interactive", "kiro-headless", "emulator", "gemini-acp", "qwen-acp", "codex-acp"
-]
+ProfileKind = Literal["terminal", "headless", "acp"]
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_PROFILE_DIR = "builtin_profiles"
 
-# Kiro's classic prompt, e.g. "> ", "[dev] > ", "35% > ", "[dev] 8% λ !> ", as the last thing printed.
-KIRO_PROMPT_PATTERN = r"(?m)^(?:\[[^\]\n]*\] *)?(?:\d+% *)?(?:λ *)?!?> *\Z"
-KIRO_APPROVAL_PATTERN = r"Allow this action\?[^\n]*\[y/n/t\]:"
-KIRO_CONFIRM_PATTERN = r"\[y/n\]:"
-# The emulator prints "Model: ..." on the line before its prompt (the prototype's completion cue).
-_EMULATOR_READY_PATTERN = r"(?m)^Model: [^\n]*\n(?:\[[^\]\n]*\] *)?(?:\d+% *)?!?> *\Z"
+
+def _compiles(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from exc
+    return pattern
+
+
+def _one_clean_line(value: str) -> str:
+    if not value or strip_control(value) != value:
+        raise ValueError("must be non-empty text without control characters or line breaks")
+    return value
 
 
 class ErrorPattern(BaseModel):
@@ -95,14 +88,21 @@ class ErrorPattern(BaseModel):
     pattern: str = Field(min_length=1, description="regex searched in the turn's output")
     reason: str = Field(min_length=1, description="what the job record says, e.g. 'model quota exceeded'")
 
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, pattern: str) -> str:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc}") from exc
-        return pattern
+    _check = field_validator("pattern")(_compiles)
+
+
+class Question(BaseModel):
+    """A question the CLI asks on its screen, and the keys that answer it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pattern: str = Field(min_length=1, description="regex on the screen text up to the cursor")
+    answer: str = Field(description="keys typed as the answer (no control characters)")
+    enter: bool = Field(default=True, description="send Enter after the answer, as its own write")
+    during: Literal["task", "reset"] = "task"
+
+    _check = field_validator("pattern")(_compiles)
+    _clean = field_validator("answer")(_one_clean_line)
 
 
 class AcpSettings(BaseModel):
@@ -124,54 +124,64 @@ class AcpSettings(BaseModel):
 
 
 class CliProfile(BaseModel):
-    """How to run one coding-agent CLI. Validated on construction (regexes compile, argv non-empty)."""
+    """How to run one coding-agent CLI (see the module docstring). Validated on construction."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(min_length=1)
-    mode: Literal["interactive", "headless", "acp"]
+    kind: ProfileKind
+    description: str = ""
     argv: tuple[str, ...] = Field(description="command; for headless the prompt is appended as last argument")
     env: Mapping[str, str] = Field(default_factory=dict, description="set in the CLI's environment")
     env_allow: tuple[str, ...] = Field(
         default=(), description="variables passed on from the agent's environment (beyond PATH, HOME, locale)"
     )
-    ready_pattern: str = Field(
-        default="", description="regex on the ANSI-stripped output: the CLI's input prompt is showing"
+    home_files: Mapping[str, str] = Field(
+        default_factory=dict, description="files seeded into the CLI's home: relative path -> content"
     )
-    approval_pattern: str | None = Field(default=None, description="regex: a tool-approval question")
-    approval_answer: str = "t"
-    confirm_pattern: str | None = Field(
-        default=None, description="regex: a yes/no confirmation asked after reset_command"
+    commit_exclude: tuple[str, ...] = Field(
+        default=(), description="git pathspec globs of files the CLI writes for itself (never committed)"
     )
-    confirm_answer: str = "y"
-    reset_command: str | None = "/clear"
-    quit_command: str | None = "/quit"
+    wants_git: bool = False
+    home_restore: tuple[str, ...] = Field(
+        default=(),
+        description="paths in the CLI's home it rewrites by itself (session logs, memory): put back to "
+        "pristine between jobs while the session keeps running; any other change restarts it",
+    )
+    acp: AcpSettings | None = Field(default=None, description="kind 'acp' only: see AcpSettings")
+
+    # -- terminal ---------------------------------------------------------------------------------
+    ready_pattern: str = ""
+    busy_pattern: str | None = None
+    questions: tuple[Question, ...] = ()
+    reset_command: str | None = Field(default=None, description="clears the conversation, e.g. /clear")
+    reset_done_pattern: str | None = Field(
+        default=None, description="regex in the output that acknowledges the reset (else: the prompt returns)"
+    )
+    quit_command: str | None = Field(default=None, description="ends the CLI, e.g. /quit")
     interrupt_sequence: str = Field(default="\x03", min_length=1, max_length=8)
-    startup_timeout_s: float = Field(default=60, gt=0)
-    reset_timeout_s: float = Field(default=30, gt=0)
-    interrupt_timeout_s: float = Field(default=5, gt=0, description="wait for the prompt after Ctrl-C")
-    quit_timeout_s: float = Field(default=5, gt=0, description="wait for exit after quit_command")
-    kill_grace_s: float = Field(default=2, gt=0, description="wait after each signal to the process group")
-    settle_s: float = Field(
-        default=0.0, ge=0, description="quiet period after ready_pattern before completion (0 = none)"
-    )
+    bracketed_paste: bool = False
+    raw_input: bool = Field(default=True, description="the CLI reads input in raw mode: wait for it")
+    quiet_s: float = Field(default=0.3, ge=0, description="the screen must stay unchanged this long")
+    input_rows: int = Field(default=4, ge=1, le=200, description="rows up to the cursor: the input area")
+    rows: int = Field(default=50, ge=10, le=1000)
+    cols: int = Field(default=200, ge=40, le=1000)
+
+    # -- outcome ------------------------------------------------------------------------------------
     error_patterns: tuple[ErrorPattern, ...] = Field(
         default=(), description="output that turns a finished turn into 'failed' with the reason"
     )
     exit_reasons: Mapping[int, str] = Field(
         default_factory=dict, description="headless: what a documented non-zero exit status means"
     )
-    acp: AcpSettings | None = Field(default=None, description="kind 'acp' only: see AcpSettings")
-    home_restore: tuple[str, ...] = Field(
-        default=(),
-        description="paths in the CLI's home it rewrites by itself (session logs, memory): put back to "
-        "pristine between jobs while the session keeps running; any other change restarts it",
-    )
-    rows: int = Field(default=50, ge=10, le=1000)
-    cols: int = Field(default=200, ge=40, le=1000)
-    search_window_chars: int = Field(
-        default=8192, ge=256, le=1 << 20, description="recent cleaned output the patterns are matched on"
-    )
+
+    # -- time limits (seconds) ------------------------------------------------------------------------
+    startup_timeout_s: float = Field(default=60, gt=0)
+    reset_timeout_s: float = Field(default=30, gt=0)
+    interrupt_timeout_s: float = Field(default=5, gt=0, description="wait for the prompt after Ctrl-C")
+    quit_timeout_s: float = Field(default=5, gt=0, description="wait for exit after quit_command")
+    kill_grace_s: float = Field(default=2, gt=0, description="wait after each signal to the process group")
+    input_timeout_s: float = Field(default=10, gt=0, description="wait for typed text to show on screen")
 
     @field_validator("argv")
     @classmethod
@@ -186,26 +196,50 @@ class CliProfile(BaseModel):
     @classmethod
     def _env_is_clean(cls, env: Mapping[str, str]) -> Mapping[str, str]:
         for key, value in env.items():
-            if not key or "=" in key or "\x00" in key or "\x00" in value:
+            if not _ENV_NAME.match(key) or "\x00" in value:
                 raise ValueError(f"invalid environment entry {key!r}")
         return env
 
-    @field_validator("ready_pattern", "approval_pattern", "confirm_pattern")
+    @field_validator("env_allow")
+    @classmethod
+    def _allow_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        for name in names:
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"invalid environment variable name {name!r}")
+            if name.upper().startswith(("AWS_", "AIPM_", "GITHUB_", "GH_")):
+                raise ValueError(f"{name} is the agent's, never the CLI's")
+        return names
+
+    @field_validator("home_files")
+    @classmethod
+    def _home_paths(cls, files: Mapping[str, str]) -> Mapping[str, str]:
+        for name in files:
+            path = PurePosixPath(name)
+            if not name or path.is_absolute() or ".." in path.parts or "\x00" in name:
+                raise ValueError(f"home file {name!r} must be a relative path inside the home")
+        return files
+
+    @field_validator("ready_pattern", "busy_pattern", "reset_done_pattern")
     @classmethod
     def _pattern_compiles(cls, pattern: str | None) -> str | None:
-        if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from exc
-        return pattern
+        return _compiles(pattern) if pattern else pattern
 
-    @field_validator("approval_answer", "confirm_answer", "reset_command", "quit_command")
+    @field_validator("reset_command", "quit_command")
     @classmethod
     def _terminal_input_is_one_clean_line(cls, value: str | None) -> str | None:
-        if value is not None and (not value or strip_control(value) != value):
-            raise ValueError("must be non-empty text without control characters or line breaks")
-        return value
+        return _one_clean_line(value) if value is not None else None
+
+    @model_validator(mode="after")
+    def _terminal_has_prompt(self) -> Self:
+        if self.kind == "terminal" and not self.ready_pattern:
+            raise ValueError("a terminal profile needs a ready_pattern")
+        if (self.kind == "acp") != (self.acp is not None):
+            raise ValueError("an 'acp' section goes with kind 'acp', and kind 'acp' needs one")
+        return self
+
+    def questions_during(self, phase: Literal["task", "reset"]) -> tuple[Question, ...]:
+        """The questions asked during a task or during a reset."""
+        return tuple(q for q in self.questions if q.during == phase)
 
     def error_in(self, text: str) -> str | None:
         """The reason of the first error pattern found in ``text``, with the matching line; else ``None``."""
@@ -218,100 +252,35 @@ class CliProfile(BaseModel):
                 return f"{error.reason}: {line[:300]}"
         return None
 
-    @model_validator(mode="after")
-    def _interactive_has_prompt(self) -> Self:
-        if self.mode == "interactive" and not self.ready_pattern:
-            raise ValueError("an interactive profile needs a ready_pattern")
-        if (self.mode == "acp") != (self.acp is not None):
-            raise ValueError("an 'acp' section goes with kind 'acp', and kind 'acp' needs one")
-        return self
+
+def builtin_profile_names() -> tuple[str, ...]:
+    """The names of the built-in profiles (the TOML files in ``ec2_agent/builtin_profiles``), sorted."""
+    folder = resources.files("ec2_agent").joinpath(_PROFILE_DIR)
+    return tuple(sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml")))
 
 
-def builtin_profile(
-    name: BuiltinProfileName, *, kiro_command: str = "kiro-cli", python: str = sys.executable
-) -> CliProfile:
-    """Return a built-in profile (see the module docstring). ``ValueError`` for an unknown name."""
-    if name == "kiro-interactive":
-        return CliProfile(
-            name=name,
-            mode="interactive",
-            argv=(kiro_command, "chat", "--legacy-ui"),
-            ready_pattern=KIRO_PROMPT_PATTERN,
-            approval_pattern=KIRO_APPROVAL_PATTERN,
-            confirm_pattern=KIRO_CONFIRM_PATTERN,
-            settle_s=1.0,
-        )
-    if name == "kiro-headless":
-        return CliProfile(
-            name=name,
-            mode="headless",
-            argv=(kiro_command, "chat", "--no-interactive", "--trust-all-tools"),
-            env_allow=("KIRO_API_KEY",),
-            exit_reasons={
-                1: "failure, authentication included",
-                3: "MCP server start-up failed",
-                4: "agent not found",
-            },
-            reset_command=None,
-            quit_command=None,
-        )
-    if name == "kiro-acp":
-        return CliProfile(
-            name=name,
-            mode="acp",
-            argv=(kiro_command, "acp"),
-            env_allow=("KIRO_API_KEY",),
-            acp=AcpSettings(),
-            reset_command=None,
-            quit_command=None,
-        )
-    if name == "gemini-acp":
-        return CliProfile(
-            name=name,
-            mode="acp",
-            argv=("gemini", "--acp"),
-            env={"GEMINI_CLI_NO_RELAUNCH": "true", "GEMINI_CLI_TRUST_WORKSPACE": "true"},
-            env_allow=("GEMINI_API_KEY", "GOOGLE_GEMINI_BASE_URL"),
-            acp=AcpSettings(mode="default"),
-            home_restore=(".gemini",),
-            reset_command=None,
-            quit_command=None,
-        )
-    if name == "qwen-acp":
-        return CliProfile(
-            name=name,
-            mode="acp",
-            argv=("qwen", "--acp"),
-            env_allow=("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL"),
-            acp=AcpSettings(mode="default"),
-            home_restore=(".qwen",),
-            reset_command=None,
-            quit_command=None,
-        )
-    if name == "codex-acp":
-        return CliProfile(
-            name=name,
-            mode="acp",
-            argv=("codex-acp-linux-x64",),
-            env_allow=("OPENAI_API_KEY",),
-            acp=AcpSettings(),
-            home_restore=(".codex",),
-            reset_command=None,
-            quit_command=None,
-        )
-    if name == "emulator":
-        return CliProfile(
-            name=name,
-            mode="interactive",
-            argv=(python, "-m", "ec2_agent.kiro_emulator"),
-            env_allow=("KIRO_EMULATOR_WORK_S", "PYTHONPATH"),
-            ready_pattern=_EMULATOR_READY_PATTERN,
-            approval_pattern=KIRO_APPROVAL_PATTERN,
-            confirm_pattern=KIRO_CONFIRM_PATTERN,
-            startup_timeout_s=20,
-            reset_timeout_s=10,
-        )
-    raise ValueError(f"unknown built-in profile {name!r}")
+def builtin_profile(name: str, *, kiro_command: str = "kiro-cli", python: str = sys.executable) -> CliProfile:
+    """Load a built-in profile. ``{kiro_command}`` and ``{python}`` in its argv are replaced.
+
+    Raises ``ValueError`` for an unknown name and ``pydantic.ValidationError`` (a ``ValueError``) if the
+    file is not a valid profile.
+    """
+    if name not in builtin_profile_names():
+        raise ValueError(f"unknown built-in profile {name!r}; known: {', '.join(builtin_profile_names())}")
+    text = resources.files("ec2_agent").joinpath(_PROFILE_DIR, f"{name}.toml").read_text(encoding="utf-8")
+    data = tomllib.loads(text)
+    values = {"kiro_command": kiro_command, "python": python}
+    data["argv"] = [_fill(arg, values) for arg in data.get("argv", [])]
+    data.setdefault("name", name)
+    if "exit_reasons" in data:
+        data["exit_reasons"] = {int(code): reason for code, reason in data["exit_reasons"].items()}
+    return CliProfile.model_validate(data)
+
+
+def _fill(arg: str, values: Mapping[str, str]) -> str:
+    for key, value in values.items():
+        arg = arg.replace("{" + key + "}", value)
+    return arg
 
 
 def generic_profile(settings: Mapping[str, object]) -> CliProfile:
@@ -319,13 +288,13 @@ def generic_profile(settings: Mapping[str, object]) -> CliProfile:
 
     ``settings`` holds :class:`CliProfile` fields (``command`` is accepted for ``argv``). The command
     is a list of arguments, or text holding a JSON array of them; a shell string is refused. Unless
-    given, ``name`` is ``"generic"``, ``mode`` ``"interactive"`` and there is no reset or quit command
-    (sending ``/clear`` to an unknown CLI would be a guess). Raises ``ValueError`` (for invalid fields
+    given, ``name`` is ``"generic"`` and ``kind`` ``"terminal"``; there is no reset or quit command unless
+    given (sending ``/clear`` to an unknown CLI would be a guess). Raises ``ValueError`` (for invalid fields
     and unknown keys its subclass ``pydantic.ValidationError``).
     """
     data: dict[str, object] = {
         "name": "generic",
-        "mode": "interactive",
+        "kind": "terminal",
         "reset_command": None,
         "quit_command": None,
     }
@@ -344,3 +313,17 @@ def generic_profile(settings: Mapping[str, object]) -> CliProfile:
                 "shell strings are not accepted"
             ) from exc
     return CliProfile.model_validate(data)
+
+
+def seed_home(profile: CliProfile, home: Path, *, workspace: str) -> None:
+    """Write the profile's ``home_files`` under ``home`` (directories 0700, files 0600).
+
+    ``{home}`` and ``{workspace}`` in a file's content become ``home`` and ``workspace`` (the CLI's
+    working directory as the CLI sees it: ``/workspace`` inside the sandbox). Raises ``OSError``.
+    """
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for name, content in profile.home_files.items():
+        path = home / name
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.write_text(_fill(content, {"home": str(home), "workspace": workspace}), encoding="utf-8")
+        path.chmod(0o600)

@@ -49,7 +49,7 @@ def open_session(
     log: logging.Logger | logging.LoggerAdapter[Any] | None = None,
 ) -> AgentSession:
     """A not yet started session for ``profile`` running in ``workdir`` (inside ``sandbox`` if given)."""
-    if profile.mode == "acp":
+    if profile.kind == "acp":
         return AcpSession(
             profile,
             workdir,
@@ -58,7 +58,7 @@ def open_session(
             sandbox=sandbox,
             log=log,
         )
-    if profile.mode == "headless":
+    if profile.kind == "headless":
         return HeadlessSession(
             profile,
             workdir,

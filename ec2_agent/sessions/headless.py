@@ -59,7 +59,7 @@ class HeadlessSession:
         log: _Log | None = None,
         sandbox: CommandSandbox | None = None,
     ) -> None:
-        if profile.mode != "headless":
+        if profile.kind != "headless":
             raise ValueError(f"{profile.name}: a headless session needs a headless profile")
         self._profile = profile
         self._workdir = workdir

@@ -1,21 +1,27 @@
-"""A persistent coding-agent CLI in a pseudo-terminal (pexpect): start, run a task, reset, close.
+"""A persistent coding-agent CLI in a pseudo-terminal, judged on a rendered screen.
 
-This is the only module that imports pexpect. Shape borrowed from pexpect's ``replwrap`` and
-terminado's session manager:
+The only module that imports pexpect. Output is fed to a VT100 screen (``pyte``, a maintained terminal
+emulator library), and every decision is taken on what that screen shows, as a person would take it:
 
-* every wait has a deadline; end of output (EOF) and timeouts are typed outcomes, not exceptions;
-* patterns are matched on an ANSI-stripped view of the output (:class:`TerminalTextStream` keeps
-  escape sequences split across reads intact), within a bounded window of recent text;
-* reads block in ``select`` until output arrives, waking at least every ``_TICK_S`` to honour a
-  cancel event or a deadline — no fixed sleeps, no polling of the output;
-* memory is bounded: output is read in ``_READ_SIZE`` pieces and never accumulated in pexpect's
-  buffer; only a rolling tail (``transcript_limit_bytes``) and the match window are kept, so a CLI
-  that prints tens of megabytes does not grow the agent;
-* commands are argument lists (never a shell string); the child leads its own session and process
-  group, so ending it means SIGINT → SIGTERM → SIGKILL to the whole group.
+* **ready**: the profile's ``ready_pattern`` matches the screen text up to the cursor, no ``busy_pattern``
+  shows anywhere, no question is showing, the terminal is in raw mode (for ``raw_input`` CLIs: the CLI is
+  reading keys), and the screen has not changed for ``quiet_s``. After a prompt is submitted, readiness
+  only counts once the screen has changed since Enter was sent.
+* **questions** are answered only under the same conditions (the current state of the screen, stable for
+  the quiet period, the CLI reading keys), once: a question still showing after its answer is not answered
+  again until it has gone. A question's text scrolled above the cursor (an echo) is not the screen's state.
+* **typing**: the text is sent (as a bracketed paste when the profile says so and the CLI has turned
+  bracketed paste on), the driver waits until its end shows in the CLI's input area (``input_rows`` up to
+  the cursor), then sends Enter as a write of its own — an event on the screen, not a fixed delay.
+* **terminal queries** (cursor position ``ESC[6n``, device status ``ESC[5n``, primary device attributes
+  ``ESC[c``) are answered as a terminal multiplexer does, from the rendered screen.
+* **clean before each task**: unread output is taken and the screen must show the ready state; otherwise
+  the CLI is restarted before the task is sent.
 
-A :class:`TerminalSession` belongs to one thread; only ``cancel`` (a :class:`threading.Event`) may be
-set from another.
+Every wait has a deadline; reads block in ``select`` at most ``_TICK_S`` so a cancel event is seen
+promptly; output is read in ``_READ_SIZE`` pieces and only a bounded transcript tail is kept. Commands are
+argument lists; the CLI leads its own session and process group, so ending it is SIGINT → SIGTERM → SIGKILL
+to the group. A :class:`TerminalSession` belongs to one thread; only ``cancel`` may be set from another.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import logging
 import os
 import re
 import signal
+import termios
 import threading
 import time
 from collections.abc import Callable
@@ -32,8 +39,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pexpect
+import pyte
 
-from ec2_agent.profiles import CliProfile
+from ec2_agent.profiles import CliProfile, Question
 from ec2_agent.prompting import TerminalTextStream, strip_control
 from ec2_agent.sessions.base import (
     CommandSandbox,
@@ -46,28 +54,147 @@ from ec2_agent.sessions.base import (
     child_environment,
 )
 
-__all__ = ["TerminalSession"]
+__all__ = ["TerminalSession", "VirtualScreen"]
 
 logger = logging.getLogger(__name__)
 
 _TICK_S = 0.2  # longest uninterrupted block in select: how promptly cancel / deadlines are seen
+_POLL_S = 0.02  # re-check of the terminal mode while the screen is settled (mode changes print nothing)
 _READ_SIZE = 64 * 1024  # most characters taken from the PTY per read
 _ERROR_TAIL_CHARS = 2000  # output quoted in exception messages
+_PROBE_CHARS = 24  # the end of typed text looked for in the input area
+_BRACKETED_PASTE_MODE = 2004 << 5  # pyte stores private (DEC) modes shifted left by 5
+_PASTE_START, _PASTE_END = "\x1b[200~", "\x1b[201~"
+# Ignored when looking for typed text: whitespace (wrapping) and box drawing (input box borders).
+_NOT_TEXT = re.compile(r"[\s\u2500-\u259f]+")
+_QUERY = re.compile(r"\x1b\[[?>]?[0-9;]*[nc]")  # device status / attributes queries: answer at once
+_RENDER_BATCH_CHARS = 256 * 1024  # most output held back from the screen while it keeps coming
+# Anything but plain output (printable characters, CR, LF, tab, backspace, SGR colour codes), whole:
+# control sequences other than SGR (ECMA-48 CSI), OSC strings, other escapes, a sequence cut off at the end,
+# and C0/C1 controls.
+_NOT_PLAIN = re.compile(
+    r"\x1b\[(?![0-9;:]*m)[0-?]*[ -/]*(?:[@-~]|\Z)"
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\|\Z)"
+    r"|\x1b(?:[^\[\]]|\Z)"
+    r"|[\x00-\x07\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f-\x9f]"
+)
 
-_Wait = Literal["ready", "eof", "timeout", "cancelled"]
-_Question = Literal["approval", "confirm"]
+_Stop = Literal["eof", "timeout", "cancelled"]
+_Wait = Literal["ready", _Stop]
 _Log = logging.Logger | logging.LoggerAdapter[Any]
 
 
-def _compile(pattern: str | None) -> re.Pattern[str] | None:
-    return re.compile(pattern) if pattern else None
+class VirtualScreen(pyte.Screen):
+    """A pyte screen that answers the terminal queries a CLI sends (through ``reply``), renders rows
+    cheaply and tells whether what it shows changed.
+
+    pyte renders about 0.2 MB/s here, so :meth:`feed_output` leaves out what can only scroll off the screen
+    unseen: of a run of plain output (printable characters, line breaks, tabs, backspaces and colour codes)
+    with more line breaks than twice the screen's rows, only the last ``2 * lines + 1`` lines are rendered
+    (unless a scrolling region is set). Every
+    other sequence (cursor movement, modes, queries) is always rendered, in order.
+    """
+
+    def __init__(self, columns: int, lines: int, reply: Callable[[str], None]) -> None:
+        super().__init__(columns, lines)
+        self._reply = reply
+        self._stream = pyte.Stream(self)
+        self._rows: list[str] = [""] * lines
+        self._cursor = (0, 0)
+
+    def feed_output(self, text: str) -> None:
+        """Render ``text`` (what the CLI printed), answering any query in it."""
+        if len(text) <= self.columns * self.lines:
+            self._stream.feed(text)
+            return
+        start = 0
+        for found in _NOT_PLAIN.finditer(text):
+            self._feed_plain(text, start, found.start())
+            self._stream.feed(found.group())
+            start = found.end()
+        self._feed_plain(text, start, len(text))
+
+    def _feed_plain(self, text: str, start: int, end: int) -> None:
+        """Render a run of plain output; with no scrolling region set, only from the CR LF before its last
+        ``2 * lines + 1`` line breaks (from any cursor row, that many scroll every earlier line off the
+        screen, and after CR LF the column does not depend on what came before)."""
+        if self.margins is None or (self.margins.top, self.margins.bottom) == (0, self.lines - 1):
+            cut = end
+            for _ in range(2 * self.lines + 1):
+                cut = text.rfind("\n", start, cut)
+                if cut < 0:
+                    break
+            else:
+                cut = text.rfind("\r\n", start, cut + 1)  # after CR LF the column is 0 whatever came before
+                if cut >= 0:
+                    start = cut
+        if start < end:
+            self._stream.feed(text[start:end])
+
+    def write_process_input(self, data: str) -> None:
+        """pyte's hook for answers to queries (DSR, DA): they go back to the CLI's input."""
+        self._reply(data)
+
+    def report_device_status(self, mode: int, **kwargs: Any) -> None:
+        """DSR 5 (status) and 6 (cursor position); ``ESC[?6n`` is answered like ``ESC[6n``."""
+        super().report_device_status(mode)
+
+    def row(self, y: int) -> str:
+        """Row ``y`` as text (cells never written are blanks; the stub after a wide character is empty)."""
+        line = self.buffer[y]
+        if not line:
+            return " " * self.columns
+        cells = [" "] * self.columns
+        for x, char in line.items():
+            if x < self.columns:
+                cells[x] = char.data
+        return "".join(cells)
+
+    def changed(self) -> bool:
+        """Whether the text shown or the cursor position differs from the last call (first call: True
+        unless the screen is blank)."""
+        differs = (self.cursor.x, self.cursor.y) != self._cursor
+        self._cursor = (self.cursor.x, self.cursor.y)
+        for y in self.dirty:
+            if y < len(self._rows):
+                text = self.row(y)
+                if text != self._rows[y]:
+                    self._rows[y] = text
+                    differs = True
+        self.dirty.clear()
+        return differs
+
+    def text_to_cursor(self) -> str:
+        """Rows above the cursor (trailing blanks removed) and the cursor's row up to the cursor."""
+        y, x = self.cursor.y, self.cursor.x
+        return "\n".join([*(self.row(r).rstrip() for r in range(y)), self.row(y)[:x]])
+
+    def text(self) -> str:
+        """The whole screen, rows with trailing blanks removed."""
+        return "\n".join(self.row(y).rstrip() for y in range(self.lines))
+
+    def input_area(self, rows: int) -> str:
+        """The ``rows`` rows ending at the cursor's row, without whitespace or box drawing characters."""
+        y = self.cursor.y
+        return _NOT_TEXT.sub("", "".join(self.row(r) for r in range(max(0, y - rows + 1), y + 1)))
+
+    def resize(self, lines: int | None = None, columns: int | None = None) -> None:
+        """Resize (pyte's), keeping the change tracking in step."""
+        super().resize(lines, columns)
+        self._rows = [""] * self.lines
+        self.dirty.update(range(self.lines))
+
+    @property
+    def bracketed_paste(self) -> bool:
+        """The CLI has turned bracketed paste on (``ESC[?2004h``)."""
+        return _BRACKETED_PASTE_MODE in self.mode
 
 
 class TerminalSession:
-    """One persistent CLI run through a pseudo-terminal according to a :class:`CliProfile`.
+    """One persistent CLI in a pseudo-terminal, driven according to a terminal :class:`CliProfile`.
 
-    ``on_output`` receives every cleaned chunk of output (it must not raise); ``sandbox`` wraps the
-    command before it is spawned (default: run it as given).
+    ``on_output`` receives every cleaned chunk of output (it must not raise); ``sandbox`` wraps the command
+    before it is spawned (default: run it as given). Raises ``ValueError`` for a profile of another kind.
     """
 
     def __init__(
@@ -80,8 +207,10 @@ class TerminalSession:
         log: _Log | None = None,
         sandbox: CommandSandbox | None = None,
     ) -> None:
-        if profile.mode != "interactive":
-            raise ValueError(f"{profile.name}: a terminal session needs an interactive profile")
+        if profile.kind != "terminal":
+            raise ValueError(
+                f"{profile.name}: a terminal session needs a terminal profile, not {profile.kind!r}"
+            )
         self._profile = profile
         self._sandbox: CommandSandbox = sandbox if sandbox is not None else Unsandboxed()
         self._workdir = workdir
@@ -89,12 +218,19 @@ class TerminalSession:
         self._log: _Log = log if log is not None else logger
         self._tail = Tail(transcript_limit_bytes)
         self._stream = TerminalTextStream()
-        self._window = ""
         self._ready = re.compile(profile.ready_pattern)
-        self._questions: dict[_Question, tuple[re.Pattern[str] | None, str]] = {
-            "approval": (_compile(profile.approval_pattern), profile.approval_answer),
-            "confirm": (_compile(profile.confirm_pattern), profile.confirm_answer),
+        self._busy = re.compile(profile.busy_pattern) if profile.busy_pattern else None
+        self._questions: dict[str, list[tuple[re.Pattern[str], Question]]] = {
+            phase: [(re.compile(q.pattern), q) for q in profile.questions_during(phase)]
+            for phase in ("task", "reset")
         }
+        self._screen = VirtualScreen(profile.cols, profile.rows, self._answer_query)
+        self._changes = 0  # counts changes of what the screen shows
+        self._changed_at = time.monotonic()
+        self._unrendered: list[str] = []  # output read but not yet fed to the screen
+        self._unrendered_chars = 0
+        self._output_at = time.monotonic()
+        self._recent = ""  # the end of the last chunk, so a query split across reads is seen
         self._child: Any = None  # pexpect.spawn (untyped)
         self._started = False
         self._restarts = 0
@@ -123,23 +259,28 @@ class TerminalSession:
 
     @property
     def restarts(self) -> int:
-        """How many times :meth:`restart` has been called."""
+        """How many times the session restarted its CLI (:meth:`restart`, or an unclean screen)."""
         return self._restarts
+
+    @property
+    def screen(self) -> VirtualScreen:
+        """The rendered screen (read-only use: diagnostics and tests)."""
+        return self._screen
 
     # ------------------------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
-        """Start the CLI in the working directory and wait for its prompt.
+        """Start the CLI in the working directory and wait until it is ready (see the module docstring).
 
-        Waits at most ``startup_timeout_s``; raises :class:`SessionStartError` (with the output tail)
-        if the command cannot be run, exits, or shows no prompt in time, and :class:`SessionError` if
-        it is already running.
+        Waits at most ``startup_timeout_s``; raises :class:`SessionStartError` (with the output tail) if
+        the command cannot be run, exits, or is not ready in time, and :class:`SessionError` if it is
+        already running.
         """
         if self.alive:
             raise SessionError("the session is already running")
         self._kill("starting afresh")  # a CLI that died on its own: reap it and close its terminal
         self._spawn(list(self._profile.argv))
-        result, _ = self._await(time.monotonic() + self._profile.startup_timeout_s, None)
+        result, _ = self._await(time.monotonic() + self._profile.startup_timeout_s, None, phase=None)
         if result == "ready":
             self._started = True
             self._log.info("CLI session ready", extra={"profile": self._profile.name, "pid": self.pid})
@@ -153,10 +294,11 @@ class TerminalSession:
                 f"{tail[-_ERROR_TAIL_CHARS:]}",
                 tail,
             )
-        self._kill("no prompt within the start-up timeout")
+        screen = self._screen.text().strip()
+        self._kill("not ready within the start-up timeout")
         raise SessionStartError(
-            f"{self._profile.name}: no prompt within {self._profile.startup_timeout_s:g} s: "
-            f"{tail[-_ERROR_TAIL_CHARS:]}",
+            f"{self._profile.name}: no prompt within {self._profile.startup_timeout_s:g} s; "
+            f"the screen shows: {screen[-_ERROR_TAIL_CHARS:]}",
             tail,
         )
 
@@ -168,66 +310,72 @@ class TerminalSession:
         cancel: threading.Event | None = None,
         on_prompt_sent: Callable[[], None] | None = None,
     ) -> TaskOutcome:
-        """Give the CLI ``prompt`` and wait until the task ends.
+        """Give the CLI ``prompt`` and wait until its turn ends.
 
         Returns within about ``timeout_s`` + ``interrupt_timeout_s`` + twice ``kill_grace_s``; a set
-        ``cancel`` is seen within ``_TICK_S`` (0.2 s).
-
-        Sends the prompt and Enter, answers tool approvals, and completes when the prompt returns
-        (after ``settle_s`` of quiet, if set). On timeout or ``cancel``: Ctrl-C, then up to
-        ``interrupt_timeout_s`` for the prompt, else the process group is killed and the session is
-        dead (``alive`` is false; :meth:`restart` it). EOF means ``crashed``.
+        ``cancel`` is seen within ``_TICK_S`` (0.2 s). The session is first proven clean (else its CLI is
+        restarted). Completion is the ready state after the screen changed from the moment Enter was sent;
+        a profile error pattern in the turn's output makes it ``failed`` with the reason. On timeout or
+        ``cancel``: the interrupt sequence, then up to ``interrupt_timeout_s`` for the ready state, else the
+        process group is killed (``alive`` is false). The CLI exiting is ``crashed``.
         Raises ``ValueError`` if ``prompt`` is not one line free of control characters, and
-        :class:`SessionError` if the session is not started.
+        :class:`SessionError` if the session is not started or cannot be made clean.
         """
         if not prompt or strip_control(prompt) != prompt:
             raise ValueError("the prompt must be one non-empty line without control characters")
         if not self._started:
             raise SessionError("the session is not started")
-        if not self.alive:
-            raise SessionError("the CLI is not running; restart the session")
+        self._prove_clean()
         started = time.monotonic()
         self._tail.clear()
-        if self._drain() == "eof":
-            return self._crashed(started, 0)
-        self._send(prompt + "\r")
+        typed = self._type(prompt, started + min(timeout_s, self._profile.input_timeout_s), cancel)
+        if typed != "ready":
+            return self._stop_turn(typed, started, 0, "the CLI did not show the typed task in its input area")
+        before_enter = self._changes
+        self._send("\r")
         if on_prompt_sent is not None:
             on_prompt_sent()
-        result, approvals = self._await(started + timeout_s, cancel, answering="approval")
+        result, approvals = self._await(started + timeout_s, cancel, phase="task", since=before_enter)
         if result == "ready":
-            return self._outcome("completed", started, approvals)
-        if result == "eof":
-            return self._crashed(started, approvals)
-        self._interrupt()
-        return self._outcome("cancelled" if result == "cancelled" else "timed_out", started, approvals)
+            error = self._profile.error_in(self._tail.text())
+            if error is not None:
+                return self._outcome("failed", started, approvals, error)
+            return self._outcome("completed", started, approvals, "")
+        return self._stop_turn(result, started, approvals, "")
 
     def reset(self) -> None:
-        """Clear the CLI's conversation (``reset_command``) and wait for the prompt.
+        """Clear the CLI's conversation (``reset_command``) and prove it: the ready state returns and, if
+        the profile names one, the acknowledgement (``reset_done_pattern``) was printed.
 
-        Waits at most ``reset_timeout_s`` and answers ``confirm_pattern``. No-op without a reset
-        command. Raises :class:`SessionError` if the CLI is not running, exits, or does not come back
-        (it is then killed).
+        Waits at most ``reset_timeout_s`` and answers the reset's questions. No-op without a reset command.
+        Raises :class:`SessionError` if the CLI is not running, exits, or the reset is not proven (the CLI
+        is then killed).
         """
         command = self._profile.reset_command
         if command is None:
             return
         if not self.alive:
             raise SessionError("the CLI is not running; restart the session")
-        if self._drain() == "eof":
-            self._reap()
-            self._discard()
-            raise SessionError("the CLI exited before the reset", self._tail.text())
-        self._send(command + "\r")
-        result, _ = self._await(time.monotonic() + self._profile.reset_timeout_s, None, answering="confirm")
-        if result == "ready":
-            return
+        deadline = time.monotonic() + self._profile.reset_timeout_s
+        self._tail.clear()
+        typed = self._type(command, deadline, None)
+        result: _Wait = typed
+        if typed == "ready":
+            before_enter = self._changes
+            self._send("\r")
+            result, _ = self._await(deadline, None, phase="reset", since=before_enter)
         tail = self._tail.text()
         if result == "eof":
             self._reap()
             self._discard()
             raise SessionError("the CLI exited during the reset", tail)
-        self._kill("no prompt after the reset command")
-        raise SessionError(f"no prompt within {self._profile.reset_timeout_s:g} s of {command!r}", tail)
+        done = self._profile.reset_done_pattern
+        if result == "ready" and (done is None or re.search(done, tail)):
+            return
+        self._kill("the reset was not acknowledged")
+        raise SessionError(
+            f"{command!r} was not acknowledged within {self._profile.reset_timeout_s:g} s", tail
+        )
 
     def restart(self, workdir: Path | None = None) -> None:
         """Close the CLI and start it again (in ``workdir`` if given). Raises like :meth:`start`."""
@@ -238,9 +386,9 @@ class TerminalSession:
         self.start()
 
     def close(self) -> None:
-        """End the CLI: ``quit_command`` (waiting ``quit_timeout_s``), then SIGINT → SIGTERM → SIGKILL
-        to its process group, each followed by up to ``kill_grace_s``. Idempotent; never raises for a
-        CLI that is already gone."""
+        """End the CLI: ``quit_command`` (waiting ``quit_timeout_s``), then SIGINT → SIGTERM → SIGKILL to its
+        process group, each followed by up to ``kill_grace_s``. Idempotent; never raises for a CLI that is
+        already gone."""
         self._started = False
         if self._child is None:
             return
@@ -258,7 +406,8 @@ class TerminalSession:
 
     def read_raw(self, timeout_s: float) -> str | None:
         """What the CLI printed within ``timeout_s``, escape sequences kept (for a terminal emulator in a
-        browser): ``""`` if nothing came, ``None`` once the CLI has exited."""
+        browser, which answers the CLI's queries itself): ``""`` if nothing came, ``None`` once the CLI has
+        exited."""
         try:
             return str(self._child.read_nonblocking(_READ_SIZE, timeout=max(timeout_s, 0.0)))
         except pexpect.TIMEOUT:
@@ -272,8 +421,9 @@ class TerminalSession:
         self._send(keys)
 
     def resize(self, rows: int, cols: int) -> None:
-        """Set the terminal size the CLI sees."""
+        """Set the terminal size the CLI sees (the rendered screen follows)."""
         self._child.setwinsize(rows, cols)
+        self._screen.resize(rows, cols)
 
     # ----------------------------------------------------------------------------- internals
 
@@ -282,7 +432,10 @@ class TerminalSession:
         argv, env = self._sandbox.command(argv, child_environment(self._profile), new_session=False)
         self._tail.clear()
         self._stream = TerminalTextStream()
-        self._window = ""
+        self._screen = VirtualScreen(self._profile.cols, self._profile.rows, self._answer_query)
+        self._unrendered.clear()
+        self._unrendered_chars = 0
+        self._mark_changed()
         try:
             child = pexpect.spawn(
                 argv[0],
@@ -293,7 +446,6 @@ class TerminalSession:
                 codec_errors="replace",
                 dimensions=(self._profile.rows, self._profile.cols),
                 maxread=_READ_SIZE,
-                searchwindowsize=self._profile.search_window_chars,
                 echo=True,
             )
         except (pexpect.ExceptionPexpect, OSError) as exc:
@@ -305,87 +457,193 @@ class TerminalSession:
     def _send(self, text: str) -> None:
         self._child.send(text)
 
+    def _answer_query(self, reply: str) -> None:
+        """The screen's answer to a terminal query, written to the CLI's input."""
+        if self._child is not None:
+            with contextlib.suppress(OSError):
+                self._send(reply)
+
     def _read(self, timeout: float) -> Literal["data", "eof", "timeout"]:
-        """Read what the CLI printed within ``timeout`` seconds; clean it and record it."""
+        """Read what the CLI printed within ``timeout`` seconds: clean and record it, and render it on the
+        screen as soon as output pauses, a batch is full or it holds a terminal query."""
         try:
             raw = self._child.read_nonblocking(_READ_SIZE, timeout=max(timeout, 0.0))
         except pexpect.TIMEOUT:
+            self._render()
             return "timeout"
         except pexpect.EOF:
+            self._render()
             self._record(self._stream.flush())
             return "eof"
+        self._output_at = time.monotonic()
+        self._unrendered.append(raw)
+        self._unrendered_chars += len(raw)
+        query = _QUERY.search(self._recent + raw) is not None
+        self._recent = raw[-16:]
+        if query or self._unrendered_chars >= _RENDER_BATCH_CHARS:
+            self._render()
         self._record(self._stream.feed(raw))
         return "data"
+
+    def _render(self) -> None:
+        """Feed the output read so far to the screen; a visible change dates from when it was read."""
+        if not self._unrendered:
+            return
+        text = "".join(self._unrendered)
+        self._unrendered.clear()
+        self._unrendered_chars = 0
+        self._screen.feed_output(text)
+        if self._screen.changed():
+            self._changes += 1
+            self._changed_at = self._output_at
 
     def _record(self, text: str) -> None:
         if not text:
             return
         self._tail.append(text)
-        self._window = (self._window + text)[-self._profile.search_window_chars :]
         if self._on_output is not None:
             self._on_output(text)
 
-    def _drain(self) -> Literal["eof", "timeout"]:
-        """Take output printed between tasks without waiting, so old text cannot match."""
-        for _ in range(64):
-            result = self._read(0)
-            if result != "data":
-                self._window = ""
-                return result
-        self._window = ""
-        return "timeout"
+    def _mark_changed(self) -> None:
+        self._changes += 1
+        self._changed_at = time.monotonic()
+
+    def _reading_keys(self) -> bool:
+        """The CLI is reading keys: the terminal is out of canonical mode (or the profile does not say it
+        reads in raw mode). Read from the PTY's termios, which the CLI's side shares."""
+        if not self._profile.raw_input:
+            return True
+        try:
+            lflag = termios.tcgetattr(self._child.child_fd)[3]
+        except (termios.error, OSError):
+            return False
+        return not lflag & termios.ICANON
+
+    def _settled(self, now: float) -> float:
+        """Seconds until the screen has been unchanged for the quiet period (0: it has). Output not yet
+        rendered counts as a change now."""
+        if self._unrendered:
+            return self._profile.quiet_s or _POLL_S
+        return max(0.0, self._changed_at + self._profile.quiet_s - now)
+
+    def _question(self, phase: str | None, text: str) -> tuple[int, Question] | None:
+        if phase is None:
+            return None
+        for index, (pattern, question) in enumerate(self._questions[phase]):
+            if pattern.search(text):
+                return index, question
+        return None
+
+    def _is_ready(self, text: str) -> bool:
+        if self._busy is not None and self._busy.search(self._screen.text()):
+            return False
+        return self._ready.search(text) is not None
 
     def _await(
-        self, deadline: float, cancel: threading.Event | None, *, answering: _Question | None = None
+        self,
+        deadline: float,
+        cancel: threading.Event | None,
+        *,
+        phase: Literal["task", "reset"] | None,
+        since: int | None = None,
     ) -> tuple[_Wait, int]:
-        """Wait until the ready pattern shows (and, with ``settle_s``, output stays quiet that long).
+        """Wait for the ready state, answering the questions of ``phase`` (see the module docstring).
 
-        Answers the questions of kind ``answering`` (tool approvals during a task, confirmations
-        during a reset). Returns how the wait ended and how many questions were answered.
+        ``since``: the screen's change count when Enter was sent; readiness counts only once the screen has
+        changed after it. Returns how the wait ended and how many questions were answered.
         """
-        pattern, reply = self._questions[answering] if answering is not None else (None, "")
         answered = 0
-        settle_until: float | None = None
+        showing: int | None = None  # the question answered last, while it still shows: never twice
+        moved = since is None
         while True:
             if cancel is not None and cancel.is_set():
                 return "cancelled", answered
             now = time.monotonic()
-            if settle_until is not None and now >= settle_until:
-                self._window = ""
-                return "ready", answered
             if now >= deadline:
                 return "timeout", answered
-            result = self._read(min(_TICK_S, deadline - now, (settle_until or deadline) - now))
-            if result == "eof":
+            pending = self._settled(now)
+            wait = min(_TICK_S, deadline - now, pending if pending > 0 and not self._unrendered else _POLL_S)
+            if self._read(wait) == "eof":
                 return "eof", answered
-            if result == "timeout":
+            if since is not None and self._changes != since:
+                moved = True
+            if self._settled(time.monotonic()) > 0 or not moved:
                 continue
-            settle_until = None
-            question = pattern.search(self._window) if pattern is not None else None
-            ready = self._ready.search(self._window) if self._ready is not None else None
-            if question is not None and (ready is None or question.start() < ready.start()):
-                self._send(reply + "\r")
-                answered += 1
-                self._window = ""  # the text after a question is its input line, not the ready prompt
-            elif ready is not None and self._profile.settle_s > 0:
-                settle_until = time.monotonic() + self._profile.settle_s
-            elif ready is not None:
-                self._window = ""
-                return "ready", answered
+            text = self._screen.text_to_cursor()
+            found = self._question(phase, text)
+            if found is None:
+                showing = None
+                if self._is_ready(text) and self._reading_keys():
+                    return "ready", answered
+                continue
+            index, question = found
+            if index == showing or not self._reading_keys():
+                continue
+            self._send(question.answer)
+            if question.enter:
+                self._send("\r")
+            answered += 1
+            showing = index
+            self._mark_changed()  # judge the screen afresh after the answer
+            self._log.info("answered the CLI's question", extra={"answer": question.answer, "phase": phase})
+
+    def _type(self, text: str, deadline: float, cancel: threading.Event | None) -> _Wait:
+        """Send ``text`` (a bracketed paste when supported) and wait until its end shows in the input area."""
+        if self._profile.bracketed_paste and self._screen.bracketed_paste:
+            self._send(_PASTE_START + text + _PASTE_END)
+        else:
+            self._send(text)
+        probe = _NOT_TEXT.sub("", text)[-_PROBE_CHARS:]
+        self._render()
+        while probe not in self._screen.input_area(self._profile.input_rows):
+            if cancel is not None and cancel.is_set():
+                return "cancelled"
+            now = time.monotonic()
+            if now >= deadline:
+                return "timeout"
+            if self._read(min(_POLL_S if self._unrendered else _TICK_S, deadline - now)) == "eof":
+                return "eof"
+            self._render()
+        return "ready"
+
+    def _prove_clean(self) -> None:
+        """Take unread output; the screen must show the ready state within the quiet period, else the CLI
+        is restarted. Raises :class:`SessionError` (or :class:`SessionStartError`) if it cannot be."""
+        if not self.alive:
+            raise SessionError("the CLI is not running; restart the session")
+        deadline = time.monotonic() + self._profile.quiet_s + 2 * _TICK_S
+        result, _ = self._await(deadline, None, phase=None)
+        if result == "ready":
+            return
+        self._log.warning(
+            "the CLI's screen is not clean before a task; restarting it",
+            extra={"profile": self._profile.name, "screen": self._screen.text()[-500:], "result": result},
+        )
+        self.restart()
+
+    def _stop_turn(self, result: _Stop, started: float, approvals: int, why: str) -> TaskOutcome:
+        """End a turn that did not complete: EOF is crashed, otherwise interrupt (or kill)."""
+        if result == "eof":
+            return self._crashed(started, approvals)
+        self._interrupt()
+        kind: OutcomeKind = "cancelled" if result == "cancelled" else "timed_out"
+        return self._outcome(kind, started, approvals, why or f"the task was {kind.replace('_', ' ')}")
 
     def _interrupt(self) -> None:
-        """Ctrl-C; keep the session if the prompt comes back, else kill the process group."""
-        self._window = ""
+        """The interrupt sequence; keep the session if the ready state comes back, else kill the group."""
+        before = self._changes
         try:
             self._send(self._profile.interrupt_sequence)
         except OSError:
             self._kill("the terminal is gone")
             return
-        result, _ = self._await(time.monotonic() + self._profile.interrupt_timeout_s, None)
+        result, _ = self._await(
+            time.monotonic() + self._profile.interrupt_timeout_s, None, phase=None, since=before
+        )
         if result == "ready":
-            self._log.info("CLI interrupted; prompt is back", extra={"pid": self.pid})
+            self._log.info("CLI interrupted; it is ready again", extra={"pid": self.pid})
             return
-        self._kill("no prompt after an interrupt")
+        self._kill("not ready after an interrupt")
 
     def _kill(
         self,
@@ -447,10 +705,17 @@ class TerminalSession:
         self._log.warning(
             "CLI exited during a task", extra={"exit_status": status, "profile": self._profile.name}
         )
-        outcome = TaskOutcome("crashed", self._tail.text(), status, time.monotonic() - started, approvals)
+        outcome = TaskOutcome(
+            "crashed",
+            self._tail.text(),
+            status,
+            time.monotonic() - started,
+            approvals,
+            f"the CLI exited during the task (status {status})",
+        )
         self._discard()
         return outcome
 
-    def _outcome(self, kind: OutcomeKind, started: float, approvals: int) -> TaskOutcome:
-        self._log.info("task ended", extra={"outcome": kind, "approvals": approvals})
-        return TaskOutcome(kind, self._tail.text(), None, time.monotonic() - started, approvals)
+    def _outcome(self, kind: OutcomeKind, started: float, approvals: int, reason: str) -> TaskOutcome:
+        self._log.info("task ended", extra={"outcome": kind, "approvals": approvals, "reason": reason})
+        return TaskOutcome(kind, self._tail.text(), None, time.monotonic() - started, approvals, reason)

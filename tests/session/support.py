@@ -10,10 +10,15 @@ from ec2_agent.profiles import CliProfile, builtin_profile
 WORK_S = "0.05"  # the emulator's simulated work per task
 
 
-def emulator_profile(**overrides: object) -> CliProfile:
-    """The built-in emulator profile with short simulated work (plus any field overrides)."""
+def emulator_profile(*, approval_answer: str | None = None, **overrides: object) -> CliProfile:
+    """The built-in emulator profile with short simulated work (plus any field overrides, and another
+    answer to the tool approval if given)."""
     data = builtin_profile("emulator").model_dump()
     data["env"] = {"KIRO_EMULATOR_WORK_S": WORK_S}
+    if approval_answer is not None:
+        data["questions"] = [
+            {**q, "answer": approval_answer} if q["during"] == "task" else q for q in data["questions"]
+        ]
     data.update(overrides)
     return CliProfile.model_validate(data)
 

@@ -1,4 +1,8 @@
-"""A profile made only of configuration drives a program this project did not write: Python's REPL."""
+"""A profile made only of configuration drives a program this project did not write: Python's REPL.
+
+The REPL reads its lines through GNU readline (imported explicitly: ``-I`` would leave it out), which puts
+the terminal in raw mode while it reads — the signal the driver waits for before it types (``raw_input``).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ def repl(tmp_path: Path) -> Iterator[TerminalSession]:
     profile = generic_profile(
         {
             "name": "python-repl",
-            "command": [sys.executable, "-I", "-q", "-i"],
+            "command": [sys.executable, "-I", "-q", "-i", "-c", "import readline"],
             "ready_pattern": r"(?m)^>>> \Z",
             "quit_command": "exit()",
             "interrupt_timeout_s": 3,

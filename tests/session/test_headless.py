@@ -36,7 +36,7 @@ def test_nonzero_exit_is_failed_with_the_documented_reason(headless: HeadlessSes
     write_task(workdir, directive="crash")
     outcome = headless.run_task(task_prompt(), timeout_s=10)
     assert (outcome.kind, outcome.exit_status) == ("failed", 3)
-    assert outcome.reason == "the CLI exited with status 3 (MCP server start-up failed)"
+    assert outcome.reason == "the CLI exited with status 3 (an MCP server failed to start)"
     assert headless.alive  # the next task starts a fresh process
 
 

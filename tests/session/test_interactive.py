@@ -46,7 +46,7 @@ def test_task_completes_answers_the_approval_and_writes_deterministically(tmp_pa
         finally:
             cli.close()
         assert (outcome.kind, outcome.approvals, outcome.exit_status) == ("completed", 1, None)
-        assert "[y/n/t]: t" in outcome.output_tail
+        assert "[y/n/t]:" in outcome.output_tail
         assert "\x1b" not in outcome.output_tail
         path, content = _expected_change(workdir)
         assert path.read_text(encoding="utf-8") == content
@@ -207,7 +207,8 @@ def test_hostile_task_text_never_reaches_the_terminal(workdir: Path) -> None:
     finally:
         cli.close()
     assert outcome.kind == "completed"  # no Ctrl-C, Ctrl-D or /quit reached the CLI
-    assert cli.sent == [task_prompt() + "\r", "t\r", "/quit\r"]
+    # The task as a bracketed paste, Enter on its own, the approval answer and its Enter, then /quit.
+    assert cli.sent == ["\x1b[200~" + task_prompt() + "\x1b[201~", "\r", "t", "\r", "/quit\r"]
     written = next(workdir.glob("docs/*.md")).read_text(encoding="utf-8")
     assert strip_control(written, keep_newlines=True) == written
     assert "- [x] ok\n- [x] cleared\n" in written

@@ -386,14 +386,15 @@ class TerminalSession:
         self.start()
 
     def close(self) -> None:
-        """End the CLI: ``quit_command`` (waiting ``quit_timeout_s``), then SIGINT → SIGTERM → SIGKILL to its
-        process group, each followed by up to ``kill_grace_s``. Idempotent; never raises for a CLI that is
-        already gone."""
+        """End the CLI: ``quit_command`` if the CLI shows its prompt (waiting ``quit_timeout_s``), then
+        SIGINT → SIGTERM → SIGKILL to its process group, each followed by up to ``kill_grace_s``.
+        Idempotent; never raises for a CLI that is already gone."""
         self._started = False
         if self._child is None:
             return
         command = self._profile.quit_command
-        if command is not None and self._child.isalive():
+        self._render()
+        if command is not None and self._child.isalive() and self._is_ready(self._screen.text_to_cursor()):
             try:
                 self._send(command + "\r")
             except OSError:
@@ -571,21 +572,23 @@ class TerminalSession:
                 continue
             text = self._screen.text_to_cursor()
             found = self._question(phase, text)
-            if found is None:
-                showing = None
-                if self._is_ready(text) and self._reading_keys():
-                    return "ready", answered
+            if found is not None:
+                if found[0] == showing or not self._reading_keys():
+                    continue  # answered and still showing, or the CLI is not reading keys yet
+                index, question = found
+                self._send(question.answer)
+                if question.enter:
+                    self._send("\r")
+                answered += 1
+                showing = index
+                self._mark_changed()  # judge the screen afresh after the answer
+                self._log.info(
+                    "answered the CLI's question", extra={"answer": question.answer, "phase": phase}
+                )
                 continue
-            index, question = found
-            if index == showing or not self._reading_keys():
-                continue
-            self._send(question.answer)
-            if question.enter:
-                self._send("\r")
-            answered += 1
-            showing = index
-            self._mark_changed()  # judge the screen afresh after the answer
-            self._log.info("answered the CLI's question", extra={"answer": question.answer, "phase": phase})
+            showing = None
+            if self._is_ready(text) and self._reading_keys():
+                return "ready", answered
 
     def _type(self, text: str, deadline: float, cancel: threading.Event | None) -> _Wait:
         """Send ``text`` (a bracketed paste when supported) and wait until its end shows in the input area."""
@@ -619,7 +622,9 @@ class TerminalSession:
             "the CLI's screen is not clean before a task; restarting it",
             extra={"profile": self._profile.name, "screen": self._screen.text()[-500:], "result": result},
         )
-        self.restart()
+        self._kill("unclean before a task")  # typing a quit command into an unclean input line is a guess
+        self._restarts += 1
+        self.start()
 
     def _stop_turn(self, result: _Stop, started: float, approvals: int, why: str) -> TaskOutcome:
         """End a turn that did not complete: EOF is crashed, otherwise interrupt (or kill)."""

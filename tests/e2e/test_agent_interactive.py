@@ -148,10 +148,11 @@ def test_attach_gives_a_terminal_on_the_branch_and_pushes_on_finish(stack: Local
         ws.send(json.dumps({"type": "resize", "rows": 40, "cols": 120}))
         ws.send(json.dumps({"type": "input", "data": "Read TASK.md and implement it\r"}))
         output = ""
-        while "[y/n/t]" not in output:
+        # A person answers once the CLI reads keys again: its prompt is back (bracketed paste turned on).
+        while "\x1b[?2004h" not in output.rsplit("[y/n/t]", 1)[-1] or "[y/n/t]" not in output:
             output += json.loads(ws.recv(timeout=20)).get("data", "")
         ws.send(json.dumps({"type": "input", "data": "y\r"}))
-        while "Model:" not in output.rsplit("[y/n/t]", 1)[1]:
+        while "Done:" not in output.rsplit("[y/n/t]", 1)[1]:
             output += json.loads(ws.recv(timeout=20)).get("data", "")
         ws.send(json.dumps({"type": "finish"}))
         finished = receive_until(ws, "finished")[-1]

@@ -42,7 +42,7 @@ def test_builtin_profiles() -> None:
     emulator = builtin_profile("emulator", python="/usr/bin/python3")
     assert emulator.argv == ("/usr/bin/python3", "-m", "ec2_agent.kiro_emulator")
     assert builtin_profile("emulator").argv[0] == sys.executable
-    with pytest.raises(ValueError, match="unknown built-in profile 'nope'; known: .*emulator"):
+    with pytest.raises(ValueError, match=r"unknown built-in profile 'nope'; known: .*emulator"):
         builtin_profile("nope")
 
 
@@ -85,7 +85,7 @@ def test_generic_profile_from_configuration() -> None:
         ({"argv": ["x"]}, "ready_pattern"),
         ({"argv": ["x"], "ready_pattern": ">", "reset_command": "/clear\n/quit"}, "control characters"),
         ({"argv": ["x"], "ready_pattern": ">", "questions": [{"pattern": "?", "answer": "t"}]}, "regular"),
-        ({"argv": ["x"], "ready_pattern": ">", "questions": [{"pattern": "a", "answer": "t\x1b"}]}, "control"),
+        ({"argv": ["x"], "ready_pattern": ">", "questions": [{"pattern": "a", "answer": "\x1b"}]}, "control"),
         ({"argv": ["x"], "ready_pattern": ">", "unknown": 1}, "unknown"),
         ({"argv": ["x"], "command": ["y"], "ready_pattern": ">"}, "not both"),
         ({"argv": ["x"], "ready_pattern": ">", "env": {"A=B": "c"}}, "environment"),
@@ -116,9 +116,8 @@ def test_error_patterns_give_the_reason_and_the_line() -> None:
 
 
 def test_seed_home_writes_the_profiles_files_privately(tmp_path: Path) -> None:
-    profile = generic_profile(
-        {"argv": ["x"], "ready_pattern": ">", "home_files": {".cli/settings.json": '{"trusted": "{workspace}"}'}}
-    )
+    files = {".cli/settings.json": '{"trusted": "{workspace}"}'}
+    profile = generic_profile({"argv": ["x"], "ready_pattern": ">", "home_files": files})
     seed_home(profile, tmp_path / "home", workspace="/workspace")
     written = tmp_path / "home" / ".cli" / "settings.json"
     assert written.read_text(encoding="utf-8") == '{"trusted": "/workspace"}'

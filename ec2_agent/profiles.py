@@ -51,6 +51,7 @@ from ec2_agent.prompting import strip_control
 
 __all__ = [
     "AcpSettings",
+    "BuiltinProfileName",
     "CliProfile",
     "ErrorPattern",
     "ProfileKind",
@@ -62,6 +63,7 @@ __all__ = [
 ]
 
 ProfileKind = Literal["terminal", "headless", "acp"]
+BuiltinProfileName = str  # one of builtin_profile_names(): the profiles are data files, not a closed list
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PROFILE_DIR = "builtin_profiles"
 
@@ -161,7 +163,7 @@ class CliProfile(BaseModel):
     quit_command: str | None = Field(default=None, description="ends the CLI, e.g. /quit")
     interrupt_sequence: str = Field(default="\x03", min_length=1, max_length=8)
     bracketed_paste: bool = False
-    raw_input: bool = Field(default=True, description="the CLI reads input in raw mode: wait for it")
+    raw_input: bool = Field(default=False, description="the CLI reads input in raw mode: wait for it")
     quiet_s: float = Field(default=0.3, ge=0, description="the screen must stay unchanged this long")
     input_rows: int = Field(default=4, ge=1, le=200, description="rows up to the cursor: the input area")
     rows: int = Field(default=50, ge=10, le=1000)

@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, cast
+from typing import IO, Any
 
 import boto3
 
@@ -52,7 +52,7 @@ from aipm.local.model_standin.clients import REAL_CLIS, client_env, seed_home
 from aipm.local.moto_server import MotoServer, free_port
 from aipm.local.options import add_arguments
 from aipm.local.signin import LocalSignIn
-from ec2_agent.profiles import BuiltinProfileName, builtin_profile
+from ec2_agent.profiles import builtin_profile
 from lambda_src.records.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -272,7 +272,7 @@ class LocalStack:
         model stand-in on loopback, the CLI's pristine home seeded for it, and the agent's environment
         pointing the CLI at it with the pinned CLIs first on PATH and mounted in the sandbox."""
         try:
-            profile = builtin_profile(cast(BuiltinProfileName, self.options.cli_profile))
+            profile = builtin_profile(self.options.cli_profile)
         except ValueError:  # "generic": configured by the caller's agent_env
             return
         cli = Path(profile.argv[0]).name

@@ -27,6 +27,7 @@ to the group. A :class:`TerminalSession` belongs to one thread; only ``cancel`` 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import re
@@ -60,7 +61,7 @@ logger = logging.getLogger(__name__)
 
 _TICK_S = 0.2  # longest uninterrupted block in select: how promptly cancel / deadlines are seen
 _POLL_S = 0.02  # re-check of the terminal mode while the screen is settled (mode changes print nothing)
-_READ_SIZE = 64 * 1024  # most characters taken from the PTY per read
+_READ_SIZE = 256 * 1024  # most characters taken from the PTY per read
 _ERROR_TAIL_CHARS = 2000  # output quoted in exception messages
 _PROBE_CHARS = 24  # the end of typed text looked for in the input area
 _BRACKETED_PASTE_MODE = 2004 << 5  # pyte stores private (DEC) modes shifted left by 5
@@ -68,7 +69,7 @@ _PASTE_START, _PASTE_END = "\x1b[200~", "\x1b[201~"
 # Ignored when looking for typed text: whitespace (wrapping) and box drawing (input box borders).
 _NOT_TEXT = re.compile(r"[\s\u2500-\u259f]+")
 _QUERY = re.compile(r"\x1b\[[?>]?[0-9;]*[nc]")  # device status / attributes queries: answer at once
-_RENDER_BATCH_CHARS = 256 * 1024  # most output held back from the screen while it keeps coming
+_RENDER_BATCH_CHARS = 2 * 1024 * 1024  # most output held back from the screen while it keeps coming
 # Anything but plain output (printable characters, CR, LF, tab, backspace, SGR colour codes), whole:
 # control sequences other than SGR (ECMA-48 CSI), OSC strings, other escapes, a sequence cut off at the end,
 # and C0/C1 controls.
@@ -84,13 +85,29 @@ _Wait = Literal["ready", _Stop]
 _Log = logging.Logger | logging.LoggerAdapter[Any]
 
 
+def _tolerant(handler: Callable[..., None]) -> Callable[..., None]:
+    """A control-sequence handler that ignores what a terminal ignores: a private variant (``CSI ? … m``,
+    ``CSI > … m``) of a sequence the handler has no private form of, and malformed parameters. pyte 0.8.2
+    raises ``TypeError`` for both, which real CLIs send (Gemini CLI sends ``CSI > 4 ; 2 m``)."""
+    parameters = inspect.signature(handler).parameters.values()
+    takes_private = any(p.name == "private" or p.kind is p.VAR_KEYWORD for p in parameters)
+
+    def handle(*params: Any, private: bool = False) -> None:
+        if private and not takes_private:
+            return
+        with contextlib.suppress(TypeError):
+            handler(*params, **({"private": True} if private else {}))
+
+    return handle
+
+
 class VirtualScreen(pyte.Screen):
     """A pyte screen that answers the terminal queries a CLI sends (through ``reply``), renders rows
     cheaply and tells whether what it shows changed.
 
     pyte renders about 0.2 MB/s here, so :meth:`feed_output` leaves out what can only scroll off the screen
     unseen: of a run of plain output (printable characters, line breaks, tabs, backspaces and colour codes)
-    with more line breaks than twice the screen's rows, only the last ``2 * lines + 1`` lines are rendered
+    with more line breaks than it takes to scroll the whole screen, only the lines that stay are rendered
     (unless a scrolling region is set). Every
     other sequence (cursor movement, modes, queries) is always rendered, in order.
     """
@@ -98,6 +115,8 @@ class VirtualScreen(pyte.Screen):
     def __init__(self, columns: int, lines: int, reply: Callable[[str], None]) -> None:
         super().__init__(columns, lines)
         self._reply = reply
+        for name in set(pyte.Stream.csi.values()):
+            setattr(self, name, _tolerant(getattr(self, name)))
         self._stream = pyte.Stream(self)
         self._rows: list[str] = [""] * lines
         self._cursor = (0, 0)
@@ -116,11 +135,11 @@ class VirtualScreen(pyte.Screen):
 
     def _feed_plain(self, text: str, start: int, end: int) -> None:
         """Render a run of plain output; with no scrolling region set, only from the CR LF before its last
-        ``2 * lines + 1`` line breaks (from any cursor row, that many scroll every earlier line off the
+        ``2 * lines - y`` line breaks (from cursor row ``y``, that many scroll every earlier line off the
         screen, and after CR LF the column does not depend on what came before)."""
         if self.margins is None or (self.margins.top, self.margins.bottom) == (0, self.lines - 1):
             cut = end
-            for _ in range(2 * self.lines + 1):
+            for _ in range(2 * self.lines - self.cursor.y):
                 cut = text.rfind("\n", start, cut)
                 if cut < 0:
                     break

@@ -23,7 +23,7 @@ FAKE = Path(__file__).with_name("fake_agent.py")
 def profile(behaviour: str, marker: str = "", **fields: object) -> CliProfile:
     settings = {
         "name": f"fake-{behaviour}",
-        "mode": "acp",
+        "kind": "acp",
         "argv": (sys.executable, str(FAKE), behaviour, marker),
         "acp": AcpSettings(),
         "startup_timeout_s": 5,

@@ -24,6 +24,7 @@ def repl(tmp_path: Path) -> Iterator[TerminalSession]:
             "command": [sys.executable, "-I", "-q", "-i", "-c", "import readline"],
             "ready_pattern": r"(?m)^>>> \Z",
             "quit_command": "exit()",
+            "raw_input": True,
             "interrupt_timeout_s": 3,
             "startup_timeout_s": 10,
         }

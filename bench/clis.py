@@ -23,12 +23,11 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import get_args
 
 from aipm.local.clis import install
 from aipm.local.model_standin import ModelStandin
 from aipm.local.model_standin.clients import REAL_CLIS, standin_profile
-from ec2_agent.profiles import BuiltinProfileName, CliProfile, builtin_profile
+from ec2_agent.profiles import CliProfile, builtin_profile, builtin_profile_names
 from ec2_agent.prompting import task_prompt
 from ec2_agent.sessions import AgentSession, open_session
 
@@ -40,7 +39,7 @@ TIMEOUT_S = 120.0
 def real_cli_profiles() -> list[CliProfile]:
     """The built-in profiles whose command is a real CLI the stand-in can serve."""
     found = []
-    for name in get_args(BuiltinProfileName):
+    for name in builtin_profile_names():
         profile = builtin_profile(name)
         if Path(profile.argv[0]).name in REAL_CLIS:
             found.append(profile)
@@ -133,11 +132,11 @@ def run() -> dict[str, float | int]:
             figures = measure(profile, standin, Path(tmp) / profile.name)
             results.update(figures)
             overhead = next(v for k, v in figures.items() if k.endswith("_overhead_ms"))
-            by_cli[(Path(profile.argv[0]).name, profile.mode)] = overhead
+            by_cli[(Path(profile.argv[0]).name, profile.kind)] = overhead
     for cli in REAL_CLIS:
         acp, terminal = (
             by_cli.get((cli, "acp")),
-            by_cli.get((cli, "interactive"), by_cli.get((cli, "terminal"))),
+            by_cli.get((cli, "terminal")),
         )
         if acp is not None and terminal:
             results["acp_vs_terminal_overhead_ratio"] = round(acp / terminal, 3)

@@ -157,6 +157,11 @@ class Tail:
         self._chunks: deque[tuple[str, int]] = deque()
         self._size = 0
 
+    @property
+    def limit(self) -> int:
+        """The most bytes kept."""
+        return self._limit
+
     def append(self, text: str) -> None:
         size = len(text.encode("utf-8", "replace"))
         self._chunks.append((text, size))

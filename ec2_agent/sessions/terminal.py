@@ -12,7 +12,8 @@ emulator library), and every decision is taken on what that screen shows, as a p
   again until it has gone. A question's text scrolled above the cursor (an echo) is not the screen's state.
 * **typing**: the text is sent (as a bracketed paste when the profile says so and the CLI has turned
   bracketed paste on), the driver waits until its end shows in the CLI's input area (``input_rows`` up to
-  the cursor), then sends Enter as a write of its own — an event on the screen, not a fixed delay.
+  the cursor) and the screen is then quiet for ``quiet_s``, then sends Enter as a write of its own — an
+  event on the screen, not a fixed delay.
 * **terminal queries** (cursor position ``ESC[6n``, device status ``ESC[5n``, primary device attributes
   ``ESC[c``) are answered as a terminal multiplexer does, from the rendered screen.
 * **clean before each task**: unread output is taken and the screen must show the ready state; otherwise
@@ -35,7 +36,7 @@ import signal
 import termios
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -73,6 +74,8 @@ _RENDER_BATCH_CHARS = 2 * 1024 * 1024  # most output held back from the screen w
 # Anything but plain output (printable characters, CR, LF, tab, backspace, SGR colour codes), whole:
 # control sequences other than SGR (ECMA-48 CSI), OSC strings, other escapes, a sequence cut off at the end,
 # and C0/C1 controls.
+_CONTROL_CHAR = re.compile(r"[\x00-\x07\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # also ESC; not CR, LF, tab, BS
+_SGR = re.compile(r"\x1b\[[0-9;:]*m")
 _NOT_PLAIN = re.compile(
     r"\x1b\[(?![0-9;:]*m)[0-?]*[ -/]*(?:[@-~]|\Z)"
     r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\|\Z)"
@@ -83,6 +86,26 @@ _NOT_PLAIN = re.compile(
 _Stop = Literal["eof", "timeout", "cancelled"]
 _Wait = Literal["ready", _Stop]
 _Log = logging.Logger | logging.LoggerAdapter[Any]
+
+
+def _not_plain(text: str) -> Iterator[tuple[int, int]]:
+    """Where ``text`` holds anything but plain output (see ``_NOT_PLAIN``), as (start, end) spans. Control
+    characters are found by a character-class scan; only escapes are looked at one by one, so colour codes
+    on every line cost little."""
+    position = 0
+    while True:
+        found = _CONTROL_CHAR.search(text, position)
+        if found is None:
+            return
+        start = found.start()
+        sgr = _SGR.match(text, start)
+        if sgr is not None:
+            position = sgr.end()
+            continue
+        sequence = _NOT_PLAIN.match(text, start)
+        end = sequence.end() if sequence is not None else start + 1
+        yield start, end
+        position = end
 
 
 def _tolerant(handler: Callable[..., None]) -> Callable[..., None]:
@@ -127,10 +150,10 @@ class VirtualScreen(pyte.Screen):
             self._stream.feed(text)
             return
         start = 0
-        for found in _NOT_PLAIN.finditer(text):
-            self._feed_plain(text, start, found.start())
-            self._stream.feed(found.group())
-            start = found.end()
+        for found in _not_plain(text):
+            self._feed_plain(text, start, found[0])
+            self._stream.feed(text[found[0] : found[1]])
+            start = found[1]
         self._feed_plain(text, start, len(text))
 
     def _feed_plain(self, text: str, start: int, end: int) -> None:
@@ -484,8 +507,8 @@ class TerminalSession:
                 self._send(reply)
 
     def _read(self, timeout: float) -> Literal["data", "eof", "timeout"]:
-        """Read what the CLI printed within ``timeout`` seconds: clean and record it, and render it on the
-        screen as soon as output pauses, a batch is full or it holds a terminal query."""
+        """Read what the CLI printed within ``timeout`` seconds; render it on the screen and record it in the
+        transcript as soon as output pauses, a batch is full or it holds a terminal query."""
         try:
             raw = self._child.read_nonblocking(_READ_SIZE, timeout=max(timeout, 0.0))
         except pexpect.TIMEOUT:
@@ -502,7 +525,6 @@ class TerminalSession:
         self._recent = raw[-16:]
         if query or self._unrendered_chars >= _RENDER_BATCH_CHARS:
             self._render()
-        self._record(self._stream.feed(raw))
         return "data"
 
     def _render(self) -> None:
@@ -513,6 +535,13 @@ class TerminalSession:
         self._unrendered.clear()
         self._unrendered_chars = 0
         self._screen.feed_output(text)
+        keep = 2 * self._tail.limit  # more than the transcript tail can hold is not cleaned
+        cut = text.find("\n", len(text) - keep) if len(text) > keep else -1
+        if cut > 0:  # start afresh at a line break: no escape sequence spans it
+            self._stream = TerminalTextStream()
+            self._record(f"[… {cut + 1} characters of output not kept …]\n")
+            text = text[cut + 1 :]
+        self._record(self._stream.feed(text))
         if self._screen.changed():
             self._changes += 1
             self._changed_at = self._output_at
@@ -569,12 +598,14 @@ class TerminalSession:
     ) -> tuple[_Wait, int]:
         """Wait for the ready state, answering the questions of ``phase`` (see the module docstring).
 
-        ``since``: the screen's change count when Enter was sent; readiness counts only once the screen has
-        changed after it. Returns how the wait ended and how many questions were answered.
+        ``since``: the screen's change count when Enter was sent; readiness counts only once the turn has
+        started: the screen changed after it and, for a task and a profile with a ``busy_pattern``, showed it
+        (a full-screen CLI clears its input box at once, which alone looks ready again). Returns how the wait ended and how many questions were answered.
         """
         answered = 0
         showing: int | None = None  # the question answered last, while it still shows: never twice
         moved = since is None
+        seen = since
         while True:
             if cancel is not None and cancel.is_set():
                 return "cancelled", answered
@@ -585,8 +616,13 @@ class TerminalSession:
             wait = min(_TICK_S, deadline - now, pending if pending > 0 and not self._unrendered else _POLL_S)
             if self._read(wait) == "eof":
                 return "eof", answered
-            if since is not None and self._changes != since:
-                moved = True
+            if not moved and since is not None and self._changes != seen:
+                seen = self._changes  # the screen changed after Enter: has the turn started?
+                moved = (
+                    phase != "task"
+                    or self._busy is None
+                    or self._busy.search(self._screen.text()) is not None
+                )
             if self._settled(time.monotonic()) > 0 or not moved:
                 continue
             text = self._screen.text_to_cursor()
@@ -600,6 +636,7 @@ class TerminalSession:
                     self._send("\r")
                 answered += 1
                 showing = index
+                moved = True
                 self._mark_changed()  # judge the screen afresh after the answer
                 self._log.info(
                     "answered the CLI's question", extra={"answer": question.answer, "phase": phase}
@@ -610,20 +647,26 @@ class TerminalSession:
                 return "ready", answered
 
     def _type(self, text: str, deadline: float, cancel: threading.Event | None) -> _Wait:
-        """Send ``text`` (a bracketed paste when supported) and wait until its end shows in the input area."""
+        """Send ``text`` (a bracketed paste when supported) and wait until its end shows in the input area and
+        the screen has then stayed unchanged for the quiet period (Ink CLIs take keys that follow a paste
+        too closely as part of it)."""
         if self._profile.bracketed_paste and self._screen.bracketed_paste:
             self._send(_PASTE_START + text + _PASTE_END)
         else:
             self._send(text)
         probe = _NOT_TEXT.sub("", text)[-_PROBE_CHARS:]
         self._render()
-        while probe not in self._screen.input_area(self._profile.input_rows):
+        while probe not in self._screen.input_area(self._profile.input_rows) or self._settled(
+            time.monotonic()
+        ):
             if cancel is not None and cancel.is_set():
                 return "cancelled"
             now = time.monotonic()
             if now >= deadline:
                 return "timeout"
-            if self._read(min(_POLL_S if self._unrendered else _TICK_S, deadline - now)) == "eof":
+            shown = probe in self._screen.input_area(self._profile.input_rows)
+            wait = self._settled(now) if shown and not self._unrendered else _TICK_S
+            if self._read(min(_POLL_S if self._unrendered else wait, deadline - now)) == "eof":
                 return "eof"
             self._render()
         return "ready"
@@ -725,6 +768,7 @@ class TerminalSession:
         child.close(force=True)
 
     def _crashed(self, started: float, approvals: int) -> TaskOutcome:
+        self._render()
         status = self._reap()
         self._log.warning(
             "CLI exited during a task", extra={"exit_status": status, "profile": self._profile.name}
@@ -741,5 +785,6 @@ class TerminalSession:
         return outcome
 
     def _outcome(self, kind: OutcomeKind, started: float, approvals: int, reason: str) -> TaskOutcome:
+        self._render()
         self._log.info("task ended", extra={"outcome": kind, "approvals": approvals, "reason": reason})
         return TaskOutcome(kind, self._tail.text(), None, time.monotonic() - started, approvals, reason)

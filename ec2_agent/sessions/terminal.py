@@ -600,7 +600,8 @@ class TerminalSession:
 
         ``since``: the screen's change count when Enter was sent; readiness counts only once the turn has
         started: the screen changed after it and, for a task and a profile with a ``busy_pattern``, showed it
-        (a full-screen CLI clears its input box at once, which alone looks ready again). Returns how the wait ended and how many questions were answered.
+        (a full-screen CLI clears its input box at once, which alone looks ready again). Returns how the
+        wait ended and how many questions were answered.
         """
         answered = 0
         showing: int | None = None  # the question answered last, while it still shows: never twice

@@ -53,6 +53,13 @@ class AgentSettings(BaseSettings):
     console_origin: str | None = Field(default=None, description="the only browser Origin attach accepts")
     sandbox_network: Literal["host", "none"] | None = None
     sandbox_ro_binds: tuple[Path, ...] = ()
+    default_repository: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9-]{1,39}/[A-Za-z0-9._-]{1,100}$",
+        description="owner/repo the prototype's /api/process-pr and /generate-code mean when they name none",
+    )
+    http_idle_timeout_s: float = Field(default=30.0, gt=0, description="agent HTTP servers: idle timeout")
+    http_max_connections: int = Field(default=32, ge=1, le=1024, description="agent HTTP servers: at once")
     git_author_name: str = "AIPM Agent"
     git_author_email: str = "aipm-agent@users.noreply.github.com"
 
@@ -69,6 +76,14 @@ class AgentSettings(BaseSettings):
         if self.cli_profile == "generic" and not self.generic_profile:
             raise ValueError("AIPM_GENERIC_PROFILE (JSON) is required when AIPM_CLI_PROFILE=generic")
         return self
+
+
+def default_repository(settings: AgentSettings) -> tuple[str, str] | None:
+    """AIPM_DEFAULT_REPOSITORY as (owner, repo), or None."""
+    if not settings.default_repository:
+        return None
+    owner, _, repo = settings.default_repository.partition("/")
+    return owner, repo
 
 
 def owners(settings: AgentSettings) -> frozenset[str]:

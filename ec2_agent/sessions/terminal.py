@@ -698,7 +698,15 @@ class TerminalSession:
         return self._outcome(kind, started, approvals, why or f"the task was {kind.replace('_', ' ')}")
 
     def _interrupt(self) -> None:
-        """The interrupt sequence; keep the session if the ready state comes back, else kill the group."""
+        """The interrupt sequence; keep the session if the ready state comes back, else kill the group.
+
+        A line-reading CLI that has just taken Enter may still be in raw mode for a moment, where Ctrl-C is
+        a key it reads later, not a signal: up to ``quiet_s`` is given for it to leave raw mode first (a
+        full-screen CLI, always in raw mode, gets its interrupt key after that)."""
+        settle = time.monotonic() + self._profile.quiet_s
+        while self._profile.raw_input and self._reading_keys() and time.monotonic() < settle:
+            if self._read(_POLL_S) == "eof":
+                break
         before = self._changes
         try:
             self._send(self._profile.interrupt_sequence)

@@ -45,7 +45,7 @@ class SessionLifecycle(RuleBasedStateMachine):
     @precondition(lambda self: self.running)
     @rule()
     def interrupt(self) -> None:
-        assert self._task("hang", 0.2) == "timed_out"
+        assert self._task("hang", 1.5) == "timed_out"  # long enough for the prompt to be typed and sent
 
     @precondition(lambda self: self.running)
     @rule()

@@ -477,11 +477,17 @@ class Workspace:
 
 def check_tree(tree: Path) -> None:
     """Refuse a tree the agent will not commit: special files, files over MAX_FILE_BYTES, more than
-    MAX_TREE_ENTRIES entries or MAX_TREE_BYTES in all. Never follows links. Raises TreeRefused."""
+    MAX_TREE_ENTRIES entries or MAX_TREE_BYTES in all, a `.git` below the top (git would read it as an
+    embedded repository: a `gitdir:` file, a link or a `commondir` in it sends the agent's git to any path
+    of the host, whose HEAD it would commit as a submodule link). Never follows links. Raises TreeRefused."""
     total = 0
     for entries, (path, st) in enumerate(_walk(tree), start=1):
         if entries > MAX_TREE_ENTRIES:
             raise TreeRefused(f"the work tree has more than {MAX_TREE_ENTRIES} entries")
+        if path.name == ".git":
+            raise TreeRefused(
+                f"{path.relative_to(tree)}: a git repository inside the tree cannot be committed; remove it"
+            )
         mode = st.st_mode
         if stat.S_ISREG(mode):
             if st.st_size > MAX_FILE_BYTES:
@@ -494,18 +500,19 @@ def check_tree(tree: Path) -> None:
 
 
 def _walk(root: Path) -> Iterator[tuple[Path, os.stat_result]]:
-    """Everything under `root` except any `.git` (git never adds those), links not followed."""
+    """Everything under `root` except its top-level `.git` (git never adds it: the agent's git directory is
+    elsewhere), links not followed; a nested `.git` is yielded, not entered."""
     stack = [root]
     while stack:
         directory = stack.pop()
         with os.scandir(directory) as entries:
             for entry in entries:
-                if entry.name == ".git":
+                if entry.name == ".git" and directory == root:
                     continue
                 st = entry.stat(follow_symlinks=False)
                 path = Path(entry.path)
                 yield path, st
-                if stat.S_ISDIR(st.st_mode):
+                if stat.S_ISDIR(st.st_mode) and entry.name != ".git":
                     stack.append(path)
 
 

@@ -166,6 +166,42 @@ def test_special_and_oversized_files_are_refused(
         ws.commit_all(checkout, "x")
 
 
+@pytest.mark.parametrize("kind", ["gitdir-file", "link", "commondir"])
+def test_a_nested_git_pointing_outside_the_tree_is_refused(
+    forge: Forge, tmp_path: Path, task_branch: str, kind: str
+) -> None:
+    """A `.git` below the top makes the agent's `git add` read it as an embedded repository: a `gitdir:`
+    file, a link or a `commondir` sends it to a repository of the host (here another job's private git
+    directory), whose HEAD would be committed as a submodule link. Refused before git runs."""
+    ws = make_workspace(forge, tmp_path / "agent")
+    other = ws.prepare("other-job", "acme", "tools", task_branch)
+    checkout = ws.prepare("job-1", "acme", "tools", task_branch)
+    nested = checkout.tree / "sub"
+    nested.mkdir()
+    (nested / "file.txt").write_text("x\n")
+    if kind == "gitdir-file":
+        (nested / ".git").write_text(f"gitdir: {other.git_dir}\n")
+    elif kind == "link":
+        (nested / ".git").symlink_to(other.git_dir)
+    else:
+        (nested / ".git").mkdir()
+        (nested / ".git" / "HEAD").write_text(f"ref: refs/heads/{task_branch}\n")
+        (nested / ".git" / "commondir").write_text(f"{other.git_dir}\n")
+        (nested / ".git" / "objects").mkdir()
+        (nested / ".git" / "refs").mkdir()
+    with pytest.raises(TreeRefused, match=r"sub/\.git"):
+        ws.commit_all(checkout, "x")
+    assert (
+        subprocess.run(  # nothing was committed
+            ["git", "--git-dir", str(checkout.git_dir), "rev-parse", f"refs/heads/{task_branch}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        == checkout.base
+    )
+
+
 def test_push_after_the_branch_moved_replays_and_keeps_both_commits(
     forge: Forge, tmp_path: Path, task_branch: str
 ) -> None:

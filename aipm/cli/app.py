@@ -78,7 +78,7 @@ OPS_HELP = """\
 Reads the stack's CloudFormation outputs (AgentInstanceId or AgentAutoScalingGroupName, AgentPoolPort,
 AgentProcessorPort, AgentLogGroup, ...) and reaches the agent host(s) through AWS Systems Manager only:
 no SSH port and no public agent port exist. `tunnel` and `shell` need the AWS CLI v2 and its Session
-Manager plugin on this machine. The runbook: docs/operations.md.
+Manager plugin on this machine. The runbook: the README's "Operations runbook" section.
 
 examples:
   aipm ops status                      # systemd state + both agent ports' /health, via SSM send-command

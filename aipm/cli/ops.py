@@ -24,7 +24,8 @@ AGENT_UNIT = "aipm-agent.service"
 AGENT_LOG_FILE = "/var/log/aipm/agent.log"
 AGENT_PYTHON = "/opt/aipm/venv/bin/python"
 
-# CloudFormation output keys this CLI reads (the CDK app declares them; docs/operations.md lists them).
+# CloudFormation output keys this CLI reads (the CDK app declares them; the README's Operations runbook
+# lists them).
 OUT_API_URL = "ApiUrl"
 OUT_USER_POOL = "UserPoolId"
 OUT_USER_POOL_CLIENT = "UserPoolClientId"
@@ -162,7 +163,7 @@ class Ops:
         if not value:
             raise aws_error(
                 f"stack {self.stack} has no output {key}",
-                hint="deploy the current CDK app (its outputs are listed in docs/operations.md)",
+                hint="deploy the current CDK app (its outputs are listed in the README's Operations runbook)",
             )
         return value
 

@@ -90,7 +90,7 @@ def connect(
             raise aws_error(
                 f"SSH authentication as {user} failed",
                 hint="is your public key in ~" + user + "/.ssh/authorized_keys on the host? "
-                "(--identity picks the key; see the runbook in docs/operations.md)",
+                "(--identity picks the key; see the README's Operations runbook)",
             ) from None
         raise aws_error(
             f"SSH over SSM failed: {err}",

@@ -83,3 +83,13 @@ def test_the_architecture_picture_renders_from_its_source() -> None:
     png = ROOT / "docs" / "architecture.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "docs/architecture.png" in README
+
+
+def test_every_doc_the_cli_names_exists() -> None:
+    """Hints and help name docs by path or by README section: each one is there."""
+    root = Path(__file__).resolve().parents[2]
+    text = "\n".join(p.read_text() for p in (root / "aipm" / "cli").glob("*.py"))
+    for path in set(re.findall(r"\bdocs/[\w.-]+\.md\b", text)):
+        assert (root / path).is_file(), f"the CLI names {path}, which does not exist"
+    if "Operations runbook" in text:
+        assert "## Operations runbook" in README

@@ -210,9 +210,10 @@ def _error(
     return HttpError(status, body, headers)
 
 
-# The body of a 401 from the gateway (the local gateway sends it; the CDK app's UNAUTHORIZED gateway response
-# carries the same text), so whoever gets it knows how to sign in.
+# The message of a 401 from the gateway, `{"error": "unauthenticated", "message": SIGN_IN_HINT}`: the CDK
+# app's UNAUTHORIZED gateway response (cdk/aipm_cdk/api.py, the same text; tests/auth checks they match)
+# and the local gateway send it, so whoever gets it knows how to sign in.
 SIGN_IN_HINT = (
-    "Sign in, then send the ID token as 'Authorization: Bearer <token>'. Web console: the 'Sign in' button. "
-    "Command line: 'aipm login'. Another frontend: include aipm/web/auth.js (docs/frontend-sign-in.md)."
+    "sign in: send Authorization: Bearer <ID token> from Cognito managed login (`aipm login`, the console, "
+    "or the sign-in module for your frontend; README: Signing in)"
 )

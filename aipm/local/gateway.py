@@ -177,10 +177,11 @@ class Gateway:
             try:
                 claims = self._authorizer.claims(req.headers.get("Authorization"))
             except NotAuthorized as refused:
-                # API Gateway's 401 (a gateway response with CORS headers, so a browser can read it), with
-                # the sign-in hint the CDK app's UNAUTHORIZED gateway response carries too.
+                # The CDK app's UNAUTHORIZED gateway response (with CORS headers, so a browser can read it):
+                # the API's error shape with how to sign in, whatever API Gateway's own message was.
+                log.debug("401: %s", refused.message)
                 headers = {"Content-Type": "application/json", "Access-Control-Allow-Origin": self._origin}
-                refusal = {"message": refused.message, "error": "unauthenticated", "hint": SIGN_IN_HINT}
+                refusal = {"error": "unauthenticated", "message": SIGN_IN_HINT}
                 self._send(req, 401, headers, json.dumps(refusal).encode())
                 return
         headers = {k: v for k, v in req.headers.items()}

@@ -161,8 +161,8 @@
     if (resp.status === 401 || (resp.status === 403 && !data.error)) {
       setConnection(false, "sign-in needed");
       renderAuth();
-      throw new ApiError(resp.status, data, "The API wants you signed in (" + resp.status + " " +
-        (data.message || "Unauthorized") + "). " + (data.hint || "Sign in and try again."));
+      throw new ApiError(resp.status, data, "The API wants you signed in (" + resp.status + "): " +
+        (data.message || "Unauthorized") + ". Use the Sign in button.");
     }
     if (!resp.ok) {
       const message = data.message || data.error || ("HTTP " + resp.status);

@@ -82,3 +82,13 @@ def _tamper(token: str) -> str:
     claims["sub"] = "someone-else"
     forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
     return f"{head}.{forged}.{sig}"
+
+
+def test_the_local_401_is_the_clouds_gateway_response() -> None:
+    """The local gateway's 401 message is the CDK app's UNAUTHORIZED gateway response's, word for word."""
+    from cdk.aipm_cdk.api import GATEWAY_ERRORS, gateway_template
+    from lambda_src.errors import SIGN_IN_HINT
+
+    _, code, message = GATEWAY_ERRORS["Unauthorized"]
+    cloud = json.loads(gateway_template(code, message))
+    assert cloud == {"error": "unauthenticated", "message": SIGN_IN_HINT}

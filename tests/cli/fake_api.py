@@ -15,6 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from lambda_src.errors import SIGN_IN_HINT
+
 TOKEN = "fake-api-token"
 HAPPY = ["queued", "claimed", "preparing", "generating", "committing", "pushed", "completed"]
 TERMINAL = {"completed", "failed", "timed_out", "cancelled", "no_changes"}
@@ -209,7 +211,7 @@ class FakeApi:
             return
         public = (req.command, parts.path) in (("GET", "/api/health"), ("GET", "/api/openapi.json"))
         if not public and not self._authorized(req.headers.get("Authorization")):
-            self._send(req, 401, {"message": "Unauthorized", "error": "unauthenticated", "hint": "Sign in."})
+            self._send(req, 401, {"error": "unauthenticated", "message": SIGN_IN_HINT})
             return
         if self.answers:
             status, answer = self.answers.pop(0)

@@ -159,7 +159,7 @@ def test_a_refused_sign_in_says_what_to_do(fake: tuple[FakeApi, ConsoleServer], 
     fill_task(page)
     page.click("#delegate-submit")
     page.wait(lambda: "wants you signed in" in page.text("#delegate-result"), what="the error")
-    assert "Sign in." in page.text("#delegate-result")  # the API's hint
+    assert "aipm login" in page.text("#delegate-result")  # the API's message says how to sign in
 
 
 def test_an_api_without_the_list_and_workers_routes(fake: tuple[FakeApi, ConsoleServer], page: Page) -> None:

@@ -159,4 +159,5 @@ def test_the_same_body_without_the_header_is_401_with_the_sign_in_hint(
         refused.value.headers["Access-Control-Allow-Origin"] == stack.console.origin
     )  # the page can read it
     body = json.load(refused.value)
-    assert body["hint"] == SIGN_IN_HINT and "docs/frontend-sign-in.md" in body["hint"]
+    assert body == {"error": "unauthenticated", "message": SIGN_IN_HINT}
+    assert "sign-in module for your frontend" in body["message"]

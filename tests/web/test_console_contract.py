@@ -5,8 +5,11 @@ the fake verifies their ID tokens as API Gateway's Cognito authorizer does."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -290,3 +293,59 @@ def test_dark_mode_and_phone_width(
     else:
         assert len(columns.split()) == 1, columns  # one column under 600 px
         assert overflow == []  # no input cut off
+
+
+AXE_VERSION = "4.14.1"  # npm axe-core, pinned; cached in the git-ignored .cache/npm
+
+
+def axe_source() -> str:
+    root = Path(__file__).resolve().parents[2] / ".cache" / "npm"
+    script = root / "node_modules" / "axe-core" / "axe.min.js"
+    if not script.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.fail("npm is missing: install Node.js (Debian: apt-get install npm)")
+        subprocess.run(
+            [
+                npm,
+                "install",
+                "--prefix",
+                str(root),
+                "--no-save",
+                "--no-audit",
+                "--no-fund",
+                f"axe-core@{AXE_VERSION}",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+    return script.read_text()
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_axe_core_finds_no_wcag_21_a_or_aa_violation(
+    fake: tuple[FakeApi, ConsoleServer], page: Page, scheme: str
+) -> None:
+    api, console = fake
+    api.add_job("Running one", status="generating")
+    api.add_job("Failed one", status="failed", reason="it failed", outputTail="some output\n")
+    page.driver.execute_cdp_cmd(
+        "Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": scheme}]}
+    )
+    try:
+        page.open(console.url)
+        sign_in(page, api)
+        page.wait(lambda: len(page.texts("li.job")) == 2, what="the jobs")
+        page.click("#delegate-submit")  # the error state of the form too
+        page.driver.execute_script(axe_source())  # through DevTools: the page's CSP does not apply
+        result = page.driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "axe.run(document, {runOnly: {type: 'tag',"
+            " values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})"
+            ".then(r => done(r.violations.map(v => v.id + ': ' + v.help + ' — '"
+            " + v.nodes.map(n => n.target.join(' ')).join(', '))), e => done(['axe failed: ' + e]));"
+        )
+    finally:
+        page.driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+    assert result == []

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 EXECUTE_QUEUE_WAIT_S = 600  # how long an /execute request may wait for a free slot before giving up
 Route = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+_DECIMAL = re.compile(r"[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -212,10 +214,14 @@ class ApiServer:
         req.close_connection = True
         if req.headers.get("Transfer-Encoding"):
             raise _Refused(HTTPStatus.LENGTH_REQUIRED, "length_required", "chunked bodies are not accepted")
-        raw_length = req.headers.get("Content-Length")
-        if raw_length is None:
+        lengths = req.headers.get_all("Content-Length") or []
+        if not lengths:
             raise _Refused(HTTPStatus.LENGTH_REQUIRED, "length_required", "a body needs a Content-Length")
-        if not raw_length.strip().isdigit() or int(raw_length) <= 0:
+        if len(lengths) > 1:  # RFC 9112 §6.3: several Content-Length headers make the framing invalid
+            raise _Refused(HTTPStatus.BAD_REQUEST, "invalid_request", "more than one Content-Length")
+        raw_length = lengths[0].strip()
+        # ASCII digits only: str.isdigit() accepts '²' (a Latin-1 header byte), which int() refuses.
+        if not _DECIMAL.fullmatch(raw_length) or int(raw_length) <= 0:
             raise _Refused(
                 HTTPStatus.BAD_REQUEST, "invalid_request", "Content-Length must be a positive integer"
             )

@@ -51,7 +51,7 @@ def exchange(port: int, raw: bytes, *, timeout_s: float = 5) -> tuple[int, dict[
 
 
 def request(method: str, path: str, headers: str = AUTH, body: bytes = b"") -> bytes:
-    return f"{method} {path} HTTP/1.1\r\nHost: agent\r\n{headers}\r\n".encode() + body
+    return f"{method} {path} HTTP/1.1\r\nHost: agent\r\n{headers}\r\n".encode("latin-1") + body
 
 
 def test_every_request_needs_the_token(server: ApiServer) -> None:
@@ -97,10 +97,22 @@ def _post(headers: str, body: bytes = b"") -> bytes:
         ("Content-Length: 0\r\n", 400, "invalid_request"),
         ("Content-Length: +5\r\n", 400, "invalid_request"),
         ("Content-Length: abc\r\n", 400, "invalid_request"),
+        ("Content-Length: \u00b2\r\n", 400, "invalid_request"),  # a Latin-1 byte str.isdigit() accepts
+        ("Content-Length: 8\r\nContent-Length: 99\r\n", 400, "invalid_request"),
         ("Content-Length: 99999999999\r\n", 413, "payload_too_large"),
         ("Transfer-Encoding: chunked\r\n", 411, "length_required"),
     ],
-    ids=["missing", "negative", "zero", "signed", "not-a-number", "over-the-cap", "chunked"],
+    ids=[
+        "missing",
+        "negative",
+        "zero",
+        "signed",
+        "not-a-number",
+        "superscript-digit",
+        "two-lengths",
+        "over-the-cap",
+        "chunked",
+    ],
 )
 def test_a_body_needs_a_positive_content_length(
     server: ApiServer, headers: str, status: int, error: str

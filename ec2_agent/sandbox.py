@@ -259,10 +259,13 @@ class Sandbox:
             *(["--unshare-net"] if self.policy.network == "none" else []),
         ]  # fmt: skip
         args += _system_mounts()
+        # /tmp first: bwrap mounts in order, so a CLI installed under /tmp (a checkout in /tmp, its venv)
+        # is bound over the tmpfs instead of being hidden by it.
+        args += ["--tmpfs", SANDBOX_TMP]
         for outside, inside in self.policy.ro_binds:
             args += ["--ro-bind", outside, inside]
         args += [
-            "--proc", "/proc", "--dev", "/dev", "--tmpfs", SANDBOX_TMP,
+            "--proc", "/proc", "--dev", "/dev",
             "--bind", str(self.tree), WORKSPACE,
             "--bind", str(self.home), HOME,
             "--chdir", WORKSPACE,

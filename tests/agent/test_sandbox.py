@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,6 +72,29 @@ def test_only_the_tree_home_and_tmp_are_writable(sandbox: Sandbox, tmp_path: Pat
     assert (sandbox.tree / "a").read_text() == "w\n" and (sandbox.home / "b").read_text() == "h\n"
     assert out.count("Read-only file system") == 2
     assert "No such file" in out  # neither the work dir nor /etc/shadow exists inside
+
+
+def test_a_cli_installed_under_tmp_is_mounted_over_the_sandboxs_tmp(tmp_path: Path) -> None:
+    """A checkout (and its venv) under /tmp, as `git clone … /tmp/x && make demo` makes it: the CLI's
+    read-only mount there must not be hidden by the sandbox's own tmpfs /tmp (it was: every start failed
+    with "No such file or directory")."""
+    install = Path(tempfile.mkdtemp(prefix="aipm-test-cli-", dir="/tmp"))
+    (install / "cli").write_text("#!/bin/sh\necho cli-ran\n")
+    (install / "cli").chmod(0o755)
+    box = Sandbox(
+        tmp_path / "work" / "slots" / "1",
+        tmp_path / "work" / "homes" / "cli",
+        SandboxPolicy(ro_binds=((str(install), str(install)),), network="none"),
+    )
+    box.start()
+    try:
+        argv, outer = box.command([str(install / "cli")], {})
+        result = subprocess.run(argv, env=outer, capture_output=True, text=True, timeout=30, check=False)
+        assert result.stdout == "cli-ran\n", result
+        assert run(box, "echo t > /tmp/t && cat /tmp/t").stdout == "t\n"  # /tmp is still writable
+    finally:
+        box.stop()
+        shutil.rmtree(install)
 
 
 def test_the_agents_processes_are_invisible(sandbox: Sandbox) -> None:

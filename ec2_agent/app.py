@@ -16,9 +16,9 @@ from ec2_agent.config import AgentSettings, default_repository, owners
 from ec2_agent.http_api import ApiServer, ServerLimits, pool_routes, processor_routes
 from ec2_agent.intake import IntakeConfig, JobIntake
 from ec2_agent.pool import AgentPool, PoolConfig
-from ec2_agent.profiles import CliProfile, builtin_profile, generic_profile
+from ec2_agent.profiles import CliProfile, builtin_profile, generic_profile, seed_home
 from ec2_agent.runner import JobRunner, RunnerConfig, SlotState
-from ec2_agent.sandbox import FORBIDDEN_PREFIXES, SYSTEM_PATH, Sandbox, SandboxPolicy
+from ec2_agent.sandbox import FORBIDDEN_PREFIXES, SYSTEM_PATH, WORKSPACE, Sandbox, SandboxPolicy
 from ec2_agent.secrets import TokenSecret, github_credentials
 from ec2_agent.sessions import AgentSession, SessionError, TerminalSession, open_session
 from ec2_agent.workspace import Git, Workspace, install_credential_helper
@@ -34,6 +34,19 @@ def profile_for(settings: AgentSettings) -> CliProfile:
         assert settings.generic_profile is not None
         return generic_profile(settings.generic_profile)
     return builtin_profile(settings.cli_profile, kiro_command=settings.kiro_command)
+
+
+def home_seed(profile: CliProfile, settings: AgentSettings) -> Path | None:
+    """The seed of the CLI's pristine home: AIPM_CLI_HOME_SEED (if set) with the profile's ``home_files``
+    written over it (JSON settings merged), in ``<work dir>/homes/<profile>.seed``. Raises OSError."""
+    if not profile.home_files:
+        return settings.cli_home_seed
+    seed = settings.work_dir / "homes" / f"{profile.name}.seed"
+    shutil.rmtree(seed, ignore_errors=True)
+    if settings.cli_home_seed is not None:
+        shutil.copytree(settings.cli_home_seed, seed, symlinks=True)
+    seed_home(profile, seed, workspace=WORKSPACE)
+    return seed
 
 
 def sandbox_policy(profile: CliProfile, settings: AgentSettings) -> SandboxPolicy:
@@ -61,7 +74,7 @@ def sandbox_policy(profile: CliProfile, settings: AgentSettings) -> SandboxPolic
         env_allow=tuple(names),
         ro_binds=tuple((b, b) for b in unique),
         network=network or "host",
-        home_seed=settings.cli_home_seed,
+        home_seed=home_seed(profile, settings),
         path=path,
     )
 

@@ -321,11 +321,36 @@ def seed_home(profile: CliProfile, home: Path, *, workspace: str) -> None:
     """Write the profile's ``home_files`` under ``home`` (directories 0700, files 0600).
 
     ``{home}`` and ``{workspace}`` in a file's content become ``home`` and ``workspace`` (the CLI's
-    working directory as the CLI sees it: ``/workspace`` inside the sandbox). Raises ``OSError``.
+    working directory as the CLI sees it: ``/workspace`` inside the sandbox). A file that exists already
+    and holds a JSON object, like the profile's content, is merged with it (its own keys win), so settings
+    seeded elsewhere (an API key's approval) are kept. Raises ``OSError``.
     """
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     for name, content in profile.home_files.items():
         path = home / name
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path.write_text(_fill(content, {"home": str(home), "workspace": workspace}), encoding="utf-8")
+        text = _fill(content, {"home": str(home), "workspace": workspace})
+        if path.is_file():
+            text = _merged_json(path.read_text(encoding="utf-8"), text) or text
+        path.write_text(text, encoding="utf-8")
         path.chmod(0o600)
+
+
+def _merged_json(existing: str, seeded: str) -> str | None:
+    """``seeded`` merged into ``existing`` when both are JSON objects (``existing`` wins), else ``None``."""
+    try:
+        old, new = json.loads(existing), json.loads(seeded)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return None
+
+    def merge(base: dict[str, object], extra: dict[str, object]) -> dict[str, object]:
+        result = dict(extra)
+        for key, value in base.items():
+            other = result.get(key)
+            both = isinstance(value, dict) and isinstance(other, dict)
+            result[key] = merge(value, other) if both else value  # type: ignore[arg-type]
+        return result
+
+    return json.dumps(merge(old, new), indent=2) + "\n"

@@ -49,6 +49,19 @@ _TASK_PROMPT: Final = (
 )
 
 
+_ANY_CONTROL: Final = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def visible_controls(text: str) -> str:
+    """``text`` with every control character (C0 including line breaks and tabs, DEL, C1, the Unicode
+    line/paragraph separators and bidirectional controls) written as a visible ``\\uXXXX`` escape, so
+    a name the CLI chose (a file name may hold any byte but ``/`` and NUL) stays one line of text and
+    looks like what it is. Other characters are kept."""
+    return _ANY_CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def strip_control(text: str, *, keep_newlines: bool = False, keep_tabs: bool = False) -> str:
     """Return ``text`` without escape sequences or control characters.
 

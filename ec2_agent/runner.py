@@ -16,7 +16,7 @@ from typing import Any
 
 from ec2_agent.faults import SlotFault
 from ec2_agent.jsonlog import job_context
-from ec2_agent.prompting import strip_control, task_prompt
+from ec2_agent.prompting import strip_control, task_prompt, visible_controls
 from ec2_agent.sandbox import Sandbox, SandboxFault
 from ec2_agent.secret_screen import screen_secrets
 from ec2_agent.sessions import AgentSession, SessionError, TaskOutcome
@@ -35,6 +35,7 @@ from lambda_src.github.client import GitHubClient
 from lambda_src.github.errors import GitHubError
 from lambda_src.records.models import OUTPUT_TAIL_MAX_CHARS, Job, JobStatus
 from lambda_src.records.store import JobStore, LeaseLost, RecordError
+from lambda_src.taskdoc import quoted_inline
 
 log = logging.getLogger(__name__)
 
@@ -497,7 +498,7 @@ class JobRunner:
         """Post the outcome on the PR; a failure here is logged, never fatal."""
         job = handle.job
         if status is JobStatus.COMPLETED:
-            files = "\n".join(f"- `{f}`" for f in handle.changed_files)
+            files = "\n".join(f"- {quoted_inline(visible_controls(f))}" for f in handle.changed_files)
             summary = f"✅ AIPM agent pushed {handle.commit_sha} in {duration_s:.1f} s."
             body = f"{summary}\n\nChanged files:\n{files}"
         else:

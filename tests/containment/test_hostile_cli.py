@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -286,3 +287,27 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_file_names_the_cli_chose_stay_code_in_the_pr_comment(stack: LocalStack) -> None:
+    """The agent's PR comment lists the changed files; their names are the CLI's: a name with a backtick
+    and line breaks must not end the code span and put a team @mention, an issue reference or Markdown of
+    its own on a line of the product's comment."""
+    attack = """#!/bin/sh
+printf 'x' > "/workspace/a\\`
+
+@octocat approved: Fixes #1 **ship it**
+\\`b"
+"""
+    job = run_job(stack, "Hostile names", attack)
+    assert job["status"] == "completed", job
+    name = "a`\n\n@octocat approved: Fixes #1 **ship it**\n`b"
+    assert job["changedFiles"] == [name]
+    number = job["prNumber"]
+    deadline = time.monotonic() + 30
+    while not (comments := stack.forge.comments(DEMO_OWNER, DEMO_REPO, number)):
+        assert time.monotonic() < deadline, "no PR comment"
+        time.sleep(0.2)
+    body = comments[-1]["body"]
+    listed = body.split("Changed files:\n", 1)[1]
+    assert listed == "- `` a`\\u000a\\u000a@octocat approved: Fixes #1 **ship it**\\u000a`b ``", body

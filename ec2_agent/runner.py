@@ -502,7 +502,8 @@ class JobRunner:
             summary = f"✅ AIPM agent pushed {handle.commit_sha} in {duration_s:.1f} s."
             body = f"{summary}\n\nChanged files:\n{files}"
         else:
-            body = f"⚠️ AIPM agent: job ended as **{status.value}** after {duration_s:.1f} s: {handle.reason}"
+            reason = quoted_inline(visible_controls(handle.reason or ""))  # may quote names the CLI chose
+            body = f"⚠️ AIPM agent: job ended as **{status.value}** after {duration_s:.1f} s: {reason}"
         try:
             self._github.comment_on_pull_request(job.owner, job.repo_name, job.pr_number, body)
         except GitHubError as err:

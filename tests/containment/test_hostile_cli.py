@@ -311,3 +311,25 @@ printf 'x' > "/workspace/a\\`
     body = comments[-1]["body"]
     listed = body.split("Changed files:\n", 1)[1]
     assert listed == "- `` a`\\u000a\\u000a@octocat approved: Fixes #1 **ship it**\\u000a`b ``", body
+
+
+def test_a_refusal_naming_a_path_the_cli_chose_stays_code_in_the_pr_comment(stack: LocalStack) -> None:
+    """A refused tree's reason names the CLI's path (here a nested `.git`); in the failure comment it is
+    code on one line, never an @mention or Markdown of the product's."""
+    attack = """#!/bin/sh
+mkdir -p "/workspace/a
+
+@octocat approved"
+echo 'gitdir: /nowhere' > "/workspace/a
+
+@octocat approved/.git"
+"""
+    job = run_job(stack, "Hostile refusal", attack)
+    assert job["status"] == "failed", job
+    deadline = time.monotonic() + 30
+    while not (comments := stack.forge.comments(DEMO_OWNER, DEMO_REPO, job["prNumber"])):
+        assert time.monotonic() < deadline, "no PR comment"
+        time.sleep(0.2)
+    body = comments[-1]["body"]
+    assert "\n" not in body, body
+    assert "` the work tree was refused: a\\u000a\\u000a@octocat approved/.git: " in body, body

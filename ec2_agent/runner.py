@@ -390,6 +390,12 @@ class JobRunner:
             return self._finish(
                 handle, JobStatus.FAILED, outcome.reason or "the CLI reported an error", output_tail=tail
             )
+        try:
+            # Nothing the CLI started may keep changing the tree between its check and the commit.
+            slot.sandbox.kill_all_but_main()
+        except SandboxFault as err:
+            slot.drop_session()
+            return self._release(handle, f"the sandbox could not be stopped: {err}", tail, counted=False)
         self._store.advance(job.job_id, handle.worker, JobStatus.COMMITTING, "committing the CLI's changes")
         title = strip_control(job.task_title)
         try:

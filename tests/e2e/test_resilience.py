@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from aipm.local.stack import DEMO_OWNER, DEMO_REPO, LocalStack, StackOptions, wait_for_job
+from lambda_src.taskdoc import quoted_inline
 
 pytestmark = pytest.mark.e2e
 
@@ -162,7 +163,7 @@ def cli_working_on(work_dir: Path, title: str) -> int:
     """The pid of the CLI whose workspace's TASK.md is the task titled `title`."""
     for pid in emulator_pids(work_dir):
         task_md = Path(f"/proc/{pid}/cwd").resolve() / "TASK.md"
-        if task_md.is_file() and task_md.read_text().startswith(f"# {title}\n"):
+        if task_md.is_file() and f"\n# {quoted_inline(title)}\n" in task_md.read_text():
             return pid
     raise AssertionError(f"no CLI is working on {title!r}")
 

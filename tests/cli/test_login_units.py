@@ -100,7 +100,7 @@ def test_the_loopback_listener_takes_only_its_own_state_on_its_own_path() -> Non
             f"http://127.0.0.1:{port}/callback?code=c0de&state=the-state", timeout=5
         ) as ok:
             assert ok.status == 200
-        assert callback.done.is_set() and callback.code == "c0de"
+        assert callback.done.wait(timeout=5) and callback.code == "c0de"  # set after the reply is sent
 
 
 def test_not_signed_in_says_how_to_sign_in(tmp_path: Path) -> None:

@@ -178,7 +178,7 @@ class AgentPool:
         return wait
 
     def _claim_next(self, slot: SlotState) -> Job | None:
-        worker = self._runner.worker_id(slot)
+        worker = self._runner.lease_owner(slot.id)
         while True:
             with self._wake:
                 hint = self._hints.popleft() if self._hints else None
@@ -199,7 +199,7 @@ class AgentPool:
             handle, slot.next = slot.next, None
             return handle
         job = self._claim_next(slot)
-        return self._runner.hold(slot, job) if job is not None else None
+        return self._runner.hold(job) if job is not None else None
 
     def _run(self, slot: SlotState, handle: JobHandle) -> None:
         job = handle.job
@@ -239,7 +239,7 @@ class AgentPool:
             job = self._claim_next(slot)
             if job is None:
                 return
-            handle = self._runner.hold(slot, job)
+            handle = self._runner.hold(job)
             slot.next = handle
             with job_context(job.job_id):
                 log.info("claimed ahead", extra={"branch": job.branch_name})

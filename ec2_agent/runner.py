@@ -280,13 +280,19 @@ class JobRunner:
         self._github = github
         self._config = config
 
-    def worker_id(self, slot: SlotState) -> str:
-        return f"{self._config.worker_prefix}/slot-{slot.id}"
+    def lease_owner(self, slot_id: int) -> str:
+        """A fresh lease owner for one claim, `<agentId>/slot-<n>/<claim>`: unique per claim, so a run that
+        was cancelled and then retried can never act under the retry's claim on the same slot (its renewals
+        and transitions are conditional on the owner, and fail with LeaseLost)."""
+        return f"{self._config.worker_prefix}/slot-{slot_id}/{uuid.uuid4().hex[:8]}"
 
-    def hold(self, slot: SlotState, job: Job) -> JobHandle:
-        """Start holding a job this slot has claimed: its lease is renewed from now on."""
+    def hold(self, job: Job) -> JobHandle:
+        """Start holding a job a slot has claimed (`job` as the claim returned it): its lease is renewed
+        from now on."""
+        if job.lease_owner is None:
+            raise ValueError(f"job {job.job_id} is not claimed")
         cancel = threading.Event()
-        worker = self.worker_id(slot)
+        worker = job.lease_owner
         keeper = LeaseKeeper(self._store, job.job_id, worker, self._config.lease_s, cancel)
         return JobHandle(job=job, worker=worker, keeper=keeper, cancel=cancel)
 

@@ -2,7 +2,8 @@
 
 Starts the local stack, POSTs the task, follows the job to its end, prints the PR (URL, branch, commits,
 the agent's diff, comments) and the job's timeline, shuts everything down. Exit status 0 only if the job
-completed.
+completed; a stack that does not start (or a job that does not end) is one line `demo: error: …` on stderr
+with the failing part's log tail, and exit status 1.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aipm.local.stack import DEMO_OWNER, DEMO_REPO, LocalStack, StackOptions, wait_for_job
+from aipm.local.stack import DEMO_OWNER, DEMO_REPO, LocalStack, StackError, StackOptions, wait_for_job
 
 SAMPLE_TASK = {
     "owner": DEMO_OWNER,
@@ -62,12 +63,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cli", default="emulator", metavar="PROFILE", help="the agent's CLI profile")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    try:
+        return run(args.cli)
+    except StackError as problem:
+        print(f"demo: error: {problem}", file=sys.stderr, flush=True)
+        return 1
+
+
+def run(cli: str) -> int:
+    """The demo with the agent's CLI profile `cli`. Raises StackError if the stack does not start."""
     with tempfile.TemporaryDirectory(prefix="aipm-demo-") as tmp:
         print(
-            "Starting the local stack (moto, git forge, API gateway + Lambda handlers, agent with 2 slots)…"
+            "Starting the local stack (moto, git forge, API gateway + Lambda handlers, agent with 2 slots)…",
+            flush=True,
         )
         started = time.monotonic()
-        with LocalStack(Path(tmp), StackOptions(emulator_work_s=1.0, cli_profile=args.cli)) as stack:
+        with LocalStack(Path(tmp), StackOptions(emulator_work_s=1.0, cli_profile=cli)) as stack:
             print(f"ready in {time.monotonic() - started:.1f} s; API at {stack.api_url}\n")
             print("== POST /api/personal-delegate")
             status, delegated = stack.api("POST", "/api/personal-delegate", SAMPLE_TASK)

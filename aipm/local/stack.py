@@ -52,7 +52,7 @@ from aipm.local.model_standin.clients import REAL_CLIS, client_env, seed_home
 from aipm.local.moto_server import MotoServer, free_port
 from aipm.local.options import add_arguments
 from aipm.local.signin import LocalSignIn
-from ec2_agent.profiles import builtin_profile
+from ec2_agent.profiles import builtin_profile, builtin_profile_names
 from lambda_src.records.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,20 @@ DEMO_FILES = {
 
 
 class StackError(RuntimeError):
-    pass
+    """A part of the stack did not start or answer; the message names it and ends with its log's last lines
+    (the log itself goes when the work folder is removed)."""
+
+
+LOG_TAIL_LINES = 12
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last `lines` lines of a child's log, each indented two spaces ("" if it is missing or empty)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "".join(f"\n  {line}" for line in text.splitlines()[-lines:])
 
 
 @dataclass(frozen=True)
@@ -154,6 +167,11 @@ class LocalStack:
 
     def start(self) -> None:
         """Start everything and wait until each part answers. Raises StackError naming the part at fault."""
+        known = builtin_profile_names()
+        if self.options.cli_profile not in (*known, "generic"):
+            raise StackError(
+                f"unknown CLI profile {self.options.cli_profile!r}; known: {', '.join(known)}, generic"
+            )
         self.logs.mkdir(parents=True, exist_ok=True)
         self._check_ports()
         self.on_progress("starting the AWS emulator (moto)…")
@@ -390,13 +408,17 @@ class LocalStack:
         while time.monotonic() < deadline:
             assert agent.proc is not None
             if agent.proc.poll() is not None:
-                raise StackError(f"agent {agent.index} exited at start-up; see {agent.log_path}")
+                raise StackError(
+                    f"agent {agent.index} exited at start-up (status {agent.proc.returncode}); "
+                    f"its log {agent.log_path.name} ends:{log_tail(agent.log_path)}"
+                )
             health = self.agent_health(agent)
             if health is not None and all(w["ready"] for w in health["workers"]):
                 return
             time.sleep(0.05)
         raise StackError(
-            f"agent {agent.index} did not become ready within {timeout_s} s; see {agent.log_path}"
+            f"agent {agent.index} did not become ready within {timeout_s} s; "
+            f"its log {agent.log_path.name} ends:{log_tail(agent.log_path)}"
         )
 
     def agent_health(self, agent: AgentProcess) -> dict[str, Any] | None:
@@ -441,7 +463,8 @@ class LocalStack:
         assert self._gateway.stdout is not None
         ready = _read_ready_line(self._gateway.stdout, "gateway ready ", timeout_s=30)
         if ready is None:
-            raise StackError(f"the gateway did not start; see {self.logs / 'gateway.log'}")
+            log_path = self.logs / "gateway.log"
+            raise StackError(f"the gateway did not start; its log {log_path.name} ends:{log_tail(log_path)}")
         self.api_url = ready
         threading.Thread(target=_drain, args=(self._gateway.stdout, out), daemon=True).start()
 

@@ -31,6 +31,12 @@ _MULTI_LINE_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # Bidirectional-text controls (Unicode TR9: embeddings, overrides, isolates, marks) and the line and
 # paragraph separators: they make text read differently from what it is (e.g. U+202E reverses what follows).
 _DECEPTIVE = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+# Invisible characters with no use in a title or a task (soft hyphen, Mongolian vowel separator, zero-width
+# space, word joiner and invisible operators, BOM): they make two different texts look the same. Zero-width
+# joiner and non-joiner stay allowed in text (emoji sequences, Persian, Indic), not in branch names.
+_INVISIBLE = re.compile("[\u00ad\u180e\u200b\u2060-\u2064\ufeff]")
+_INVISIBLE_IN_REF = re.compile("[\u00ad\u180e\u200b-\u200d\u2060-\u2064\ufeff]")
+_INVISIBLE_PROBLEM = "must not contain invisible characters (zero-width space, word joiner, soft hyphen, BOM)"
 _OWNER = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$")
 _REPO = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 _BRANCH_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
@@ -56,6 +62,8 @@ TARGET_NEW_ISSUE = "new-issue"
 def _plain_text(value: str) -> str:
     if _DECEPTIVE.search(value):
         raise ValueError("must not contain bidirectional-text controls or line/paragraph separators")
+    if _INVISIBLE.search(value):
+        raise ValueError(_INVISIBLE_PROBLEM)
     return value
 
 
@@ -116,6 +124,8 @@ def check_branch_name(value: str) -> str:
         problems.append("no path component may start with '.' or end with '.lock'")
     if _DECEPTIVE.search(value):
         problems.append("must not contain bidirectional-text controls or line/paragraph separators")
+    if _INVISIBLE_IN_REF.search(value):
+        problems.append(_INVISIBLE_PROBLEM.replace("space,", "space or (non-)joiner,"))
     if problems:
         raise ValueError("; ".join(problems))
     return value

@@ -115,6 +115,10 @@ BAD_REQUESTS = [
         {**VALID_TASK, "acceptanceCriteria": ["ok", "\u200fno"]}, "acceptanceCriteria", id="criterion-rlm"
     ),
     pytest.param({**VALID_TASK, "branchName": "a\u202eb"}, "branchName", id="branch-bidi"),
+    pytest.param({**VALID_TASK, "taskTitle": "Add\u200bexport"}, "taskTitle", id="title-zero-width-space"),
+    pytest.param({**VALID_TASK, "objective": "x\ufeffy"}, "objective", id="objective-bom"),
+    pytest.param({**VALID_TASK, "prTitle": "feat: a\u2060b"}, "prTitle", id="pr-title-word-joiner"),
+    pytest.param({**VALID_TASK, "branchName": "feature/ma\u200din"}, "branchName", id="branch-zwj"),
     pytest.param({**VALID_TASK, "storyTitle": "x\u202ey"}, "storyTitle", id="story-title-bidi"),
     pytest.param(
         {**VALID_TASK, "acceptanceCriteria": [{"a": 1}]}, "acceptanceCriteria", id="criterion-object"
@@ -153,6 +157,14 @@ def test_bad_input_is_refused_naming_the_field_and_writes_nothing(
     assert api.branches() == ["main"]
     assert api.forge.pull_requests("acme", "tools") == []
     assert api.records() == []
+
+
+def test_joiners_in_text_are_kept_for_emoji_and_scripts_that_need_them(api: ApiHarness) -> None:
+    title = "Add \U0001f469\u200d\U0001f4bb badge \u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"
+    body = {**VALID_TASK, "taskTitle": title}
+    status, answer = api.call("POST", "/api/personal-delegate", body, claims=USER)
+    assert status == 201, answer
+    assert api.store.get_job(answer["jobId"]).task_title == title
 
 
 @pytest.mark.parametrize(

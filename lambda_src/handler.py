@@ -285,8 +285,12 @@ def list_jobs(
         str | None,
         Query(min_length=1, max_length=MAX_CURSOR_LENGTH, description="nextCursor of the last page"),
     ] = None,
+    mine: Annotated[
+        bool, Query(description="only the caller's own jobs (what a non-admin always gets)")
+    ] = False,
 ) -> JobList:
-    """A page of jobs filtered by status and/or repository; only the caller's own unless an admin."""
+    """A page of jobs filtered by status and/or repository; only the caller's own unless an admin (an admin
+    asks for only their own with `mine=true`)."""
     who = caller()
     if cursor is not None:
         check_cursor(cursor, status=status, repo=repo)
@@ -295,7 +299,7 @@ def list_jobs(
         repo=repo,
         limit=limit,
         cursor=cursor,
-        requester_id=None if who.is_admin else who.id,
+        requester_id=who.id if mine or not who.is_admin else None,
         requester_name=who.name,
     )
     return JobList(jobs=[JobView.of(job) for job in page.jobs], next_cursor=page.next_cursor)

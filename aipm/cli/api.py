@@ -129,8 +129,9 @@ class ApiClient:
         repo: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        mine: bool = False,
     ) -> dict[str, Any]:
-        query = {"status": status, "repo": repo, "limit": limit, "cursor": cursor}
+        query = {"status": status, "repo": repo, "limit": limit, "cursor": cursor, "mine": mine or None}
         return dict(self.call("GET", "/api/jobs", query=query, retry=True))
 
     def cancel(self, job_id: str) -> dict[str, Any]:
@@ -165,7 +166,9 @@ class ApiClient:
                 hint="sign in: aipm login (or set AIPM_API_TOKEN to an ID token)",
             )
         url = self.base_url + path
-        params = {k: str(v) for k, v in (query or {}).items() if v is not None and v != ""}
+        params = {
+            k: ("true" if v is True else str(v)) for k, v in (query or {}).items() if v is not None and v != ""
+        }
         if params:
             url += "?" + urllib.parse.urlencode(params)
         policy = ApiRetry(

@@ -201,6 +201,19 @@ def test_the_admin_group_sees_and_acts_on_every_job(api: ApiHarness, groups: obj
     assert status == 200 and retried["timeline"][-1]["detail"] == "by root@example.test"
 
 
+def test_an_admin_lists_only_their_own_jobs_with_mine(api: ApiHarness) -> None:
+    mine, theirs = _own_jobs(api)
+    admin = {**USER, "cognito:groups": "aipm-admins"}  # ada, who asked for `mine`, is an admin now
+
+    assert ids(api.call("GET", "/api/jobs?mine=true", claims=admin)[1]) == [mine.job_id]
+    assert sorted(ids(api.call("GET", "/api/jobs?mine=false", claims=admin)[1])) == sorted(
+        [mine.job_id, theirs.job_id]
+    )
+    assert ids(api.call("GET", "/api/jobs?mine=true", claims=USER)[1]) == [mine.job_id]
+    status, answer = api.call("GET", "/api/jobs?mine=perhaps", claims=USER)
+    assert status == 400 and answer["field"] == "mine", answer
+
+
 def test_another_group_is_no_admin(api: ApiHarness) -> None:
     _, theirs = _own_jobs(api)
     claims = {**USER, "cognito:groups": "aipm-admins-not,admins"}

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 from lambda_src.errors import SIGN_IN_HINT
 
 TOKEN = "fake-api-token"
+ME = "tester@example.com"  # who asks with TOKEN, and who asked for every job unless a test says otherwise
 HAPPY = ["queued", "claimed", "preparing", "generating", "committing", "pushed", "completed"]
 TERMINAL = {"completed", "failed", "timed_out", "cancelled", "no_changes"}
 RETRYABLE = {"failed", "timed_out", "cancelled", "no_changes"}
@@ -107,6 +108,12 @@ class FakeApi:
             return False
         return True
 
+    def _caller(self, header: str | None) -> str:
+        """Who asks: the ID token's e-mail with an authorizer, else the tester (every job's default)."""
+        if self.authorizer is None:
+            return ME
+        return str(self.authorizer.claims(header).get("email", ""))
+
     def add_job(
         self, title: str, *, status: str = "queued", repo: str = "acme/tools", **fields: Any
     ) -> dict[str, Any]:
@@ -131,7 +138,7 @@ class FakeApi:
             "error": None,
             "reason": None,
             "outputTail": None,
-            "requestedBy": "tester@example.com",
+            "requestedBy": ME,
             "timeline": [{"step": "queued", "at": stamp(self._clock), "detail": "PR opened"}],
         }
         self.jobs[job_id] = job
@@ -230,7 +237,7 @@ class FakeApi:
         if method == "POST" and path in ("/api/personal-delegate", "/api/delegate/personal"):
             return self._delegate(body, headers.get("Idempotency-Key"))
         if method == "GET" and path == "/api/jobs" and "list" not in self.missing_routes:
-            return self._list(query)
+            return self._list(query, self._caller(headers.get("Authorization")))
         if method == "GET" and path == "/api/workers" and "workers" not in self.missing_routes:
             return 200, WORKERS
         if len(segments) >= 3 and segments[:2] == ["api", "jobs"]:
@@ -293,7 +300,7 @@ class FakeApi:
             status, fields = steps.pop(0)
             self._move(job, status, fields)
 
-    def _list(self, query: dict[str, list[str]]) -> tuple[int, Any]:
+    def _list(self, query: dict[str, list[str]], caller: str) -> tuple[int, Any]:
         for job in self.jobs.values():  # time passes for every job a list shows
             self._advance(job)
         jobs = sorted(self.jobs.values(), key=lambda j: j["createdAt"], reverse=True)
@@ -301,6 +308,8 @@ class FakeApi:
             jobs = [j for j in jobs if j["status"] == query["status"][0]]
         if "repo" in query:
             jobs = [j for j in jobs if j["repo"] == query["repo"][0]]
+        if query.get("mine") == ["true"]:
+            jobs = [j for j in jobs if j["requestedBy"] == caller]
         limit = int(query.get("limit", ["25"])[0])
         start = int(query.get("cursor", ["0"])[0])
         page = jobs[start : start + limit]

@@ -134,6 +134,12 @@ def test_list_table_filters_and_pages(aipm: Runner, fake_api: FakeApi) -> None:
         == other["jobId"]
     )
 
+    theirs = fake_api.add_job("Theirs", requestedBy="someone@example.com")
+    mine = json.loads(aipm("--json", "jobs", "list", "--mine").out)["jobs"]
+    assert theirs["jobId"] not in {j["jobId"] for j in mine} and len(mine) == 6
+    assert any("mine=true" in r.path for r in fake_api.seen("GET", "/api/jobs?"))
+    del fake_api.jobs[theirs["jobId"]]
+
     page = aipm("jobs", "list", "--limit", "2")
     assert "more: aipm jobs list --cursor 2" in page.out
     everything = json.loads(aipm("--json", "jobs", "list", "--limit", "2", "--all").out)

@@ -167,7 +167,9 @@ class ApiClient:
             )
         url = self.base_url + path
         params = {
-            k: ("true" if v is True else str(v)) for k, v in (query or {}).items() if v is not None and v != ""
+            k: ("true" if v is True else str(v))
+            for k, v in (query or {}).items()
+            if v is not None and v != ""
         }
         if params:
             url += "?" + urllib.parse.urlencode(params)

@@ -249,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     jl = jsub.add_parser("list", help="jobs, newest first")
     jl.add_argument("--status", choices=JOB_STATUSES)
     jl.add_argument("--repo", help="OWNER/REPO")
-    jl.add_argument("--mine", action="store_true", help="only your own jobs (admins see everyone's otherwise)")
+    jl.add_argument(
+        "--mine", action="store_true", help="only your own jobs (admins see everyone's otherwise)"
+    )
     jl.add_argument("--limit", type=int, default=25, help="jobs per page (default 25)")
     jl.add_argument("--cursor", help="the nextCursor of the previous page")
     jl.add_argument("--all", action="store_true", help="follow nextCursor through every page")

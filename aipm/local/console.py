@@ -1,6 +1,8 @@
 """The web console in local mode: a static file server on 127.0.0.1 for `aipm/web/`.
 
-It serves the console's files and a generated `config.json` — `{"apiUrl": ..., "auth": {"domain": ...,
+It serves the console's files (`aipm/web/`, the terminal client vendored into `aipm/web/vendor/` by `make
+web-vendor`, and the repository's README.md as plain text, which the footer links to) and a generated
+`config.json` — `{"apiUrl": ..., "auth": {"domain": ...,
 "issuer": ..., "clientId": ...}}`, the local API's base URL and the sign-in (the local OIDC stand-in) — the
 same file the CDK app writes next to the console in S3. GET and HEAD only, a fixed set of files, no
 directory listings, and requests whose Host is not this loopback address are refused (DNS rebinding).
@@ -21,7 +23,10 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+README = WEB_DIR.parent.parent / "README.md"  # absent from a wheel install: then the link answers 404
 CONTENT_TYPES = {
+    ".md": "text/plain; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
@@ -46,9 +51,14 @@ class ConsoleServer:
         self.web_dir = web_dir
         self.api_url = api_url
         self.auth = auth
+        vendor = web_dir / "vendor"
         self._files = {
-            f"/{p.name}": p for p in web_dir.iterdir() if p.is_file() and p.suffix in CONTENT_TYPES
+            f"/{p.relative_to(web_dir).as_posix()}": p
+            for p in [*web_dir.iterdir(), *(vendor.iterdir() if vendor.is_dir() else ())]
+            if p.is_file() and p.suffix in CONTENT_TYPES
         }
+        if README.is_file():
+            self._files["/README.md"] = README
         if "/index.html" not in self._files:
             raise FileNotFoundError(f"no index.html in {web_dir}")
         console = self

@@ -14,7 +14,7 @@
     acceptanceCriteria: "acceptanceCriteria", baseBranch: "baseBranch" };
   const FAST_POLL_MS = 1500;
   const SLOW_POLL_MS = 8000;
-  const WORKERS_POLL_MS = 5000;
+  const PAGE_SIZE = 25;
   const MAX_TRACKED = 50;
   const KEY_URL = "aipm.apiUrl";
   const KEY_TRACKED = "aipm.trackedJobs";
@@ -24,9 +24,17 @@
     jobs: new Map(),          // jobId -> JobView
     listSupported: true,      // false once GET /api/jobs answers "no such route"
     expanded: new Set(),      // job ids whose output is open
+    openTimelines: new Set(), // job ids whose timeline is open
     announced: new Map(),     // job id -> the status last announced (or first seen)
+    filters: { status: "", repo: "", mine: false },
+    loaded: false,            // the first page of the list (or the first refresh) has been read
+    nextCursor: null,         // the API's nextCursor after the last page shown ("Load older jobs")
+    pages: 1,                 // pages of the list shown
+    pool: null,               // the last GET /api/workers answer (null: none, or not reported)
+    poolNote: "",             // why the pool is not shown
+    poolSupported: true,      // false once GET /api/workers answers "no such route"
+    bannerJob: null,          // the job the submit banner follows to its end
     jobsTimer: null,
-    workersTimer: null,
     auth: null,               // an AipmAuth (auth.js) when config.json names the sign-in
   };
 
@@ -104,7 +112,6 @@
 
   async function onSignOut() {
     clearTimeout(state.jobsTimer);
-    clearTimeout(state.workersTimer);
     await state.auth.signOut();
   }
 
@@ -267,10 +274,13 @@
       const answer = await api("POST", "/api/personal-delegate", body, { "Idempotency-Key": idempotencyKey() });
       track(answer.jobId);
       result.className = "result ok";
+      // The job's status follows it to its end; aria-live="off": the announcer says status changes once.
       result.replaceChildren(
         "Pull request ", link(answer.html_url, "#" + answer.number), " opened on ", answer.branchName,
         ". Confirmation: ", el("code", { text: answer.confirmationCode }), ". Job ",
-        el("code", { text: answer.jobId, id: "delegate-job-id" }), " is queued.");
+        el("code", { text: answer.jobId, id: "delegate-job-id" }), ": ",
+        el("span", { id: "delegate-job-status", "aria-live": "off", text: "queued" }), ".");
+      state.bannerJob = answer.jobId;
       state.jobs.set(answer.jobId, {
         jobId: answer.jobId, status: "queued", repo: body.owner + "/" + body.repo, taskTitle: body.taskTitle,
         branchName: answer.branchName, prNumber: answer.number, prUrl: answer.html_url, timeline: [],
@@ -354,7 +364,13 @@
         el("span", { className: "step", text: entry.step }),
         el("span", { className: "detail", text: entry.detail || "" })));
     }
-    card.append(steps);
+    const count = (job.timeline || []).length;
+    const timeline = el("details", { className: "timeline", open: state.openTimelines.has(job.jobId) },
+      el("summary", { text: "Timeline (" + count + " step" + (count === 1 ? "" : "s") + ")" }), steps);
+    timeline.addEventListener("toggle", () => {
+      if (timeline.open) state.openTimelines.add(job.jobId); else state.openTimelines.delete(job.jobId);
+    });
+    card.append(timeline);
     if (job.reason && status !== "completed") card.append(el("div", { className: "problem", text: job.reason }));
     if (job.error) card.append(el("div", { className: "problem", text: "error: " + job.error }));
     if (job.changedFiles && job.changedFiles.length) {
@@ -397,10 +413,28 @@
 
   // Incremental: a card is rebuilt only when its job changed, so focus, text selection and open details
   // survive a refresh; a rebuilt card gets focus back on the same control.
+  function me() {
+    const user = signedIn() ? state.auth.user() : null;
+    return user ? user.email || user["cognito:username"] || user.sub : null;
+  }
+
+  function matches(job) {
+    const f = state.filters;
+    return (!f.status || job.status === f.status) && (!f.repo || job.repo === f.repo) &&
+      (!f.mine || job.requestedBy === undefined || job.requestedBy === me());
+  }
+
+  // What the list says when it has no card: never "No jobs yet" before the jobs could be read.
+  function emptyText() {
+    if (!state.apiUrl) return "Set the API URL in the Connection panel to see jobs.";
+    if (!signedIn()) return state.auth ? "Sign in to see your jobs." : "Sign-in is not configured, so jobs cannot be read.";
+    if (!state.loaded) return "Loading jobs…";
+    if (state.filters.status || state.filters.repo || state.filters.mine) return "No jobs match these filters.";
+    return "No jobs yet.";
+  }
+
   function renderJobs() {
-    const filter = $("status-filter").value;
-    const jobs = [...state.jobs.values()]
-      .filter((j) => !filter || j.status === filter)
+    const jobs = [...state.jobs.values()].filter(matches)
       .sort((a, b) => String(b.createdAt).localeCompare(String(a.createdAt)));
     const list = $("jobs");
     const existing = new Map();
@@ -424,8 +458,20 @@
     });
     [...list.children].forEach((child) => { if (!wanted.includes(child)) child.remove(); });
     wanted.forEach((card, i) => { if (list.children[i] !== card) list.insertBefore(card, list.children[i] || null); });
-    if (!jobs.length) list.append(el("li", { className: "muted", text: "No jobs yet." }));
+    if (!jobs.length) list.append(el("li", { className: "muted empty", text: emptyText() }));
+    $("jobs-more").hidden = !(signedIn() && state.nextCursor);
     announceChanges(jobs);
+    followBanner();
+    renderWorkers();
+  }
+
+  function followBanner() {
+    const job = state.bannerJob && state.jobs.get(state.bannerJob);
+    const span = $("delegate-job-status");
+    if (!job || !span) return;
+    const text = job.status + (TERMINAL.has(job.status) && job.reason ? " — " + job.reason : "");
+    if (span.textContent !== text) span.textContent = text;
+    span.dataset.status = job.status;
   }
 
   // Each status change of a job is said once, in one polite live region (the job list itself is not live).
@@ -439,16 +485,34 @@
     if (said.length) $("announcer").textContent = said.join(". ");
   }
 
+  function listPath(cursor) {
+    const f = state.filters;
+    let path = "/api/jobs?limit=" + PAGE_SIZE;
+    if (f.status) path += "&status=" + encodeURIComponent(f.status);
+    if (f.repo) path += "&repo=" + encodeURIComponent(f.repo);
+    if (f.mine) path += "&mine=true";
+    if (cursor) path += "&cursor=" + encodeURIComponent(cursor);
+    return path;
+  }
+
+  // One refresh reads the jobs and the worker pool together, so the two panels tell the same moment.
+  async function refresh() {
+    const [, pool] = await Promise.all([refreshJobs(), readPool()]);
+    if (pool !== undefined) state.pool = pool;
+    state.loaded = true;
+    renderJobs();
+  }
+
   async function refreshJobs() {
-    const filter = $("status-filter").value;
     const inPage = new Set();
     if (state.listSupported) {
       try {
-        const page = await api("GET", "/api/jobs?limit=25" + (filter ? "&status=" + encodeURIComponent(filter) : ""));
+        const page = await api("GET", listPath(null));
         for (const job of page.jobs || []) {
           state.jobs.set(job.jobId, job);
           inPage.add(job.jobId);
         }
+        if (state.pages === 1) state.nextCursor = page.nextCursor || null;
         $("jobs-note").textContent = "";
       } catch (err) {
         if (isMissingRoute(err)) {
@@ -459,7 +523,7 @@
         }
       }
     }
-    // Jobs the page did not bring that may have moved on: submitted from this tab, or still running.
+    // Jobs the first page did not bring that may have moved on: submitted from this tab, or still running.
     for (const id of new Set([...tracked(), ...state.jobs.keys()])) {
       const known = state.jobs.get(id);
       if (inPage.has(id) || (known && TERMINAL.has(known.status) && (known.timeline || []).length)) continue;
@@ -469,7 +533,43 @@
         if (err.status === 404) state.jobs.delete(id);
       }
     }
+  }
+
+  async function loadMore() {
+    const button = $("jobs-more");
+    button.disabled = true;
+    try {
+      const page = await api("GET", listPath(state.nextCursor));
+      for (const job of page.jobs || []) state.jobs.set(job.jobId, job);
+      state.nextCursor = page.nextCursor || null;
+      state.pages += 1;
+      $("jobs-note").textContent = "";
+    } catch (err) {
+      $("jobs-note").textContent = err.message;
+    } finally {
+      button.disabled = false;
+    }
     renderJobs();
+  }
+
+  function onFilter(event) {
+    if (event) event.preventDefault();
+    const repo = $("repo-filter").value.trim();
+    if (repo && !/^[A-Za-z0-9-]+\/[A-Za-z0-9._-]+$/.test(repo)) {
+      $("jobs-note").textContent = "Enter the repository as owner/repo, e.g. aipm-demo/tools.";
+      $("repo-filter").setAttribute("aria-invalid", "true");
+      $("repo-filter").focus();
+      return;
+    }
+    $("repo-filter").removeAttribute("aria-invalid");
+    state.filters = { status: $("status-filter").value, repo, mine: $("mine-filter").checked };
+    state.jobs.clear();          // the list starts again from its first page under the new filters
+    state.nextCursor = null;
+    state.pages = 1;
+    state.loaded = false;
+    $("jobs-note").textContent = "";
+    renderJobs();
+    pollJobsSoon();
   }
 
   function anyActive() {
@@ -484,7 +584,8 @@
 
   async function pollJobs() {
     clearTimeout(state.jobsTimer);
-    if (state.apiUrl && signedIn()) await refreshJobs();
+    if (state.apiUrl && signedIn()) await refresh();
+    else renderJobs();
     state.jobsTimer = setTimeout(pollJobs, anyActive() ? FAST_POLL_MS : SLOW_POLL_MS);
   }
 
@@ -496,12 +597,35 @@
     return (slot.crashes ? " · " + slot.crashes + " crash(es)" : "") + (slot.resets ? " · " + slot.resets + " reset(s)" : "");
   }
 
-  function renderWorkers(pool) {
+  // The slot a job's worker names: "<agentId>/slot-<n>/<claim id>" (the lease owner).
+  function slotOf(worker) {
+    const match = /^(.+)\/slot-(\d+)(?:\/|$)/.exec(String(worker || ""));
+    return match ? match[1] + "/" + match[2] : null;
+  }
+
+  // A slot as the jobs read in the same refresh tell it: the heartbeat may be up to its interval old, so a
+  // job the list shows running on a slot makes it busy, and a slot's job the list shows ended makes it idle.
+  function reconcile(agent, slot) {
+    const key = agent.agentId + "/" + slot.id;
+    const running = [...state.jobs.values()].find((j) => !TERMINAL.has(j.status) && slotOf(j.worker) === key);
+    if (running) return { busy: true, job: running.jobId };
+    const current = slot.currentJob ? state.jobs.get(slot.currentJob) : null;
+    if (slot.busy && current && TERMINAL.has(current.status)) return { busy: false, job: null };
+    return { busy: Boolean(slot.busy), job: slot.currentJob || null };
+  }
+
+  function renderWorkers() {
     const box = $("workers");
+    const pool = state.pool;
+    if (!pool) {
+      const text = state.poolNote || (!state.apiUrl ? "Set the API URL in the Connection panel." :
+        !signedIn() ? (state.auth ? "Sign in to see the worker pool." : "Sign-in is not configured.") :
+          "Waiting for the API…");
+      if (box.textContent !== text) box.replaceChildren(el("p", { className: "muted", text }));
+      return;
+    }
     const agents = pool.agents || [];
-    const summary = el("p", { id: "workers-summary",
-      text: (pool.healthyAgents ?? 0) + " of " + agents.length + " agent(s) healthy · " +
-        (pool.busySlots ?? 0) + " of " + (pool.totalSlots ?? 0) + " slot(s) busy" });
+    let busy = 0, total = 0;
     const cards = agents.map((agent) => {
       const card = el("div", { className: "agent", "data-agent-id": agent.agentId },
         el("div", { className: "agent-head" },
@@ -512,33 +636,40 @@
             " · seen " + Math.round(agent.ageS ?? 0) + " s ago" + (agent.draining ? " · draining" : "") })));
       const slots = el("div", { className: "slots" });
       for (const slot of agent.slots || []) {
-        const cls = "slot" + (slot.busy ? " busy" : "") + (slot.ready ? "" : " down");
-        const text = "slot " + slot.id + ": " + (slot.busy ? "busy " + (slot.currentJob || "") :
+        const now = reconcile(agent, slot);
+        total += 1;
+        if (now.busy) busy += 1;
+        const cls = "slot" + (now.busy ? " busy" : "") + (slot.ready ? "" : " down");
+        const text = "slot " + slot.id + ": " + (now.busy ? "busy " + (now.job || "") :
           slot.ready ? "idle" : "not ready") + restartText(slot);
-        slots.append(el("span", { className: cls, text }));
+        slots.append(el("span", { className: cls, text, "data-job-id": now.job || undefined }));
       }
       card.append(slots);
       return card;
     });
-    box.replaceChildren(summary, ...cards);
+    const summary = el("p", { id: "workers-summary",
+      text: (pool.healthyAgents ?? 0) + " of " + agents.length + " agent(s) healthy · " +
+        busy + " of " + (total || pool.totalSlots || 0) + " slot(s) busy" });
+    const fresh = el("div", {}, summary, ...cards);
+    if (box.innerHTML !== fresh.innerHTML) box.replaceChildren(...fresh.childNodes);  // no churn when unchanged
   }
 
-  async function pollWorkers() {
-    clearTimeout(state.workersTimer);
-    let next = WORKERS_POLL_MS;
-    if (state.apiUrl && signedIn()) {
-      try {
-        renderWorkers(await api("GET", "/api/workers"));
-      } catch (err) {
-        if (isMissingRoute(err)) {
-          $("workers").replaceChildren(el("p", { className: "muted", text: "This API does not report the worker pool." }));
-          next = 60000;
-        } else {
-          $("workers").replaceChildren(el("p", { className: "muted", text: err.message }));
-        }
+  // The pool for this refresh; undefined when it could not be read (the last one stays, with a note).
+  async function readPool() {
+    if (!state.poolSupported) return null;
+    try {
+      const pool = await api("GET", "/api/workers");
+      state.poolNote = "";
+      return pool;
+    } catch (err) {
+      if (isMissingRoute(err)) {
+        state.poolSupported = false;
+        state.poolNote = "This API does not report the worker pool.";
+        return null;
       }
+      state.poolNote = err.message;
+      return null;
     }
-    state.workersTimer = setTimeout(pollWorkers, next);
   }
 
   // -- start -----------------------------------------------------------------------------------------
@@ -549,9 +680,10 @@
     $("api-url").value = state.apiUrl;
     sessionStorage.setItem(KEY_URL, state.apiUrl);
     state.listSupported = true;
+    state.poolSupported = true;
+    state.poolNote = "";
     $("settings-details").open = false;
     pollJobsSoon();
-    pollWorkers();
   }
 
   async function start() {
@@ -559,11 +691,13 @@
     $("sign-in").addEventListener("click", onSignIn);
     $("sign-out").addEventListener("click", onSignOut);
     $("delegate-form").addEventListener("submit", onSubmit);
-    $("status-filter").addEventListener("change", () => { renderJobs(); pollJobsSoon(); });
+    $("job-filters").addEventListener("submit", onFilter);
+    $("status-filter").addEventListener("change", onFilter);
+    $("mine-filter").addEventListener("change", onFilter);
+    $("jobs-more").addEventListener("click", loadMore);
     await loadConfig();
     renderJobs();
     pollJobs();
-    pollWorkers();
   }
 
   document.addEventListener("DOMContentLoaded", start);

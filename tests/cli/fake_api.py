@@ -4,6 +4,7 @@ contract tests: every route, error shape and status of the contract, with jobs w
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 import time
@@ -87,6 +88,7 @@ class FakeApi:
     answer_headers: list[dict[str, str]] = field(default_factory=list)  # headers of the forced answers
     idempotency: dict[str, str] = field(default_factory=dict)
     missing_routes: set[str] = field(default_factory=set)  # e.g. {"list", "workers"}: answer like no route
+    workers: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(WORKERS))  # GET /api/workers
     allow_origin: str = "*"
     # When set (a aipm.local.authorizer.CognitoAuthorizer), bearer tokens are ID tokens it must verify, as API
     # Gateway's Cognito authorizer does (the console signs in through the local OIDC stand-in); else TOKEN.
@@ -239,7 +241,7 @@ class FakeApi:
         if method == "GET" and path == "/api/jobs" and "list" not in self.missing_routes:
             return self._list(query, self._caller(headers.get("Authorization")))
         if method == "GET" and path == "/api/workers" and "workers" not in self.missing_routes:
-            return 200, WORKERS
+            return 200, self.workers
         if len(segments) >= 3 and segments[:2] == ["api", "jobs"]:
             job = self.jobs.get(segments[2])
             if job is None:

@@ -141,18 +141,24 @@ class DelegationService:
         caller: Caller,
         idempotency_key: str | None = None,
         source: str = "api",
+        intent_id: str | None = None,
+        fixes_issue: int | None = None,
     ) -> Delegation:
         """Open the PR and queue the job, recording the intent first.
 
+        `intent_id`: the intent to use instead of the one of (caller, `idempotency_key`) — a delegation of a
+        GitHub issue is one per issue whoever labels it. `fixes_issue`: the issue the PR answers (its body
+        then says `Fixes #<n>`, outside the quoted text).
         Raises OwnerNotAllowed, RepositoryApiUrlRefused, GitHubError subclasses (nothing was created),
         DelegationFailed (the records could not be written; the branch, and with it the PR, was removed).
         """
         self.check(request)
-        intent_id = intent_id_for(caller.id, idempotency_key)
-        existing = self._store.get_intent(intent_id) if idempotency_key is not None else None
+        keyed = idempotency_key is not None or intent_id is not None
+        intent_id = intent_id or intent_id_for(caller.id, idempotency_key)
+        existing = self._store.get_intent(intent_id) if keyed else None
         if existing is None:
             job_id = uuid.uuid4().hex
-            intent = self._new_intent(intent_id, request, job_id, caller, source)
+            intent = self._new_intent(intent_id, request, job_id, caller, source, fixes_issue)
             if not self._store.put_intent(intent):
                 existing = self._store.get_intent(intent_id)
         if existing is not None:
@@ -160,7 +166,13 @@ class DelegationService:
         return self._open(intent, request)
 
     def _new_intent(
-        self, intent_id: str, request: DelegateRequest, job_id: str, caller: Caller, source: str
+        self,
+        intent_id: str,
+        request: DelegateRequest,
+        job_id: str,
+        caller: Caller,
+        source: str,
+        fixes_issue: int | None = None,
     ) -> DelegationIntent:
         now_ms = self._clock_ms()
         job = {
@@ -176,6 +188,7 @@ class DelegationService:
             "story_id": request.story_id,
             "story_title": request.story_title or None,
             "repository_api_url": request.repository_api_url or None,
+            "fixes_issue": fixes_issue,
             "ttl": now_ms // 1000 + self._settings.record_ttl_days * 86_400,
         }
         return DelegationIntent(
@@ -204,7 +217,8 @@ class DelegationService:
         """The PR on the intent's newest branch `<branchName>-<epoch ms>` (another suffix if it is taken)."""
         task = _task_text(request)
         files = {TASK_FILE: render_task_md(task, job_id=job_id)}
-        body = render_pr_body(task, job_id=job_id)
+        fixes = intent.job.get("fixes_issue")
+        body = render_pr_body(task, job_id=job_id, fixes=fixes if isinstance(fixes, int) else None)
         opener = (
             self._github.open_task_pull_request_rest
             if self._settings.github_protocol == "rest"

@@ -77,6 +77,20 @@ class RouteNotFound(ApiError):
     code = "not_found"
 
 
+class WebhookSignatureInvalid(ApiError):
+    """A webhook delivery whose X-Hub-Signature-256 is missing or not the HMAC of its body."""
+
+    status = 401
+    code = "invalid_signature"
+
+
+class WebhookNotConfigured(ApiError):
+    """The deployment has no webhook secret (GITHUB_WEBHOOK_SECRET_ID), so no delivery can be verified."""
+
+    status = 503
+    code = "webhook_not_configured"
+
+
 class DelegationFailed(ApiError):
     """A later step failed after GitHub accepted the request; the branch was removed again."""
 

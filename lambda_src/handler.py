@@ -76,15 +76,22 @@ from lambda_src.models import (
     RepoFullName,
     RepoName,
     TaskPostedResponse,
+    WebhookAnswer,
     WorkerPool,
 )
 from lambda_src.openapi import openapi_document, responses
 from lambda_src.records.models import Job, JobStatus
 from lambda_src.records.store import JobNotFound, JobStore, RecordError
 from lambda_src.settings import ApiSettings, ConfigurationError
+from lambda_src.webhook_intake import Accepted, WebhookIntake
 
 MAX_BODY_BYTES = 64 * 1024
-PUBLIC_ROUTES = frozenset({("GET", "/api/health"), ("GET", "/api/openapi.json")})
+WEBHOOK_PATH = "/api/github/webhook"
+# GitHub caps payloads at 25 MB; the events acted on here carry at most a 65536-character comment plus the
+# pull request and repository objects (tens of KiB).
+MAX_WEBHOOK_BODY_BYTES = 1024 * 1024
+# Public: no Cognito caller. The webhook's own authentication is its X-Hub-Signature-256 (checked first).
+PUBLIC_ROUTES = frozenset({("GET", "/api/health"), ("GET", "/api/openapi.json"), ("POST", WEBHOOK_PATH)})
 
 
 def allowed_origins(environ: dict[str, str] | os._Environ[str] = os.environ) -> list[str]:
@@ -123,6 +130,7 @@ class Services:
     store: JobStore
     delegation: DelegationService
     idempotency: IdempotencyStore
+    webhooks: WebhookIntake
 
 
 @cache
@@ -140,12 +148,25 @@ def services() -> Services:
         ),
         timeout_s=settings.github_timeout_s,
     )
+    delegation = DelegationService(settings, store, github)
     return Services(
         settings=settings,
         store=store,
-        delegation=DelegationService(settings, store, github),
+        delegation=delegation,
         idempotency=IdempotencyStore(settings.idempotency_table, ddb, ttl_s=settings.idempotency_ttl_s),
+        webhooks=WebhookIntake(settings, store, delegation, lambda: _webhook_secret(settings)),
     )
+
+
+def _webhook_secret(settings: ApiSettings) -> bytes | None:
+    """The webhook secret (`secret` of the JSON secret GITHUB_WEBHOOK_SECRET_ID, cached), None when no
+    secret is configured. Raises SecretUnavailable."""
+    if not settings.github_webhook_secret_id:
+        return None
+    value = aws_clients.secret_json(settings.github_webhook_secret_id).get("secret")
+    if not isinstance(value, str) or not value:
+        raise SecretUnavailable(f"secret {settings.github_webhook_secret_id} has no 'secret' field")
+    return value.encode("utf-8")
 
 
 JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="32 lowercase hex digits")]
@@ -356,6 +377,48 @@ def workers() -> WorkerPool:
     return WorkerPool.of(svc.store.list_heartbeats(), now_ms=now_ms, stale_s=svc.settings.worker_stale_s)
 
 
+@app.post(
+    WEBHOOK_PATH,
+    status_code=202,
+    summary="GitHub webhook: PR comments that mention the handle and labelled issues become jobs",
+    description="Authenticated by X-Hub-Signature-256 (HMAC-SHA256 of the body under the webhook secret), "
+    "not Cognito. 202: a job was queued; 200: ignored, with the reason (a redelivery of a delivery acted on, "
+    "an event or comment that asks for nothing, a commenter whose association may not start jobs).",
+    responses={
+        **responses(202, "A job was queued", 400, 401, 413, 415, 503),
+        202: {"description": "A job was queued", "content": {"application/json": {"model": WebhookAnswer}}},
+        200: {
+            "description": "Ignored, with the reason",
+            "content": {"application/json": {"model": WebhookAnswer}},
+        },
+    },
+    tags=["github"],
+)
+def github_webhook() -> Response[dict[str, Any]]:
+    """One GitHub webhook delivery (README: GitHub webhook)."""
+    event = app.current_event
+    outcome = services().webhooks.receive(dict(event.headers or {}), _raw_body(event.raw_event))
+    if isinstance(outcome, Accepted):
+        logger.append_keys(job_id=outcome.job_id)
+        answer = WebhookAnswer(
+            status="accepted", kind=outcome.kind, job_id=outcome.job_id, pr_number=outcome.pr_number
+        )
+        status = 202
+    else:
+        logger.info("webhook delivery ignored", extra={"reason": outcome.reason})
+        answer, status = WebhookAnswer(status="ignored", reason=outcome.reason), 200
+    body = answer.model_dump(by_alias=True, exclude_none=True)
+    return Response(status_code=status, content_type="application/json", body=body)
+
+
+def _raw_body(event: dict[str, Any]) -> bytes:
+    """The request body's bytes as they were sent (API Gateway passes text as-is, binary as Base64)."""
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        return base64.b64decode(body)
+    return body.encode("utf-8") if isinstance(body, str) else bytes(body)
+
+
 @app.get("/api/health", summary="Liveness (no authentication)", tags=["service"])
 def health() -> Health:
     return Health(version=__version__)
@@ -434,8 +497,12 @@ def _refusal(event: dict[str, Any]) -> ApiError | None:
     if private and Caller.from_event(event) is None:
         return Unauthenticated("no authenticated caller on the request")
     body = event.get("body") or ""
-    if len(body.encode() if isinstance(body, str) else body) > MAX_BODY_BYTES:
-        return PayloadTooLarge(f"the body exceeds {MAX_BODY_BYTES} bytes", field="body")
+    webhook = (method, event.get("path")) == ("POST", WEBHOOK_PATH)
+    limit = MAX_WEBHOOK_BODY_BYTES if webhook else MAX_BODY_BYTES
+    if len(body.encode() if isinstance(body, str) else body) > limit:
+        return PayloadTooLarge(f"the body exceeds {limit} bytes", field="body")
+    if webhook:
+        return None  # its signature is checked first, over the raw bytes; then its media type and JSON
     if body and event.get("isBase64Encoded"):
         try:
             base64.b64decode(body, validate=True).decode("utf-8")

@@ -538,6 +538,17 @@ class WorkerPool(ApiModel):
         )
 
 
+class WebhookAnswer(ApiModel):
+    """The answer to a GitHub webhook delivery: `accepted` (202: a job was queued — a follow-up on PR
+    `prNumber`, or the delegation that opened it) or `ignored` (200, with the reason)."""
+
+    status: Literal["accepted", "ignored"]
+    reason: str | None = None
+    kind: Literal["follow_up", "delegation"] | None = None
+    job_id: str | None = None
+    pr_number: int | None = None
+
+
 class Health(ApiModel):
     status: Literal["ok"] = "ok"
     version: str

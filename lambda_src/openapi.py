@@ -20,23 +20,23 @@ if TYPE_CHECKING:
 
 TITLE = "AIPM code delegation API"
 SECURITY_SCHEME = "cognito"
-PUBLIC_PATHS = frozenset({"/api/health", "/api/openapi.json"})
+PUBLIC_PATHS = frozenset({"/api/health", "/api/openapi.json", "/api/github/webhook"})
 _POWERTOOLS_ONLY = ("HTTPValidationError", "ValidationError", "ResponseValidationError")
 
 _ERRORS: dict[int, str] = {
     400: "Invalid input; `field` names the first field at fault, `fields` all of them",
-    401: "No authenticated caller",
+    401: "No authenticated caller (the webhook: X-Hub-Signature-256 is missing or wrong)",
     403: "The repository owner is not enabled for delegation",
     404: "No such job, repository or route",
     409: "The job cannot make this transition, the branch exists, or the first request with this "
     "Idempotency-Key is still running",
-    413: "The body is larger than 64 KiB",
+    413: "The body is larger than 64 KiB (the webhook: 1 MiB)",
     415: "The body is not JSON",
     422: "GitHub refused the request (e.g. unknown base branch), or the Idempotency-Key was used with "
     "another body",
     502: "GitHub rejected this service's credentials",
     503: "GitHub, the records table or the idempotency store is unavailable; nothing was created "
-    "(Retry-After says when to try again)",
+    "(Retry-After says when to try again); the webhook: no webhook secret is configured",
 }
 
 

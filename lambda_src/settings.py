@@ -31,6 +31,14 @@ class ApiSettings(BaseModel):
     github_timeout_s: float = Field(default=8.0, gt=0)
     idempotency_ttl_s: int = Field(default=24 * 3600, ge=60)
     worker_stale_s: float = Field(default=60.0, gt=0)
+    # GitHub webhooks (POST /api/github/webhook): the secret (JSON {"secret": ...}; unset: the route answers
+    # 503), the handle a comment mentions, the label that delegates an issue, who may trigger a job (the
+    # comment's `author_association`), and how long a delivery id is remembered.
+    github_webhook_secret_id: str | None = None
+    webhook_handle: str = Field(default="@aipm", pattern=r"^@[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
+    webhook_label: str = Field(default="aipm", min_length=1, max_length=50)
+    webhook_associations: frozenset[str] = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})
+    webhook_delivery_ttl_s: int = Field(default=7 * 86_400, ge=3600)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ApiSettings:
@@ -43,6 +51,10 @@ class ApiSettings(BaseModel):
         if isinstance(raw.get("allowed_owners"), str):
             raw["allowed_owners"] = frozenset(
                 o.strip().lower() for o in str(raw["allowed_owners"]).split(",") if o.strip()
+            )
+        if isinstance(raw.get("webhook_associations"), str):
+            raw["webhook_associations"] = frozenset(
+                a.strip().upper() for a in str(raw["webhook_associations"]).split(",") if a.strip()
             )
         try:
             return cls.model_validate(raw)

@@ -36,7 +36,8 @@ from lambda_src.errors import SIGN_IN_HINT
 log = logging.getLogger(__name__)
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
-PUBLIC_ROUTES = {("GET", "/api/health"), ("GET", "/api/openapi.json")}
+# No Cognito caller on these, as in the CDK app (the webhook authenticates by its X-Hub-Signature-256).
+PUBLIC_ROUTES = {("GET", "/api/health"), ("GET", "/api/openapi.json"), ("POST", "/api/github/webhook")}
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's own payload limit
 STREAM_POLL_S = 0.05  # Lambda's stream poller reads each shard several times a second
 SHARD_REFRESH_S = 1.0  # how often the pump looks for new shards

@@ -130,6 +130,7 @@ class LocalStack:
         self.options = options or StackOptions()
         self.agent_token = secrets.token_urlsafe(24)
         self.github_token = secrets.token_urlsafe(24)
+        self.webhook_secret = secrets.token_urlsafe(24)  # the forge signs its webhook deliveries with it
         self.records_table = "aipm-local-records"
         self.idempotency_table = "aipm-local-idempotency"
         self.logs = root / "logs"
@@ -219,6 +220,8 @@ class LocalStack:
         self.on_progress("starting the API gateway…")
         self._start_gateway(stream_arn)
         self.console.api_url = self.api_url
+        # The forge's comments, reviews and labels reach the API as GitHub's webhook deliveries do.
+        self.forge.add_webhook(f"{self.api_url}/api/github/webhook", self.webhook_secret)
 
     def stop(self) -> None:
         """Stop every process: agents first (SIGTERM, `options.stop_grace_s` to finish), then the gateway and
@@ -343,6 +346,9 @@ class LocalStack:
         sm = self.client("secretsmanager")
         put_token_secret(sm, f"aipm/{STAGE}/github", self.github_token)
         put_token_secret(sm, f"aipm/{STAGE}/agent-token", self.agent_token)
+        sm.create_secret(
+            Name=f"aipm/{STAGE}/github-webhook", SecretString=json.dumps({"secret": self.webhook_secret})
+        )
         return stream_arn
 
     def _base_env(self) -> dict[str, str]:
@@ -440,6 +446,7 @@ class LocalStack:
             RECORDS_TABLE=self.records_table,
             IDEMPOTENCY_TABLE=self.idempotency_table,
             GITHUB_SECRET_ID=f"aipm/{STAGE}/github",
+            GITHUB_WEBHOOK_SECRET_ID=f"aipm/{STAGE}/github-webhook",
             GITHUB_API_URL=self.forge.api_url,
             ALLOWED_ORIGIN=self.console.origin if self.console else "http://127.0.0.1",
             JOB_MAX_ATTEMPTS=str(self.options.max_attempts),

@@ -127,6 +127,26 @@ class GitHubClient:
         response = self._transport.request("POST", url, {"body": body}, idempotent=False, reconcile=landed)
         _raise_for(response, f"comment on pull request #{number} of {owner}/{repo}")
 
+    def reply_to_review_comment(self, owner: str, repo: str, number: int, comment_id: int, body: str) -> None:
+        """Reply in the thread of review comment `comment_id` of pull request `number` (GitHub Docs, REST
+        "Create a reply for a review comment": POST /repos/{owner}/{repo}/pulls/{pull_number}/comments/
+        {comment_id}/replies). A POST that may have landed is looked up, not repeated."""
+        url = self._repo_url(owner, repo, "pulls", str(number), "comments", str(comment_id), "replies")
+        listing_url = self._repo_url(owner, repo, "pulls", str(number), "comments")
+
+        def landed() -> Response | None:
+            listing = self._transport.request("GET", f"{listing_url}?{urlencode({'per_page': 100})}")
+            if listing.status == 200 and isinstance(listing.data, list):
+                for comment in listing.data:
+                    if isinstance(comment, dict) and comment.get("body") == body:
+                        return Response(status=201, data=comment)
+            return None
+
+        response = self._transport.request("POST", url, {"body": body}, idempotent=False, reconcile=landed)
+        _raise_for(
+            response, f"reply to review comment {comment_id} on pull request #{number} of {owner}/{repo}"
+        )
+
     def delete_branch(self, owner: str, repo: str, branch: str) -> None:
         """Delete `branch`. A branch that is already gone is not an error."""
         response = self._transport.request("DELETE", self._ref_url(owner, repo, "refs", branch))

@@ -76,6 +76,26 @@ class TimelineEntry(Record):
     detail: str = ""
 
 
+class FollowUp(Record):
+    """What a follow-up job answers: a comment on a PR this product opened that mentioned its handle.
+
+    `event` is the GitHub webhook event (`issue_comment`, `pull_request_review_comment`,
+    `pull_request_review`); `comment_id` the comment's (or the review's) id; `body` the comment's text with
+    control characters shown as escapes (data, never instructions to GitHub); `path`/`line` the file and line
+    of a review comment. `parent_job_id` is the PR's first job (its TASK.md states the task).
+    """
+
+    parent_job_id: str
+    event: str
+    delivery_id: str
+    comment_id: int
+    comment_url: str = ""
+    author: str
+    body: str
+    path: str | None = None
+    line: int | None = None
+
+
 class Job(Record):
     """A job: the unit of work the agent claims. Also the queue entry."""
 
@@ -111,6 +131,10 @@ class Job(Record):
     story_id: int | str | None = None
     story_title: str | None = None
     repository_api_url: str | None = None
+    # A follow-up job (a PR comment asked for more on the same branch); None for a PR's first job.
+    follow_up: FollowUp | None = None
+    # The issue a labelled-issue delegation answers (its PR body says `Fixes #<n>`).
+    fixes_issue: int | None = None
     ttl: int | None = None
 
     @property
@@ -132,6 +156,18 @@ class PullRequestRecord(Record):
     requester_id: str | None = None
     story_id: int | str | None = None
     story_title: str | None = None
+    follow_up_job_ids: list[str] | None = None  # the PR's follow-up jobs, oldest first
+    ttl: int | None = None
+
+
+class WebhookDelivery(Record):
+    """A GitHub webhook delivery acted on (`X-GitHub-Delivery`), kept until `ttl` so a redelivery of it
+    does nothing twice. `job_id`: the job it created."""
+
+    delivery_id: str
+    event: str
+    received_at: str
+    job_id: str | None = None
     ttl: int | None = None
 
 

@@ -31,6 +31,7 @@ from lambda_src.records.models import (
     JobStatus,
     PullRequestRecord,
     TimelineEntry,
+    WebhookDelivery,
     utc_now_iso,
 )
 
@@ -80,12 +81,24 @@ class DelegationExists(RecordError):
     """A job or PR record with this key is already stored."""
 
 
+class DeliveryRecorded(RecordError):
+    """This webhook delivery was acted on before (a redelivery): nothing was written."""
+
+
+class PullRequestRecordMissing(RecordError):
+    """The PR record a follow-up job links to does not exist (expired, or never this product's)."""
+
+
 def job_key(job_id: str) -> dict[str, Any]:
     return {"pk": {"S": f"JOB#{job_id}"}, "sk": {"S": "JOB"}}
 
 
 def pr_record_key(owner: str, repo: str, number: int) -> dict[str, str]:
     return {"pk": f"PR#{owner}/{repo}#{number}", "sk": "PR"}
+
+
+def delivery_key(delivery_id: str) -> dict[str, str]:
+    return {"pk": f"DELIVERY#{delivery_id}", "sk": "DELIVERY"}
 
 
 def intent_key(intent_id: str) -> dict[str, str]:
@@ -209,6 +222,77 @@ class JobStore:
             if "LastEvaluatedKey" not in resp:
                 return found
             query["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    # -- webhook deliveries and follow-up jobs ---------------------------------------------------------
+
+    def delivery_exists(self, delivery_id: str) -> bool:
+        """Whether webhook delivery `delivery_id` was acted on (strongly consistent)."""
+        resp = self._ddb.get_item(
+            TableName=self.table_name,
+            Key=_serialize(delivery_key(delivery_id)),
+            ConsistentRead=True,
+            ProjectionExpression="pk",
+        )
+        return "Item" in resp
+
+    def record_delivery(self, delivery: WebhookDelivery) -> bool:
+        """Record a delivery acted on; False (nothing written) if it was recorded before."""
+        try:
+            self._put_new({**delivery_key(delivery.delivery_id), **delivery.to_item()})
+        except DelegationExists:
+            return False
+        return True
+
+    def create_follow_up(self, job: Job, delivery: WebhookDelivery) -> None:
+        """Write, in one transaction, the delivery (new), the follow-up job (new) and the job's id appended
+        to its PR record's `followUpJobIds` (which must exist): all or nothing, so a redelivery of the same
+        delivery, or two at once, create one job.
+
+        Raises DeliveryRecorded (handled before), PullRequestRecordMissing; AWS faults as botocore errors.
+        """
+        pr_key = pr_record_key(job.owner, job.repo_name, job.pr_number)
+        new = "attribute_not_exists(pk)"
+        try:
+            self._ddb.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self.table_name,
+                            "Item": _serialize({**delivery_key(delivery.delivery_id), **delivery.to_item()}),
+                            "ConditionExpression": new,
+                        }
+                    },
+                    {
+                        "Put": {
+                            "TableName": self.table_name,
+                            "Item": _serialize({"pk": f"JOB#{job.job_id}", "sk": "JOB", **job.to_item()}),
+                            "ConditionExpression": new,
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.table_name,
+                            "Key": _serialize(pr_key),
+                            "UpdateExpression": "SET followUpJobIds = "
+                            "list_append(if_not_exists(followUpJobIds, :empty), :job)",
+                            "ConditionExpression": "attribute_exists(pk)",
+                            "ExpressionAttributeValues": _serialize({":empty": [], ":job": [job.job_id]}),
+                        }
+                    },
+                ]
+            )
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                raise
+            reasons = [r.get("Code") for r in err.response.get("CancellationReasons", [])]
+            if reasons[:1] == ["ConditionalCheckFailed"]:
+                raise DeliveryRecorded(f"delivery {delivery.delivery_id} was handled before") from None
+            if reasons[2:3] == ["ConditionalCheckFailed"]:
+                raise PullRequestRecordMissing(
+                    f"no PR record for {job.owner}/{job.repo_name}#{job.pr_number}"
+                ) from None
+            raise
+        checkpoint("record:follow-up")
 
     # -- delegation intents ---------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ CONTRACT_ROUTES = {
     ("get", "/api/workers"),
     ("get", "/api/health"),
     ("get", "/api/personal-delegate/status"),
+    ("post", "/api/github/webhook"),
 }
 
 

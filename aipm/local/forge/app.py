@@ -15,8 +15,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aipm.local.forge.faults import FaultPlan
-from aipm.local.forge.gitrepo import BareRepo, GitError, RefConflictError, is_valid_branch_name
-from aipm.local.forge.state import CommentRecord, ForgeState, IssueRecord, PullRecord, RepoRecord, utc_now
+from aipm.local.forge.gitrepo import (
+    FORGE_LOGIN,
+    BareRepo,
+    GitError,
+    RefConflictError,
+    is_valid_branch_name,
+)
+from aipm.local.forge.state import (
+    CommentRecord,
+    ForgeState,
+    IssueRecord,
+    PullRecord,
+    RepoRecord,
+    ReviewCommentRecord,
+    ReviewRecord,
+    utc_now,
+)
+from aipm.local.forge.webhooks import WebhookSender
 
 DOCS_URL = "https://docs.github.com/rest"
 MAX_REF_BYTES = 255  # GitHub refuses longer ref names ("Reference update failed")
@@ -98,6 +114,8 @@ class ForgeApp:
         self.root = root
         self.state = ForgeState(root / "forge-state.json")
         self.faults = FaultPlan()
+        self.webhooks = WebhookSender()
+        self.users: dict[str, str] = {}  # login -> token of the people besides the forge's own token
         self.urls = Urls(base="http://127.0.0.1")
         self._locks: dict[str, threading.RLock] = {}
         self._locks_guard = threading.Lock()
@@ -347,14 +365,18 @@ class ForgeApp:
         with self.state.lock:
             return list(self._records(repo).issues)
 
-    def add_comment(self, repo: RepoHandle, number: int, body: str) -> CommentRecord:
+    def add_comment(
+        self, repo: RepoHandle, number: int, body: str, *, author: str = FORGE_LOGIN
+    ) -> CommentRecord:
         """Comment on issue or pull request `number`; 404 if there is neither."""
         if not body.strip():
             raise validation_failed({"resource": "IssueComment", "field": "body", "code": "missing_field"})
         with self.state.lock:
             thread = self._thread(repo, number)
             now = utc_now()
-            comment = CommentRecord(id=self.state.next_id(), body=body, created_at=now, updated_at=now)
+            comment = CommentRecord(
+                id=self.state.next_id(), body=body, created_at=now, updated_at=now, author=author
+            )
             thread.append(comment)
             self.state.save()
             return comment
@@ -363,6 +385,103 @@ class ForgeApp:
         with self.state.lock:
             found = self._thread(repo, number)
             return [c for c in found if since is None or c.updated_at >= since]
+
+    def add_review_comment(
+        self,
+        repo: RepoHandle,
+        number: int,
+        *,
+        body: str,
+        path: str,
+        line: int,
+        author: str,
+        in_reply_to: int | None = None,
+    ) -> ReviewCommentRecord:
+        """A comment on line `line` of `path` in pull request `number`'s head (or a reply in a thread: its
+        path and line are the thread's). 422 when the file is not in the head or the body is empty."""
+        if not body.strip():
+            raise validation_failed(
+                {"resource": "PullRequestReviewComment", "field": "body", "code": "missing_field"}
+            )
+        with self.state.lock:
+            pull = self.pull(repo, number)
+            if in_reply_to is not None:
+                first = next((c for c in pull.review_comments if c.id == in_reply_to), None)
+                if first is None:
+                    raise not_found()
+                path, line, in_reply_to = first.path, first.line, first.in_reply_to_id or first.id
+            elif repo.git.entry(pull.head_sha, path) is None or line < 1:
+                raise validation_failed(
+                    {"resource": "PullRequestReviewComment", "field": "path", "code": "invalid"}
+                )
+            now = utc_now()
+            comment = ReviewCommentRecord(
+                id=self.state.next_id(),
+                body=body,
+                path=path,
+                line=line,
+                commit_id=pull.head_sha,
+                author=author,
+                created_at=now,
+                updated_at=now,
+                in_reply_to_id=in_reply_to,
+            )
+            pull.review_comments.append(comment)
+            self.state.save()
+            return comment
+
+    def review_comments(self, repo: RepoHandle, number: int) -> list[ReviewCommentRecord]:
+        with self.state.lock:
+            return list(self.pull(repo, number).review_comments)
+
+    def add_review(
+        self, repo: RepoHandle, number: int, *, body: str, event: str, author: str
+    ) -> ReviewRecord:
+        """Submit a review (`event` APPROVE, REQUEST_CHANGES or COMMENT); 422 otherwise, or without a body
+        where GitHub needs one (REQUEST_CHANGES, COMMENT)."""
+        states = {"APPROVE": "APPROVED", "REQUEST_CHANGES": "CHANGES_REQUESTED", "COMMENT": "COMMENTED"}
+        if event not in states or (event != "APPROVE" and not body.strip()):
+            raise validation_failed({"resource": "PullRequestReview", "field": "event", "code": "invalid"})
+        with self.state.lock:
+            pull = self.pull(repo, number)
+            review = ReviewRecord(
+                id=self.state.next_id(),
+                body=body,
+                state=states[event],
+                commit_id=pull.head_sha,
+                author=author,
+                submitted_at=utc_now(),
+            )
+            pull.reviews.append(review)
+            self.state.save()
+            return review
+
+    def add_labels(self, repo: RepoHandle, number: int, labels: list[str]) -> tuple[IssueRecord, list[str]]:
+        """Add labels to issue `number`; returns the issue and the labels that are new on it. 404."""
+        with self.state.lock:
+            issue = self._records(repo).issue(number)
+            if issue is None:
+                raise not_found()
+            added = [name for name in dict.fromkeys(labels) if name not in issue.labels]
+            issue.labels.extend(added)
+            issue.updated_at = utc_now()
+            self.state.save()
+            return issue, added
+
+    def add_collaborator(self, repo: RepoHandle, login: str) -> None:
+        with self.state.lock:
+            records = self._records(repo)
+            if login not in records.collaborators:
+                records.collaborators.append(login)
+                self.state.save()
+
+    def association(self, repo: RepoHandle, login: str) -> str:
+        """GitHub's `author_association` of `login` on `repo`: OWNER (the owner, and the forge's own
+        login, which owns every repository here), COLLABORATOR, or NONE."""
+        if login in (repo.owner, FORGE_LOGIN):
+            return "OWNER"
+        with self.state.lock:
+            return "COLLABORATOR" if login in self._records(repo).collaborators else "NONE"
 
     def is_pull(self, repo: RepoHandle, number: int) -> bool:
         with self.state.lock:

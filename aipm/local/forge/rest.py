@@ -12,7 +12,13 @@ from urllib.parse import unquote
 
 from aipm.local.forge.app import ForgeApp, ForgeError, RepoHandle, node_id, not_found, validation_failed
 from aipm.local.forge.gitrepo import FORGE_LOGIN, CommitInfo, TreeEntry
-from aipm.local.forge.state import CommentRecord, IssueRecord, PullRecord
+from aipm.local.forge.state import (
+    CommentRecord,
+    IssueRecord,
+    PullRecord,
+    ReviewCommentRecord,
+    ReviewRecord,
+)
 
 Json = dict[str, Any]
 _T = TypeVar("_T")
@@ -23,6 +29,7 @@ class ApiRequest:
     params: dict[str, str]
     query: dict[str, str]
     body: Any
+    login: str = FORGE_LOGIN  # whose token authenticated the request
 
 
 @dataclass(frozen=True)
@@ -226,6 +233,94 @@ def issue_json(app: ForgeApp, repo: RepoHandle, issue: IssueRecord) -> Json:
         "updated_at": issue.updated_at,
         "closed_at": None,
         "author_association": "OWNER",
+        "labels": [label_json(app, repo, name) for name in issue.labels],
+    }
+
+
+def label_json(app: ForgeApp, repo: RepoHandle, name: str) -> Json:
+    return {
+        "id": sum(name.encode()) + 1,
+        "node_id": node_id("LA", f"{repo.full_name}#{name}"),
+        "url": f"{app.urls.api}/repos/{repo.full_name}/labels/{name}",
+        "name": name,
+        "color": "ededed",
+        "default": False,
+        "description": None,
+    }
+
+
+def pull_as_issue_json(app: ForgeApp, repo: RepoHandle, pull: PullRecord) -> Json:
+    """A pull request as the issues API and `issue_comment` payloads show it (with `pull_request`)."""
+    api = f"{app.urls.api}/repos/{repo.full_name}"
+    html = f"{app.urls.base}/{repo.full_name}/pull/{pull.number}"
+    return {
+        "url": f"{api}/issues/{pull.number}",
+        "id": pull.id,
+        "node_id": node_id("I", f"{repo.full_name}#{pull.number}"),
+        "html_url": html,
+        "number": pull.number,
+        "state": pull.state,
+        "title": pull.title,
+        "body": pull.body,
+        "user": user_json(app),
+        "comments": len(pull.comments),
+        "created_at": pull.created_at,
+        "updated_at": pull.updated_at,
+        "closed_at": pull.closed_at,
+        "author_association": "OWNER",
+        "labels": [],
+        "pull_request": {
+            "url": f"{api}/pulls/{pull.number}",
+            "html_url": html,
+            "diff_url": f"{html}.diff",
+            "patch_url": f"{html}.patch",
+            "merged_at": None,
+        },
+    }
+
+
+def review_comment_json(app: ForgeApp, repo: RepoHandle, number: int, comment: ReviewCommentRecord) -> Json:
+    api = f"{app.urls.api}/repos/{repo.full_name}"
+    body: Json = {
+        "url": f"{api}/pulls/comments/{comment.id}",
+        "id": comment.id,
+        "node_id": node_id("PRRC", f"{repo.full_name}#{comment.id}"),
+        "pull_request_review_id": None,
+        "diff_hunk": "",
+        "path": comment.path,
+        "commit_id": comment.commit_id,
+        "original_commit_id": comment.commit_id,
+        "user": user_json(app, comment.author),
+        "body": comment.body,
+        "created_at": comment.created_at,
+        "updated_at": comment.updated_at,
+        "html_url": f"{app.urls.base}/{repo.full_name}/pull/{number}#discussion_r{comment.id}",
+        "pull_request_url": f"{api}/pulls/{number}",
+        "author_association": app.association(repo, comment.author),
+        "line": comment.line,
+        "original_line": comment.line,
+        "side": "RIGHT",
+        "start_line": None,
+        "subject_type": "line",
+    }
+    if comment.in_reply_to_id is not None:
+        body["in_reply_to_id"] = comment.in_reply_to_id
+    return body
+
+
+def review_json(app: ForgeApp, repo: RepoHandle, number: int, review: ReviewRecord) -> Json:
+    api = f"{app.urls.api}/repos/{repo.full_name}"
+    return {
+        "id": review.id,
+        "node_id": node_id("PRR", f"{repo.full_name}#{review.id}"),
+        "user": user_json(app, review.author),
+        "body": review.body,
+        "state": review.state,
+        "html_url": f"{app.urls.base}/{repo.full_name}/pull/{number}#pullrequestreview-{review.id}",
+        "pull_request_url": f"{api}/pulls/{number}",
+        "author_association": app.association(repo, review.author),
+        "submitted_at": review.submitted_at,
+        "commit_id": review.commit_id,
     }
 
 
@@ -239,10 +334,10 @@ def comment_json(app: ForgeApp, repo: RepoHandle, number: int, comment: CommentR
         "html_url": f"{app.urls.base}/{repo.full_name}/{kind}/{number}#issuecomment-{comment.id}",
         "issue_url": f"{api}/issues/{number}",
         "body": comment.body,
-        "user": user_json(app),
+        "user": user_json(app, comment.author),
         "created_at": comment.created_at,
         "updated_at": comment.updated_at,
-        "author_association": "OWNER",
+        "author_association": app.association(repo, comment.author),
     }
 
 
@@ -427,8 +522,124 @@ def list_comments(app: ForgeApp, request: ApiRequest) -> ApiResponse:
 def create_comment(app: ForgeApp, request: ApiRequest) -> ApiResponse:
     repo = _repo(app, request)
     number = int(request.params["number"])
-    comment = app.add_comment(repo, number, _field(request.body, "body"))
-    return ApiResponse(201, comment_json(app, repo, number, comment))
+    comment = app.add_comment(repo, number, _field(request.body, "body"), author=request.login)
+    answer = comment_json(app, repo, number, comment)
+    if app.is_pull(repo, number):
+        issue = pull_as_issue_json(app, repo, app.pull(repo, number))
+    else:
+        found = next(i for i in app.issues(repo) if i.number == number)
+        issue = issue_json(app, repo, found)
+    _emit(app, repo, request, "issue_comment", {"action": "created", "issue": issue, "comment": answer})
+    return ApiResponse(201, answer)
+
+
+def list_review_comments(app: ForgeApp, request: ApiRequest) -> ApiResponse:
+    repo = _repo(app, request)
+    number = int(request.params["number"])
+    found = app.review_comments(repo, number)
+    return ApiResponse(200, [review_comment_json(app, repo, number, c) for c in _page(found, request.query)])
+
+
+def create_review_comment(app: ForgeApp, request: ApiRequest) -> ApiResponse:
+    """POST /pulls/{n}/comments: `body`, `path`, `line` (and `commit_id`, `side`, which the forge takes as
+    the head and RIGHT), or `in_reply_to` (GitHub Docs, "Create a review comment for a pull request")."""
+    repo = _repo(app, request)
+    number = int(request.params["number"])
+    body = request.body if isinstance(request.body, dict) else {}
+    reply_to = body.get("in_reply_to")
+    line = body.get("line")
+    if reply_to is None and not isinstance(line, int):
+        raise ForgeError(422, 'Invalid request.\n\n"line" wasn\'t supplied.')
+    comment = app.add_review_comment(
+        repo,
+        number,
+        body=_field(body, "body"),
+        path="" if reply_to is not None else _field(body, "path"),
+        line=line if isinstance(line, int) else 0,
+        author=request.login,
+        in_reply_to=int(reply_to) if isinstance(reply_to, int) else None,
+    )
+    return _review_comment_created(app, repo, request, number, comment)
+
+
+def reply_review_comment(app: ForgeApp, request: ApiRequest) -> ApiResponse:
+    """POST /pulls/{n}/comments/{comment_id}/replies (GitHub Docs, "Create a reply for a review comment")."""
+    repo = _repo(app, request)
+    number = int(request.params["number"])
+    comment = app.add_review_comment(
+        repo,
+        number,
+        body=_field(request.body, "body"),
+        path="",
+        line=0,
+        author=request.login,
+        in_reply_to=int(request.params["comment_id"]),
+    )
+    return _review_comment_created(app, repo, request, number, comment)
+
+
+def _review_comment_created(
+    app: ForgeApp, repo: RepoHandle, request: ApiRequest, number: int, comment: ReviewCommentRecord
+) -> ApiResponse:
+    answer = review_comment_json(app, repo, number, comment)
+    pull = pull_json(app, repo, app.pull(repo, number))
+    _emit(
+        app,
+        repo,
+        request,
+        "pull_request_review_comment",
+        {"action": "created", "comment": answer, "pull_request": pull},
+    )
+    return ApiResponse(201, answer)
+
+
+def create_review(app: ForgeApp, request: ApiRequest) -> ApiResponse:
+    """POST /pulls/{n}/reviews with `event` (APPROVE, REQUEST_CHANGES, COMMENT) and `body`: submitted at once
+    (the forge keeps no pending reviews)."""
+    repo = _repo(app, request)
+    number = int(request.params["number"])
+    review = app.add_review(
+        repo,
+        number,
+        body=_optional(request.body, "body") or "",
+        event=_optional(request.body, "event") or "",
+        author=request.login,
+    )
+    answer = review_json(app, repo, number, review)
+    pull = pull_json(app, repo, app.pull(repo, number))
+    _emit(
+        app,
+        repo,
+        request,
+        "pull_request_review",
+        {"action": "submitted", "review": answer, "pull_request": pull},
+    )
+    return ApiResponse(200, answer)
+
+
+def add_labels(app: ForgeApp, request: ApiRequest) -> ApiResponse:
+    """POST /issues/{n}/labels `{"labels": [...]}`: an `issues` `labeled` delivery per label new on it."""
+    repo = _repo(app, request)
+    number = int(request.params["number"])
+    names = request.body.get("labels") if isinstance(request.body, dict) else None
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise validation_failed({"resource": "Label", "field": "labels", "code": "invalid"})
+    issue, added = app.add_labels(repo, number, names)
+    for name in added:
+        payload = {
+            "action": "labeled",
+            "issue": issue_json(app, repo, issue),
+            "label": label_json(app, repo, name),
+        }
+        _emit(app, repo, request, "issues", payload)
+    return ApiResponse(200, [label_json(app, repo, name) for name in issue.labels])
+
+
+def _emit(app: ForgeApp, repo: RepoHandle, request: ApiRequest, event: str, payload: Json) -> None:
+    """Queue the webhook deliveries of `event`; every payload carries `repository` and `sender`."""
+    app.webhooks.emit(
+        event, {**payload, "repository": repo_json(app, repo), "sender": user_json(app, request.login)}
+    )
 
 
 def _page(items: list[_T], query: dict[str, str]) -> list[_T]:
@@ -460,6 +671,16 @@ _TABLE: list[tuple[str, str, str, Handler]] = [
     ("POST", rf"/repos/{_O}/{_R}/issues", "create_issue", create_issue),
     ("GET", rf"/repos/{_O}/{_R}/issues/{_N}/comments", "list_comments", list_comments),
     ("POST", rf"/repos/{_O}/{_R}/issues/{_N}/comments", "create_comment", create_comment),
+    ("POST", rf"/repos/{_O}/{_R}/issues/{_N}/labels", "add_labels", add_labels),
+    ("GET", rf"/repos/{_O}/{_R}/pulls/{_N}/comments", "list_review_comments", list_review_comments),
+    ("POST", rf"/repos/{_O}/{_R}/pulls/{_N}/comments", "create_review_comment", create_review_comment),
+    (
+        "POST",
+        rf"/repos/{_O}/{_R}/pulls/{_N}/comments/(?P<comment_id>[0-9]{{1,12}})/replies",
+        "reply_review_comment",
+        reply_review_comment,
+    ),
+    ("POST", rf"/repos/{_O}/{_R}/pulls/{_N}/reviews", "create_review", create_review),
 ]
 ROUTES = [Route(method, re.compile(pattern), name, handler) for method, pattern, name, handler in _TABLE]
 

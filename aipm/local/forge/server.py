@@ -1,6 +1,7 @@
 """The forge's HTTP server: GitHub Enterprise's URL layout on a loopback address.
 
 <base>/api/v3/...               REST subset (rest.py)             Authorization: Bearer|token <token>
+                                                                  (or a person's token: add_user)
 <base>/api/graphql              GraphQL subset (graphql_api.py)   Authorization: Bearer|token <token>
 <base>/<owner>/<repo>.git/...   git smart HTTP (git http-backend) HTTP Basic, the token as password
 <base>/<owner>/<repo>/pull/<n>  a minimal PR page                 HTTP Basic, or a token header
@@ -29,8 +30,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from aipm.local.forge import graphql_api, rest
 from aipm.local.forge.app import DOCS_URL, ForgeApp, ForgeError, Urls
 from aipm.local.forge.faults import Fault
-from aipm.local.forge.gitrepo import GitError
+from aipm.local.forge.gitrepo import FORGE_LOGIN, GitError
 from aipm.local.forge.smart_http import GIT_PATH, is_git_request, run_http_backend
+from aipm.local.forge.webhooks import Delivery
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +116,10 @@ class _Handler(BaseHTTPRequestHandler):
         path = target.path
         if path == "/api/v3" or path.startswith("/api/v3/"):
             body = self._read_body(API_BODY_LIMIT)
-            if self._token_auth_failed():
+            login = self._rest_login()
+            if login is None:
                 return
-            self._serve_rest(path[len("/api/v3") :] or "/", target.query, body)
+            self._serve_rest(path[len("/api/v3") :] or "/", target.query, body, login)
         elif path == "/api/graphql":
             body = self._read_body(API_BODY_LIMIT)
             if self._token_auth_failed():
@@ -136,7 +139,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._read_body(API_BODY_LIMIT)
             self._send_json(404, {"message": "Not Found", "documentation_url": DOCS_URL})
 
-    def _serve_rest(self, path: str, query: str, body: bytes) -> None:
+    def _serve_rest(self, path: str, query: str, body: bytes, login: str) -> None:
         found = rest.match(self.command, path)
         if found is None:
             self._send_json(404, {"message": "Not Found", "documentation_url": DOCS_URL, "status": "404"})
@@ -147,7 +150,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._send_json(400, {"message": "Problems parsing JSON", "documentation_url": DOCS_URL})
             return
-        request = rest.ApiRequest(params=params, query=dict(parse_qsl(query)), body=payload)
+        request = rest.ApiRequest(params=params, query=dict(parse_qsl(query)), body=payload, login=login)
         fault = self._begin_call(route.name)
         if fault is not None and not fault.after_effect:
             self._send_fault(fault)
@@ -279,6 +282,16 @@ class _Handler(BaseHTTPRequestHandler):
     def _token_matches(self, presented: str) -> bool:
         return hmac.compare_digest(presented.encode("utf-8"), self.server.token.encode("utf-8"))
 
+    def _rest_login(self) -> str | None:
+        """Whose token the REST request carries: the forge's own (FORGE_LOGIN) or a person's (`add_user`);
+        answers 401 as `_token_auth_failed` does and returns None otherwise."""
+        presented = self._presented_token()
+        if presented is not None and not self._token_matches(presented):
+            for login, token in list(self.server.app.users.items()):
+                if hmac.compare_digest(presented.encode("utf-8"), token.encode("utf-8")):
+                    return login
+        return None if self._token_auth_failed() else FORGE_LOGIN
+
     def _token_auth_failed(self) -> bool:
         """Answer 401 (GitHub's body) unless the request carries the token; True when it was answered."""
         presented = self._presented_token()
@@ -395,12 +408,14 @@ class Forge:
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="forge", daemon=True)
         self._thread.start()
+        self._app.webhooks.start()
         log.info("local forge serving %s from %s", self._app.urls.base, self._app.root)
 
     def stop(self) -> None:
         """Stop serving and release the port (waits for the serving thread)."""
         if self._server is None:
             return
+        self._app.webhooks.stop()
         self._server.shutdown()
         self._server.server_close()
         if self._thread is not None:
@@ -470,6 +485,41 @@ class Forge:
         """The comments of issue or pull request `number` as GET /issues/{n}/comments shows them."""
         handle = self._app.repository(owner, repo)
         return [rest.comment_json(self._app, handle, number, c) for c in self._app.comments(handle, number)]
+
+    def add_user(self, login: str, token: str) -> None:
+        """A person who may call the REST API with `token` as `login` (comments, reviews, labels). Tokens
+        are kept in memory only."""
+        if not token or token == self._token:
+            raise ValueError("a person needs a token of their own")
+        self._app.users[login] = token
+
+    def add_collaborator(self, owner: str, repo: str, login: str) -> None:
+        """Make `login` a collaborator of owner/repo (author_association COLLABORATOR)."""
+        self._app.add_collaborator(self._app.repository(owner, repo), login)
+
+    def add_webhook(self, url: str, secret: str, events: Iterable[str] = ()) -> int:
+        """Send the deliveries of `events` (all events when empty) to `url`, signed with `secret`, as a
+        GitHub repository or App webhook does (aipm.local.forge.webhooks). Returns the hook id."""
+        return self._app.webhooks.add_hook(url, secret, frozenset(events)).id
+
+    @property
+    def deliveries(self) -> list[Delivery]:
+        """Every webhook delivery sent or queued (redeliveries too), oldest first."""
+        return list(self._app.webhooks.deliveries)
+
+    def redeliver(self, guid: str) -> Delivery:
+        """Send a delivery again with its GUID, body and signature (GitHub's "Redeliver")."""
+        return self._app.webhooks.redeliver(guid)
+
+    def wait_deliveries(self, timeout_s: float = 30.0) -> bool:
+        """Whether every queued webhook delivery was answered (or failed) within `timeout_s`."""
+        return self._app.webhooks.wait(timeout_s)
+
+    def review_comments(self, owner: str, repo: str, number: int) -> list[dict[str, Any]]:
+        """The review comments of pull request `number` as GET /pulls/{n}/comments shows them."""
+        handle = self._app.repository(owner, repo)
+        found = self._app.review_comments(handle, number)
+        return [rest.review_comment_json(self._app, handle, number, c) for c in found]
 
     def inject_fault(
         self,

@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from aipm.local.forge.gitrepo import FORGE_LOGIN
+
 
 def utc_now() -> str:
     """Now as GitHub writes timestamps: ISO 8601, UTC, seconds, 'Z'."""
@@ -21,6 +23,32 @@ class CommentRecord:
     body: str
     created_at: str
     updated_at: str
+    author: str = FORGE_LOGIN
+
+
+@dataclass
+class ReviewCommentRecord:
+    """A comment on a line of a pull request's diff (`in_reply_to_id`: the thread's first comment)."""
+
+    id: int
+    body: str
+    path: str
+    line: int
+    commit_id: str
+    author: str
+    created_at: str
+    updated_at: str
+    in_reply_to_id: int | None = None
+
+
+@dataclass
+class ReviewRecord:
+    id: int
+    body: str
+    state: str  # APPROVED | CHANGES_REQUESTED | COMMENTED
+    commit_id: str
+    author: str
+    submitted_at: str
 
 
 @dataclass
@@ -39,6 +67,8 @@ class PullRecord:
     updated_at: str
     closed_at: str | None = None
     comments: list[CommentRecord] = field(default_factory=list)
+    review_comments: list[ReviewCommentRecord] = field(default_factory=list)
+    reviews: list[ReviewRecord] = field(default_factory=list)
 
 
 @dataclass
@@ -51,6 +81,7 @@ class IssueRecord:
     created_at: str
     updated_at: str
     comments: list[CommentRecord] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -62,6 +93,7 @@ class RepoRecord:
     next_number: int = 1
     pulls: list[PullRecord] = field(default_factory=list)
     issues: list[IssueRecord] = field(default_factory=list)
+    collaborators: list[str] = field(default_factory=list)
 
     @property
     def full_name(self) -> str:
@@ -115,7 +147,16 @@ class ForgeState:
         self._next_id = int(document.get("next_id", 1))
         for raw in document.get("repos", []):
             pulls = [
-                PullRecord(**{**pull, "comments": [CommentRecord(**c) for c in pull.get("comments", [])]})
+                PullRecord(
+                    **{
+                        **pull,
+                        "comments": [CommentRecord(**c) for c in pull.get("comments", [])],
+                        "review_comments": [
+                            ReviewCommentRecord(**c) for c in pull.get("review_comments", [])
+                        ],
+                        "reviews": [ReviewRecord(**r) for r in pull.get("reviews", [])],
+                    }
+                )
                 for pull in raw.get("pulls", [])
             ]
             issues = [

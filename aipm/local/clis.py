@@ -2,7 +2,8 @@
 
 ``clis.toml`` (beside this module) pins each CLI: ``[npm]`` packages with exact versions, installed with
 ``npm install --prefix .cache/clis/npm``; ``[pypi]`` packages, each into a virtual environment of its own
-(``.cache/clis/venvs/<name>``). Every command they provide is linked into ``.cache/clis/bin`` — the one
+(``.cache/clis/venvs/<name>``). Every command they provide (a Python package: its own console scripts, not its
+dependencies') is linked into ``.cache/clis/bin`` — the one
 folder to put first on ``PATH`` (it holds Node 22 as ``node``, so the CLIs' ``#!/usr/bin/env node`` finds
 it). ``install`` is idempotent: a stamp holding the manifest's hash skips everything when nothing changed.
 
@@ -30,6 +31,7 @@ __all__ = [
     "InstallError",
     "bin_dir",
     "cache_dir",
+    "console_scripts",
     "install",
     "load_manifest",
     "path_with_clis",
@@ -96,6 +98,21 @@ def _run(argv: list[str], what: str) -> None:
         raise InstallError(f"installing {what} failed (exit {result.returncode}): {output}")
 
 
+def console_scripts(python: Path, distribution: str) -> list[str]:
+    """The commands ``distribution`` itself declares (its ``console_scripts`` entry points), as installed
+    for the interpreter ``python`` — not those of its dependencies (aider-chat pulls in litellm, openai,
+    flake8…, which must not shadow other commands on the CLIs' ``PATH``). Raises :class:`InstallError`."""
+    query = (
+        "import importlib.metadata as m, sys\n"
+        "for e in m.distribution(sys.argv[1]).entry_points:\n"
+        "    if e.group == 'console_scripts': print(e.name)\n"
+    )
+    result = subprocess.run([str(python), "-c", query, distribution], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise InstallError(f"cannot list the commands of {distribution}: {result.stderr.strip()[-2000:]}")
+    return sorted(set(result.stdout.split()))
+
+
 def install(manifest: CliManifest | None = None, cache: Path | None = None, *, npm: str = "npm") -> Path:
     """Install the manifest's CLIs into ``cache`` (default :func:`cache_dir`) unless the stamp says they are
     there already. Returns the bin folder. Raises :class:`InstallError` if a registry client fails (nothing
@@ -145,11 +162,7 @@ def install(manifest: CliManifest | None = None, cache: Path | None = None, *, n
              f"{name}=={version}"],
             f"{name}=={version}",
         )  # fmt: skip
-        links |= {
-            p.name: p
-            for p in (venv / "bin").iterdir()
-            if os.access(p, os.X_OK) and not p.name.startswith(("python", "pip", "activate", "Activate"))
-        }
+        links |= {script: venv / "bin" / script for script in console_scripts(venv / "bin" / "python", name)}
     if bins.exists():
         shutil.rmtree(bins)
     bins.mkdir()

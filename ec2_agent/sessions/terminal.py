@@ -428,7 +428,7 @@ class TerminalSession:
         self.start()
 
     def close(self) -> None:
-        """End the CLI: ``quit_command`` if the CLI shows its prompt (waiting ``quit_timeout_s``), then
+        """End the CLI: ``quit_command`` typed if the CLI shows its prompt (``quit_timeout_s`` in all), then
         SIGINT → SIGTERM → SIGKILL to its process group, each followed by up to ``kill_grace_s``.
         Idempotent; never raises for a CLI that is already gone."""
         self._started = False
@@ -437,12 +437,15 @@ class TerminalSession:
         command = self._profile.quit_command
         self._render()
         if command is not None and self._child.isalive() and self._is_ready(self._screen.text_to_cursor()):
+            # Typed like a task (text, shown in the input area, then Enter as its own write): a CLI that
+            # takes text and Enter in one write as a paste (Codex, Claude Code) would not submit it.
+            deadline = time.monotonic() + self._profile.quit_timeout_s
             try:
-                self._send(command + "\r")
+                if self._type(command, deadline, None) == "ready":
+                    self._send("\r")
+                    self._wait_exit(max(deadline - time.monotonic(), self._profile.kill_grace_s))
             except OSError:
                 pass  # the terminal is already closed: the signals below finish the job
-            else:
-                self._wait_exit(self._profile.quit_timeout_s)
         self._kill("closing", signals=(signal.SIGINT, signal.SIGTERM, signal.SIGKILL))
 
     # ----------------------------------------------------------------- a person at the keyboard

@@ -1,9 +1,7 @@
-"""A real full-screen CLI over the terminal driver through the whole local stack: real HTTP → the API Lambda
-handler (local gateway) → moto → the git forge → the agent, whose one slot runs Gemini CLI (npm, pinned in
-aipm/local/clis.toml) in a pseudo-terminal inside its bubblewrap sandbox, against the model stand-in, judged
-on the rendered screen. (Claude Code, ``claude-terminal``, completes both jobs here too, but its slot
-restarts the CLI between them — something it writes in its home outside ``home_restore`` — so it is not
-listed until that is found.)
+"""Real full-screen CLIs over the terminal driver through the whole local stack: real HTTP → the API Lambda
+handler (local gateway) → moto → the git forge → the agent, whose one slot runs Gemini CLI, Claude Code or
+Codex (npm, pinned in aipm/local/clis.toml) in a pseudo-terminal inside its bubblewrap sandbox, against the
+model stand-in, judged on the rendered screen.
 
 Two jobs in a row on the one slot with a reset between (one CLI start; the second job's model requests hold
 nothing of the first), a cancel mid-turn and a timeout; the pushed commit's content is checked each time."""
@@ -23,7 +21,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 JOB_TIMEOUT_S = 25.0
 
 
-@pytest.fixture(scope="module", params=["gemini-terminal"])
+@pytest.fixture(scope="module", params=["gemini-terminal", "claude-terminal", "codex-terminal"])
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     install()  # the pinned CLIs (cached after the first run)
     options = StackOptions(

@@ -207,8 +207,10 @@ def test_hostile_task_text_never_reaches_the_terminal(workdir: Path) -> None:
     finally:
         cli.close()
     assert outcome.kind == "completed"  # no Ctrl-C, Ctrl-D or /quit reached the CLI
-    # The task as a bracketed paste, Enter on its own, the approval answer and its Enter, then /quit.
-    assert cli.sent == ["\x1b[200~" + task_prompt() + "\x1b[201~", "\r", "t", "\r", "/quit\r"]
+    # The task as a bracketed paste, Enter on its own, the approval answer and its Enter, then /quit typed
+    # the same way (a CLI that takes text and Enter in one write as a paste would not submit it).
+    paste = ["\x1b[200~" + task_prompt() + "\x1b[201~", "\r", "t", "\r", "\x1b[200~/quit\x1b[201~", "\r"]
+    assert cli.sent == paste
     written = next(workdir.glob("docs/*.md")).read_text(encoding="utf-8")
     assert strip_control(written, keep_newlines=True) == written
     assert "- [x] ok\n- [x] cleared\n" in written

@@ -1,11 +1,10 @@
-"""Real full-screen CLIs from npm (Gemini CLI, Claude Code; pinned in aipm/local/clis.toml) driven by the
-terminal driver — the same screen-judging code path as every terminal profile — against the loopback model
-stand-in: each makes the real change through its own tools; a reset leaves the next task nothing of the
-previous one (checked in the stand-in's request log); cancel and timeout end the turn."""
+"""Real full-screen CLIs from npm (Gemini CLI, Claude Code, Codex, Qwen Code; pinned in aipm/local/clis.toml)
+driven by the terminal driver — the same screen-judging code path as every terminal profile — against the
+loopback model stand-in: each makes the real change through its own tools; a reset leaves the next task
+nothing of the previous one (checked in the stand-in's request log); cancel and timeout end the turn."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import threading
 import time
@@ -14,17 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from aipm.local.clis import install, path_with_clis
+from aipm.local.clis import install
 from aipm.local.model_standin import ModelStandin
-from aipm.local.model_standin.clients import client_env
-from aipm.local.model_standin.clients import seed_home as seed_standin_home
+from aipm.local.model_standin.clients import standin_profile
 from aipm.local.model_standin.script import render_change
-from ec2_agent.profiles import CliProfile, builtin_profile, seed_home
+from ec2_agent.profiles import builtin_profile
 from ec2_agent.prompting import task_prompt
 from ec2_agent.sessions import TerminalSession
 
 pytestmark = pytest.mark.slow
-CLIS = ["gemini-terminal", "claude-terminal"]
+CLIS = ["gemini-terminal", "claude-terminal", "codex-terminal", "qwen-terminal"]
 MakeSession = Callable[[str], TerminalSession]
 
 
@@ -40,22 +38,6 @@ def standin() -> Iterator[ModelStandin]:
         yield server
 
 
-def standin_profile(name: str, standin: ModelStandin, home: Path, workdir: Path, bin_dir: Path) -> CliProfile:
-    """A built-in terminal profile pointed at the stand-in, with a home of its own seeded from the profile's
-    files and the stand-in's settings (its API key approved), and the pinned CLIs first on PATH."""
-    profile = builtin_profile(name)
-    cli = Path(profile.argv[0]).name
-    seed_standin_home(cli, home)
-    standin_files = {n: json.loads((home / n).read_text()) for n in profile.home_files if (home / n).exists()}
-    seed_home(profile, home, workspace=str(workdir))
-    for name_, data in standin_files.items():  # both are JSON settings: keep the stand-in's keys too
-        merged = json.loads((home / name_).read_text())
-        (home / name_).write_text(json.dumps(data | merged))
-    env = dict(profile.env) | client_env(cli, standin.base_url)
-    env |= {"HOME": str(home), "PATH": path_with_clis(cache=bin_dir.parent)}
-    return profile.model_copy(update={"env": env})
-
-
 @pytest.fixture
 def terminal_session(tmp_path: Path, standin: ModelStandin, cli_bin: Path) -> Iterator[MakeSession]:
     made: list[TerminalSession] = []
@@ -63,7 +45,10 @@ def terminal_session(tmp_path: Path, standin: ModelStandin, cli_bin: Path) -> It
     def make(name: str) -> TerminalSession:
         workdir = tmp_path / "ws"
         workdir.mkdir(exist_ok=True)
-        profile = standin_profile(name, standin, tmp_path / "home", workdir, cli_bin)
+        home = tmp_path / "home"
+        profile = standin_profile(
+            builtin_profile(name), standin.base_url, home, cli_bin.parent, workspace=workdir
+        )
         session = TerminalSession(profile, workdir)
         made.append(session)
         session.start()

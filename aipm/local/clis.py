@@ -107,7 +107,9 @@ def console_scripts(python: Path, distribution: str) -> list[str]:
         "for e in m.distribution(sys.argv[1]).entry_points:\n"
         "    if e.group == 'console_scripts': print(e.name)\n"
     )
-    result = subprocess.run([str(python), "-c", query, distribution], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [str(python), "-c", query, distribution], capture_output=True, text=True, check=False
+    )
     if result.returncode != 0:
         raise InstallError(f"cannot list the commands of {distribution}: {result.stderr.strip()[-2000:]}")
     return sorted(set(result.stdout.split()))

@@ -83,7 +83,7 @@ def tree_rss_mb(pid: int | None) -> float:
 def measure(profile: CliProfile, standin: ModelStandin, root: Path) -> dict[str, float]:
     workdir = root / "ws"
     workdir.mkdir(parents=True)
-    profile = standin_profile(profile, standin.base_url, root / "home")
+    profile = standin_profile(profile, standin.base_url, root / "home", workspace=workdir)
     ready: list[float] = []
     session: AgentSession | None = None
     try:

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install clis sysdeps docs-diagram demo local test lint typecheck bench clean
+.PHONY: install clis web-vendor sysdeps docs-diagram demo local test lint typecheck bench clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,23 @@ $(CLIS): aipm/local/clis.toml $(INSTALLED)
 
 clis: $(CLIS) ## install the pinned real CLIs (idempotent, cached)
 
+# The console's attach terminal: xterm.js from npm (pinned), vendored with its licence into the git-ignored
+# aipm/web/vendor/, which the local console server serves and the CDK app uploads with the console.
+XTERM_VERSION := 5.5.0
+WEB_VENDOR := aipm/web/vendor
+XTERM_NPM := .cache/npm/xterm
+XTERM_PKG := $(XTERM_NPM)/node_modules/@xterm/xterm
+$(WEB_VENDOR)/.xterm-$(XTERM_VERSION):
+	@command -v npm >/dev/null || { echo "npm is missing: install Node.js and npm (Debian: apt-get install npm)" >&2; exit 1; }
+	mkdir -p $(XTERM_NPM) $(WEB_VENDOR)
+	npm install --prefix $(XTERM_NPM) --no-save --no-audit --no-fund --ignore-scripts --loglevel=error @xterm/xterm@$(XTERM_VERSION)
+	cp $(XTERM_PKG)/lib/xterm.js $(XTERM_PKG)/css/xterm.css $(WEB_VENDOR)/
+	cp $(XTERM_PKG)/LICENSE $(WEB_VENDOR)/xterm-LICENSE.txt
+	rm -f $(WEB_VENDOR)/.xterm-*
+	touch $@
+
+web-vendor: $(WEB_VENDOR)/.xterm-$(XTERM_VERSION) ## vendor the console's pinned xterm.js (npm) into aipm/web/vendor/
+
 # The demo and the local stack need only the `local` extra (no CDK, linters or test tools).
 $(VENV)/.installed-local: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +51,7 @@ demo: $(VENV)/.installed-local $(if $(filter emulator,$(CLI)),,$(CLIS)) ## one s
 	$(BIN)/python -m aipm.local.demo --cli $(CLI)
 
 local: $(VENV)/.installed-local ## keep the local stack up until Ctrl-C
+	@$(MAKE) --no-print-directory web-vendor || echo "warning: without npm the console's attach terminal is unavailable" >&2
 	$(BIN)/python -m aipm.local.stack
 
 lint: $(INSTALLED)
@@ -63,7 +81,7 @@ sysdeps: systemd-analyze
 docs-diagram: sysdeps ## re-render docs/architecture.png from docs/architecture.dot (Graphviz)
 	dot -Tpng -Gdpi=96 docs/architecture.dot -o docs/architecture.png
 
-test: sysdeps lint typecheck clis ## lint, type-check and run the whole test suite
+test: sysdeps lint typecheck clis web-vendor ## lint, type-check and run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(INSTALLED) ## speed figures as ratios; writes bench/results.json

@@ -2,7 +2,7 @@
 
 It serves the console's files (`aipm/web/`, the terminal client vendored into `aipm/web/vendor/` by `make
 web-vendor`, and the repository's README.md as plain text, which the footer links to) and a generated
-`config.json` — `{"apiUrl": ..., "auth": {"domain": ...,
+`config.json` (with `attachUrl`, the agent's attach WebSocket, when set) — `{"apiUrl": ..., "auth": {"domain": ...,
 "issuer": ..., "clientId": ...}}`, the local API's base URL and the sign-in (the local OIDC stand-in) — the
 same file the CDK app writes next to the console in S3. GET and HEAD only, a fixed set of files, no
 directory listings, and requests whose Host is not this loopback address are refused (DNS rebinding).
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 README = WEB_DIR.parent.parent / "README.md"  # absent from a wheel install: then the link answers 404
+TERMINAL = "/terminal.html"  # the attach terminal's page
 CONTENT_TYPES = {
     ".md": "text/plain; charset=utf-8",
     ".txt": "text/plain; charset=utf-8",
@@ -47,10 +48,12 @@ class ConsoleServer:
         port: int = 0,
         api_url: str = "",
         auth: dict[str, str] | None = None,
+        attach_url: str = "",
     ) -> None:
         self.web_dir = web_dir
         self.api_url = api_url
         self.auth = auth
+        self.attach_url = attach_url
         vendor = web_dir / "vendor"
         self._files = {
             f"/{p.relative_to(web_dir).as_posix()}": p
@@ -119,6 +122,8 @@ class ConsoleServer:
             config: dict[str, object] = {"apiUrl": self.api_url}
             if self.auth:
                 config["auth"] = self.auth
+            if self.attach_url:
+                config["attachUrl"] = self.attach_url
             data = json.dumps(config).encode()
             self._send(req, 200, CONTENT_TYPES[".json"], data, body=body)
             return
@@ -126,12 +131,29 @@ class ConsoleServer:
         if file is None:
             self._send(req, 404, "text/plain; charset=utf-8", b"not found\n", body=body)
             return
-        self._send(req, 200, CONTENT_TYPES[file.suffix], file.read_bytes(), body=body)
-
-    def _send(self, req: BaseHTTPRequestHandler, status: int, ctype: str, data: bytes, *, body: bool) -> None:
-        origins = " ".join(
-            o for o in (_origin(self.api_url), _origin((self.auth or {}).get("domain", ""))) if o
+        self._send(
+            req, 200, CONTENT_TYPES[file.suffix], file.read_bytes(), body=body, terminal=path == TERMINAL
         )
+
+    def _send(
+        self,
+        req: BaseHTTPRequestHandler,
+        status: int,
+        ctype: str,
+        data: bytes,
+        *,
+        body: bool,
+        terminal: bool = False,
+    ) -> None:
+        """`terminal`: the attach page's policy — it talks to the attach WebSocket only, and xterm.js's
+        renderer sets inline styles (xtermjs/xterm.js#4445), which no other page of the console may."""
+        if terminal:
+            origins, styles = _origin(self.attach_url), "'self' 'unsafe-inline'"
+        else:
+            origins = " ".join(
+                o for o in (_origin(self.api_url), _origin((self.auth or {}).get("domain", ""))) if o
+            )
+            styles = "'self'"
         req.send_response(status)
         req.send_header("Content-Type", ctype)
         req.send_header("Content-Length", str(len(data)))
@@ -141,7 +163,7 @@ class ConsoleServer:
         req.send_header("X-Frame-Options", "DENY")
         req.send_header(
             "Content-Security-Policy",
-            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            f"default-src 'self'; script-src 'self'; style-src {styles}; img-src 'self' data:; "
             f"connect-src 'self' {origins}; base-uri 'none'; form-action 'none'; "
             "frame-ancestors 'none'; "
             "object-src 'none'",

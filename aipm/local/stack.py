@@ -203,6 +203,7 @@ class LocalStack:
             self.on_progress(f"starting agent {index} ({self.options.pool_size} slots)…")
             self.start_agent(index)
         first = self.agents[0]
+        self.console.attach_url = f"ws://127.0.0.1:{first.attach_port}/attach"
         ssm = self.client("ssm")
         put_parameter(ssm, f"/aipm/{STAGE}/agent/endpoint", f"http://127.0.0.1:{first.processor_port}")
         put_parameter(ssm, f"/aipm/{STAGE}/agent/pool-port", str(first.pool_port))
@@ -662,6 +663,9 @@ def _print_usage(stack: LocalStack) -> None:
     print(f"  TOTP key  {demo.totp_secret}  (add it to an authenticator app: {demo.otpauth_uri})")
     print(f"  code now: python -c \"import pyotp; print(pyotp.TOTP('{demo.totp_secret}').now())\"")
     print(f"Forge:      {stack.forge.base_url}  (repository {DEMO_OWNER}/{DEMO_REPO})")
+    if stack.console is not None:
+        print(f"Attach:     {stack.console.attach_url}  (the console's terminal on a job's branch)")
+        print(f"  token     {stack.agent_token}  (the agent's token, which the terminal asks for)")
     print(f"Logs:       {stack.logs}")
     print("CLI:")
     print(f"  export AIPM_API_URL={stack.api_url}")

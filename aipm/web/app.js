@@ -339,7 +339,8 @@
 
   function jobCard(job) {
     const status = String(job.status || "unknown");
-    const card = el("li", { className: "job", "data-job-id": job.jobId, "data-status": status });
+    const card = el("li", { className: "job", "data-job-id": job.jobId, "data-status": status,
+      "data-branch": job.branchName });
     card.append(el("div", { className: "job-head" },
       el("span", { className: "status status-" + status, text: status }),
       el("span", { className: "job-title", text: job.taskTitle || "(untitled)" }),
@@ -379,6 +380,12 @@
     const actions = el("div", { className: "job-actions" });
     if (!TERMINAL.has(status)) actions.append(actionButton("Cancel", job.jobId, "cancel"));
     if (RETRYABLE.has(status)) actions.append(actionButton("Retry", job.jobId, "retry"));
+    if (TERMINAL.has(status) && job.repo && job.branchName) {
+      // A CLI session on the job's branch, in the attach terminal's page (terminal.html, xterm.js).
+      const query = new URLSearchParams({ repo: job.repo, branch: job.branchName });
+      actions.append(el("a", { href: "terminal.html?" + query, className: "button-link small", target: "_blank",
+        rel: "noopener noreferrer", "data-action": "attach", text: "Attach terminal" }));
+    }
     if (job.outputTail) {
       const open = state.expanded.has(job.jobId);
       const toggle = el("button", { type: "button", className: "secondary small", text: open ? "Hide output" : "Agent output",

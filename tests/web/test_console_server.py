@@ -58,6 +58,33 @@ def test_security_headers(console: ConsoleServer) -> None:
     assert resp.headers["Cache-Control"] == "no-store"
 
 
+def test_the_terminal_page_talks_to_the_attach_server_only(console: ConsoleServer) -> None:
+    """xterm.js's renderer needs inline styles (xtermjs/xterm.js#4445): allowed on terminal.html alone."""
+    console.attach_url = "ws://127.0.0.1:45999/attach"
+    assert json.loads(get(console, "/config.json").read())["attachUrl"] == console.attach_url
+    page = get(console, "/terminal.html").headers["Content-Security-Policy"]
+    assert "connect-src 'self' ws://127.0.0.1:45999;" in page
+    assert "style-src 'self' 'unsafe-inline';" in page and "script-src 'self';" in page
+    index = get(console, "/").headers["Content-Security-Policy"]
+    assert "style-src 'self';" in index and "ws://" not in index
+
+
+def test_the_vendored_terminal_client_and_its_licence_are_served(console: ConsoleServer) -> None:
+    vendor = WEB_DIR / "vendor"
+    if not (vendor / "xterm.js").exists():
+        pytest.fail("aipm/web/vendor/ is empty: run `make web-vendor`")
+    for name, ctype in (
+        ("xterm.js", "text/javascript"),
+        ("xterm.css", "text/css"),
+        ("xterm-LICENSE.txt", "text/plain"),
+    ):
+        resp = get(console, f"/vendor/{name}")
+        assert resp.status == 200 and resp.headers["Content-Type"].startswith(ctype)
+        assert resp.read() == (vendor / name).read_bytes()
+    assert b"MIT" in (vendor / "xterm-LICENSE.txt").read_bytes()
+    assert get(console, "/vendor/.xterm-5.5.0").status == 404  # the make step's marker is not served
+
+
 @pytest.mark.parametrize(
     "path", ["/../pyproject.toml", "/%2e%2e/README.md", "/web/", "/local/console.py", "/x"]
 )

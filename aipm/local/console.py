@@ -2,10 +2,11 @@
 
 It serves the console's files (`aipm/web/`, the terminal client vendored into `aipm/web/vendor/` by `make
 web-vendor`, and the repository's README.md as plain text, which the footer links to) and a generated
-`config.json` (with `attachUrl`, the agent's attach WebSocket, when set) — `{"apiUrl": ..., "auth": {"domain": ...,
-"issuer": ..., "clientId": ...}}`, the local API's base URL and the sign-in (the local OIDC stand-in) — the
-same file the CDK app writes next to the console in S3. GET and HEAD only, a fixed set of files, no
-directory listings, and requests whose Host is not this loopback address are refused (DNS rebinding).
+`config.json` — `{"apiUrl": ..., "auth": {"domain": ..., "issuer": ..., "clientId": ...}, "attachUrl": ...}`,
+the local API's base URL, the sign-in (the local OIDC stand-in) and, once an agent runs, its attach
+WebSocket — the same file the CDK app writes next to the console in S3 (without `attachUrl`). GET and HEAD
+only, a fixed set of files, no directory listings, and requests whose Host is not this loopback address are
+refused (DNS rebinding).
 """
 
 from __future__ import annotations

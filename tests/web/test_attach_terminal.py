@@ -5,6 +5,7 @@ pushing the session's commit to the branch."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,6 +82,8 @@ def test_typing_into_a_session_on_the_jobs_branch_and_finishing_pushes(stack: Lo
     page.wait(lambda: "[y/n/t]" in screen(page), timeout_s=40, what="the CLI's permission question")
     # The keys reached the CLI: it echoed them on its prompt line and acted on the request.
     assert "> Read TASK" in screen(page) and "Reading TASK.md" in screen(page)
+    # A person answers once the CLI reads keys again: its prompt is back under the question.
+    page.wait(lambda: re.search(r"\[y/n/t\]:\s+\S*%\s*>", screen(page)), what="the prompt under the question")
     type_keys(page, "y", Keys.ENTER)
     page.wait(lambda: "Done: Refine from the console" in screen(page), timeout_s=40, what="the CLI's work")
     ARTIFACTS.mkdir(exist_ok=True)
@@ -107,8 +110,9 @@ def test_a_wrong_token_is_refused_with_the_agents_words(stack: LocalStack, page:
     open_terminal(stack, page, branch)
     page.type("attach-token", "not-the-token")
     page.click("#attach-connect")
-    page.wait(lambda: "refused" in page.text("#attach-message"), what="the refusal")
-    assert page.text("#attach-message") == "The agent refused: unauthorized"
+    page.wait(lambda: "The agent refused" in page.text("#attach-message"), what="the refusal")
+    said = page.text("#attach-message")
+    assert said == "The agent refused: unauthorized", said
     page.wait(lambda: page.text("#attach-state") == "not connected", what="the closed socket")
     assert not page.element("#attach-connect").get_attribute("hidden")  # ready to try again
 

@@ -22,7 +22,11 @@ def main() -> int:
     except ConfigError as err:
         log.error(str(err))
         return 2
-    agent = Agent(settings)
+    try:
+        agent = Agent(settings)
+    except ConfigError as err:
+        log.error(str(err))
+        return 2
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("signal received", extra={"signal": signal.Signals(signum).name})

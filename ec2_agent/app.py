@@ -12,13 +12,22 @@ from pathlib import Path
 import boto3
 
 from ec2_agent.attach import AttachServer
-from ec2_agent.config import AgentSettings, default_repository, owners
+from ec2_agent.config import AgentSettings, ConfigError, default_repository, owners
 from ec2_agent.http_api import ApiServer, ServerLimits, pool_routes, processor_routes
 from ec2_agent.intake import IntakeConfig, JobIntake
 from ec2_agent.pool import AgentPool, PoolConfig
 from ec2_agent.profiles import CliProfile, builtin_profile, generic_profile, seed_home
 from ec2_agent.runner import JobRunner, RunnerConfig, SlotState
-from ec2_agent.sandbox import FORBIDDEN_PREFIXES, SYSTEM_PATH, WORKSPACE, Sandbox, SandboxPolicy
+from ec2_agent.sandbox import (
+    FORBIDDEN_PREFIXES,
+    SYSTEM_PATH,
+    WORKSPACE,
+    CliUser,
+    Sandbox,
+    SandboxFault,
+    SandboxLimits,
+    SandboxPolicy,
+)
 from ec2_agent.secrets import TokenSecret, github_credentials
 from ec2_agent.sessions import AgentSession, SessionError, TerminalSession, open_session
 from ec2_agent.workspace import Git, Workspace, install_credential_helper
@@ -53,7 +62,9 @@ def sandbox_policy(profile: CliProfile, settings: AgentSettings) -> SandboxPolic
     """What the profile's CLI has inside its sandbox: its installation read-only (the emulator: this
     Python and this package; any other CLI: the directory of its resolved command, plus
     AIPM_SANDBOX_RO_BINDS), the variables its profile allows, its seeded home, its network
-    (AIPM_SANDBOX_NETWORK; the emulator needs none)."""
+    (AIPM_SANDBOX_NETWORK; the emulator needs none), its egress proxy (AIPM_CLI_PROXY), its resource
+    limits (AIPM_SANDBOX_PROCESSES_MAX, ..._FILE_SIZE_MIB, ..._PROCESS_MEMORY_MIB, ..._TMP_SIZE_MIB,
+    ..._CPU_NICE)."""
     names = dict.fromkeys(
         n for n in (*profile.env_allow, *profile.env) if not n.upper().startswith(FORBIDDEN_PREFIXES)
     )
@@ -76,7 +87,24 @@ def sandbox_policy(profile: CliProfile, settings: AgentSettings) -> SandboxPolic
         network=network or "host",
         home_seed=home_seed(profile, settings),
         path=path,
+        setenv=proxy_environment(settings.cli_proxy),
+        limits=SandboxLimits(
+            processes_max=settings.sandbox_processes_max,
+            file_size_mib=settings.sandbox_file_size_mib,
+            process_memory_mib=settings.sandbox_process_memory_mib,
+            tmp_size_mib=settings.sandbox_tmp_size_mib,
+            cpu_nice=settings.sandbox_cpu_nice,
+        ),
     )
+
+
+def proxy_environment(proxy: str | None) -> tuple[tuple[str, str], ...]:
+    """The variables that send a CLI's HTTP(S) through AIPM_CLI_PROXY (both spellings: curl and most
+    libraries read the lower-case ones, others the upper-case). On the cloud host the firewall refuses
+    the CLI user's other egress anyway."""
+    if proxy is None:
+        return ()
+    return tuple((name, proxy) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"))
 
 
 def attach_session(profile: CliProfile, sandbox: Sandbox, transcript_limit_bytes: int) -> TerminalSession:
@@ -102,10 +130,22 @@ def is_job_branch(store: JobStore, owner: str, repo: str, branch: str, *, pages:
     return False
 
 
+def cli_user_for(settings: AgentSettings) -> CliUser | None:
+    """AIPM_SANDBOX_CLI_USER resolved, or None (local mode). Raises ConfigError if the user is missing,
+    root or the agent's own."""
+    if settings.sandbox_cli_user is None:
+        return None
+    try:
+        return CliUser.lookup(settings.sandbox_cli_user)
+    except SandboxFault as err:
+        raise ConfigError(f"AIPM_SANDBOX_CLI_USER: {err}") from err
+
+
 class Agent:
     """The whole agent process: `start()`, then `shutdown()` (graceful) from a signal handler."""
 
     def __init__(self, settings: AgentSettings) -> None:
+        """Build every part from `settings`. Raises ConfigError (the CLI user)."""
         self.settings = settings
         store = JobStore(settings.records_table, boto3.client("dynamodb"))
         secrets = boto3.client("secretsmanager")
@@ -124,6 +164,8 @@ class Agent:
         profile = profile_for(settings)
         policy = sandbox_policy(profile, settings)
         pristine = settings.work_dir / "homes" / profile.name
+        cli_user = cli_user_for(settings)
+        self._cli_user = cli_user
         runner = JobRunner(
             store,
             github,
@@ -134,7 +176,12 @@ class Agent:
             ),
         )
         slots = [
-            self._slot(i, git, profile, Sandbox(settings.work_dir / "slots" / str(i), pristine, policy))
+            self._slot(
+                i,
+                git,
+                profile,
+                Sandbox(settings.work_dir / "slots" / str(i), pristine, policy, cli_user=cli_user),
+            )
             for i in range(1, settings.pool_size + 1)
         ]
         self.pool = AgentPool(
@@ -174,8 +221,10 @@ class Agent:
             settings.attach_port,
             token_provider=agent_token,
             work_dir=settings.work_dir,
-            workspace_factory=lambda tree: Workspace(settings.work_dir, tree, git),
-            sandbox_factory=lambda root: Sandbox(root, pristine, policy),
+            workspace_factory=lambda tree: Workspace(
+                settings.work_dir, tree, git, cli_user=cli_user, commit_exclude=profile.commit_exclude
+            ),
+            sandbox_factory=lambda root: Sandbox(root, pristine, policy, cli_user=cli_user),
             session_factory=lambda box: attach_session(profile, box, settings.transcript_limit_bytes),
             is_job_branch=lambda owner, repo, branch: is_job_branch(store, owner, repo, branch),
             allowed_owners=owners(settings),
@@ -194,7 +243,13 @@ class Agent:
 
         return SlotState(
             id=slot_id,
-            workspace=Workspace(self.settings.work_dir, sandbox.tree, git),
+            workspace=Workspace(
+                self.settings.work_dir,
+                sandbox.tree,
+                git,
+                cli_user=self._cli_user,
+                commit_exclude=profile.commit_exclude,
+            ),
             sandbox=sandbox,
             session_factory=make_session,
         )

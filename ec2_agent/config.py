@@ -53,6 +53,21 @@ class AgentSettings(BaseSettings):
     console_origin: str | None = Field(default=None, description="the only browser Origin attach accepts")
     sandbox_network: Literal["host", "none"] | None = None
     sandbox_ro_binds: tuple[Path, ...] = ()
+    sandbox_cli_user: str | None = Field(
+        default=None,
+        min_length=1,
+        description="the CLI's own unprivileged user (the cloud's aipm-cli); unset: the agent's own (local)",
+    )
+    cli_proxy: str | None = Field(
+        default=None,
+        pattern=r"^http://[A-Za-z0-9.\[\]:-]+$",
+        description="the egress proxy the CLI must use (HTTPS_PROXY inside the sandbox; the cloud host's)",
+    )
+    sandbox_processes_max: int = Field(default=1024, ge=16, description="tasks per sandbox (RLIMIT_NPROC)")
+    sandbox_file_size_mib: int = Field(default=1024, ge=1, description="largest file (RLIMIT_FSIZE)")
+    sandbox_process_memory_mib: int = Field(default=4096, ge=64, description="per process (RLIMIT_DATA)")
+    sandbox_tmp_size_mib: int = Field(default=1024, ge=1, description="the sandbox's /tmp tmpfs")
+    sandbox_cpu_nice: int = Field(default=10, ge=0, le=19, description="niceness of the sandbox's processes")
     default_repository: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9-]{1,39}/[A-Za-z0-9._-]{1,100}$",

@@ -30,7 +30,6 @@ from ec2_agent.workspace import (
     TreeRefused,
     UnsafeReference,
     Workspace,
-    empty_directory,
 )
 from lambda_src.github.client import GitHubClient
 from lambda_src.github.errors import GitHubError
@@ -155,7 +154,7 @@ class SlotState:
         checkout: Checkout | None = None
         try:
             if task.repository is None:
-                empty_directory(self.sandbox.tree)
+                self.workspace.clear()
             else:
                 owner, repo, branch = task.repository
                 checkout = self.workspace.prepare(f"execute-{uuid.uuid4().hex}", owner, repo, branch)
@@ -423,6 +422,9 @@ class JobRunner:
             )
         except GitError as err:
             return self._finish(handle, JobStatus.FAILED, f"commit failed: {err}", output_tail=tail)
+        except SlotFault as err:
+            slot.drop_session()
+            return self._release(handle, f"the tree could not be taken back: {err}", tail, counted=False)
         if commit is None:
             reason = "the CLI finished without changing any file"
             return self._finish(handle, JobStatus.NO_CHANGES, reason, output_tail=tail)

@@ -12,6 +12,21 @@ cgroup, network when the policy says `none`; every capability dropped (`--cap-dr
 keeps them otherwise, measured with bubblewrap 0.8); `--die-with-parent`. The environment is built from the
 policy's allow-list; names of the agent's own credentials are refused even when listed.
 
+The CLI's own user (:class:`CliUser`, the cloud's `aipm-cli`, whose uid the host firewall confines): when
+set, bwrap is started through `setpriv --reuid/--regid --clear-groups --inh-caps=-all --ambient-caps=-all`
+(util-linux), so the sandbox runs as that user with no capability; the tree and the home are handed over
+to it for the job (`CliUser.hand_over`, a `lchown` walk) and taken back before the agent reads or removes
+them (`CliUser.take_back`: owned by the agent again, no group/other write, so the CLI can no longer change
+what the agent commits). The agent needs CAP_SETUID/CAP_SETGID (setpriv), CAP_KILL (signal the CLI user's
+processes) and CAP_CHOWN (hand over, take back) — cdk/host/aipm-agent.service.
+
+Limits (:class:`SandboxLimits`, per sandbox): the /tmp tmpfs's size (bwrap `--size`), and resource limits
+set by `prlimit` (util-linux) inside the sandbox's user namespace, so the kernel counts its processes per
+sandbox (RLIMIT_NPROC is charged to the user namespace's own uid: ucounts, Linux >= 5.14): processes
+(RLIMIT_NPROC, threads included), a file's size (RLIMIT_FSIZE), a process's data memory (RLIMIT_DATA); the
+CPU share by niceness (`nice`). The kernel exempts uid 0 from RLIMIT_NPROC: as root without a CLI user the
+process limit does not hold (the cloud always has one).
+
 A driver never spawns a CLI directly: it asks :meth:`Sandbox.command` for the wrapped argv and environment.
 Processes are found by PID namespace: the outer `bwrap` process carries this sandbox's marker as its UTS
 host name argument (a process inside cannot fake it: it cannot create processes in the agent's PID
@@ -24,12 +39,13 @@ import contextlib
 import hashlib
 import logging
 import os
+import pwd
 import shutil
 import signal
 import stat
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -58,6 +74,11 @@ ETC_FILES = (
     "mime.types", "protocols", "services", "os-release", "inputrc", "terminfo",
 )  # fmt: skip
 _KILL_WAIT_S = 2.0
+_KILL_ROUNDS = 50  # a fork bomb forks between listing and killing: list and kill again, this many times
+SETPRIV = "/usr/bin/setpriv"
+PRLIMIT = "/usr/bin/prlimit"
+NICE = "/usr/bin/nice"
+_MIB = 1024 * 1024
 # On a pseudo-terminal of its own, the CLI becomes the terminal's foreground process group before it runs,
 # so Ctrl-C reaches the CLI (and its tools) but not the outer bwrap, which would die of it and take the
 # sandbox along (measured: bubblewrap 0.8 keeps SIGINT's default action).
@@ -77,6 +98,35 @@ class SandboxFault(SlotFault):
     not die). Slot-local: the job is handed back without using an attempt, and the slot is rebuilt."""
 
 
+class SandboxLimits(BaseModel):
+    """Resource limits of one sandbox (the agent's configuration, `AIPM_SANDBOX_*`).
+
+    `processes_max`: tasks (processes and threads) in the sandbox at once (RLIMIT_NPROC in its user
+    namespace); `file_size_mib`: the largest file a process in it may write (RLIMIT_FSIZE: a larger write
+    fails with EFBIG, the writer gets SIGXFSZ); `process_memory_mib`: a process's data memory (RLIMIT_DATA:
+    heap and private writable mappings; a larger allocation fails with ENOMEM); `tmp_size_mib`: the size of
+    its /tmp tmpfs (memory-backed; ENOSPC when full); `cpu_nice`: the niceness its processes run at (0-19;
+    they cannot lower it). Sources: getrlimit(2), bwrap(1) `--size`, nice(1).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    processes_max: int = Field(default=1024, ge=16, le=1_000_000)
+    file_size_mib: int = Field(default=1024, ge=1, le=1024 * 1024)
+    process_memory_mib: int = Field(default=4096, ge=64, le=1024 * 1024)
+    tmp_size_mib: int = Field(default=1024, ge=1, le=1024 * 1024)
+    cpu_nice: int = Field(default=10, ge=0, le=19)
+
+    def inner_argv(self) -> list[str]:
+        """The commands run inside the sandbox, before the CLI, that set these limits (each execs the
+        next: the CLI keeps PID 2)."""
+        nproc, fsize, data = self.processes_max, self.file_size_mib * _MIB, self.process_memory_mib * _MIB
+        return [
+            PRLIMIT, f"--nproc={nproc}:{nproc}", f"--fsize={fsize}:{fsize}", f"--data={data}:{data}", "--",
+            NICE, "-n", str(self.cpu_nice), "--",
+        ]  # fmt: skip
+
+
 class SandboxPolicy(BaseModel):
     """What one CLI may have inside its sandbox (part of its profile).
 
@@ -85,7 +135,7 @@ class SandboxPolicy(BaseModel):
     shares the host's network (the cloud host's firewall confines the CLI's user), `none` gives the sandbox
     an empty network namespace; `home_seed`: a directory whose copy is the CLI's pristine home (its login
     and configuration only); `path`: the PATH inside; `setenv`: fixed variables inside (e.g. the
-    PYTHONPATH of a runtime mounted by `ro_binds`).
+    PYTHONPATH of a runtime mounted by `ro_binds`); `limits`: the sandbox's resource limits.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -96,6 +146,7 @@ class SandboxPolicy(BaseModel):
     home_seed: Path | None = None
     path: str = Field(default=SYSTEM_PATH, min_length=1)
     setenv: tuple[tuple[str, str], ...] = ()
+    limits: SandboxLimits = SandboxLimits()
 
     @field_validator("env_allow")
     @classmethod
@@ -121,6 +172,105 @@ class SandboxPolicy(BaseModel):
 
 
 @dataclass(frozen=True)
+class CliUser:
+    """The CLI's own unprivileged user (the cloud's `aipm-cli`): the sandbox runs as it, its tree and home
+    are handed over to it for the job and taken back before the agent reads them."""
+
+    name: str
+    uid: int
+    gid: int
+
+    @classmethod
+    def lookup(cls, name: str) -> CliUser:
+        """The user `name` from the password database. Raises SandboxFault if it does not exist, is root
+        or is the agent's own user (the boundary would be none)."""
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            raise SandboxFault(f"the CLI user {name!r} does not exist") from None
+        if entry.pw_uid == 0 or entry.pw_uid == os.getuid() or entry.pw_gid == 0:
+            raise SandboxFault(f"the CLI user {name!r} must be neither root nor the agent's own user")
+        return cls(name=name, uid=entry.pw_uid, gid=entry.pw_gid)
+
+    def launch_prefix(self) -> list[str]:
+        """`setpriv` switching to this user with no supplementary group and no inheritable or ambient
+        capability, so bwrap starts unprivileged (bwrap refuses to run with capabilities it did not get
+        from setuid). Needs CAP_SETUID and CAP_SETGID. Source: setpriv(1)."""
+        return [
+            SETPRIV, f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups",
+            "--inh-caps=-all", "--ambient-caps=-all", "--",
+        ]  # fmt: skip
+
+    def hand_over(self, root: Path) -> None:
+        """Make `root` and everything under it this user's (links not followed; modes unchanged). Needs
+        CAP_CHOWN. Raises SandboxFault."""
+        try:
+            # Children first: a directory stays the agent's (listable) until everything in it is handed over.
+            for path, _st in reversed(list(_walk_top_down(root))):
+                os.chown(path, self.uid, self.gid, follow_symlinks=False)
+        except OSError as err:
+            raise SandboxFault(f"cannot hand {root} over to the CLI user {self.name}: {err}") from err
+
+    def take_back(self, root: Path) -> None:
+        """Make `root` and everything under it the agent's again, top down (each directory is owned and
+        readable before it is listed), with no group or other write and the owner's read (and search on
+        directories), links not followed: after it the CLI user can change nothing there. Needs CAP_CHOWN.
+        Raises SandboxFault."""
+        me, group = os.getuid(), os.getgid()
+        try:
+            for path, st in _walk_top_down(root, before_listing=lambda p: _own_dir(p, me, group)):
+                if stat.S_ISDIR(st.st_mode):
+                    continue  # done before listing
+                os.chown(path, me, group, follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode):
+                    path.chmod((stat.S_IMODE(st.st_mode) | 0o600) & ~0o022)
+        except OSError as err:
+            raise SandboxFault(f"cannot take {root} back from the CLI user {self.name}: {err}") from err
+
+    def take_back_top(self, directory: Path) -> None:
+        """Take back `directory` and its direct entries only (enough to move them elsewhere: moving a
+        directory needs write on it). Needs CAP_CHOWN. Raises SandboxFault."""
+        me, group = os.getuid(), os.getgid()
+        try:
+            _own_dir(directory, me, group)
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        _own_dir(Path(entry.path), me, group)
+                    else:
+                        os.chown(entry.path, me, group, follow_symlinks=False)
+        except OSError as err:
+            raise SandboxFault(f"cannot take {directory} back from the CLI user {self.name}: {err}") from err
+
+
+def _own_dir(path: Path, uid: int, gid: int) -> None:
+    os.chown(path, uid, gid, follow_symlinks=False)
+    mode = stat.S_IMODE(os.lstat(path).st_mode)
+    path.chmod((mode | 0o700) & ~0o022)
+
+
+def _walk_top_down(
+    root: Path, before_listing: Callable[[Path], None] | None = None
+) -> Iterator[tuple[Path, os.stat_result]]:
+    """`root` and everything under it, parents before children, links not followed; `before_listing` is
+    called on each directory before it is read. A missing root yields nothing."""
+    try:
+        st = root.lstat()
+    except FileNotFoundError:
+        return
+    stack = [(root, st)]
+    while stack:
+        path, st = stack.pop()
+        yield path, st
+        if stat.S_ISDIR(st.st_mode):
+            if before_listing is not None:
+                before_listing(path)
+            with os.scandir(path) as entries:
+                for entry in entries:
+                    stack.append((Path(entry.path), entry.stat(follow_symlinks=False)))
+
+
+@dataclass(frozen=True)
 class SandboxProcess:
     """A process of the sandbox: its PID in the agent's namespace and in the sandbox's."""
 
@@ -133,17 +283,25 @@ class Sandbox:
     `command()` wraps a CLI's argv; `kill_all_but_main()` between jobs; `stop()` ends everything in it.
 
     `slot_dir` holds `tree` and `home`; `pristine_home` is the profile's pristine copy (outside every
-    mount). Thread use: the slot's thread only.
+    mount); `cli_user`: the CLI's own user, or None to run it as the agent's (local mode). Thread use: the
+    slot's thread only.
     """
 
     def __init__(
-        self, slot_dir: Path, pristine_home: Path, policy: SandboxPolicy, *, bwrap: str = BWRAP
+        self,
+        slot_dir: Path,
+        pristine_home: Path,
+        policy: SandboxPolicy,
+        *,
+        cli_user: CliUser | None = None,
+        bwrap: str = BWRAP,
     ) -> None:
         self.slot_dir = slot_dir
         self.tree = slot_dir / "tree"
         self.home = slot_dir / "home"
         self.pristine_home = pristine_home
         self.policy = policy
+        self.cli_user = cli_user
         self._bwrap = bwrap
         key = hashlib.sha256(str(slot_dir.resolve()).encode()).hexdigest()[:12]
         self._marker_prefix = f"aipm-{key}-"
@@ -158,10 +316,27 @@ class Sandbox:
             raise SandboxFault(f"bubblewrap is not installed at {self._bwrap}")
         self.reap(everything=True)
         for trash in self.slot_dir.glob(f"{TRASH_PREFIX}*"):
-            remove_tree(trash)
+            remove_tree(trash, owner=self.cli_user)
         self.tree.mkdir(parents=True, exist_ok=True)
+        if self.cli_user is not None:
+            self._let_cli_user_reach_the_slot()
         self.seed_pristine()
         self.reset_home()
+
+    def _let_cli_user_reach_the_slot(self) -> None:
+        """The CLI user's bwrap mounts the tree and the home by path: it needs search (x, never read) on
+        the slot's directory and its parent, and finds it on every directory above. Raises SandboxFault
+        naming a directory it cannot pass."""
+        try:
+            for directory in (self.slot_dir.parent, self.slot_dir):
+                directory.chmod(stat.S_IMODE(directory.stat().st_mode) | 0o001)
+            for directory in self.slot_dir.resolve().parents:
+                if not directory.stat().st_mode & 0o001:
+                    raise SandboxFault(
+                        f"the CLI user cannot reach its slot: {directory} lacks search (o+x) permission"
+                    )
+        except OSError as err:
+            raise SandboxFault(f"cannot open the slot {self.slot_dir} to the CLI user: {err}") from err
 
     def stop(self) -> None:
         """Kill every process of every sandbox of this slot (the namespace dies with its init)."""
@@ -186,19 +361,33 @@ class Sandbox:
             raise SandboxFault(f"cannot seed the CLI's home from {self.policy.home_seed}: {err}") from err
 
     def reset_home(self) -> None:
-        """Replace the slot's home with a copy of the pristine one. Raises SandboxFault."""
+        """Replace the slot's home with a copy of the pristine one (the CLI user's, if any). Raises
+        SandboxFault."""
         try:
             if self.home.exists() or self.home.is_symlink():
-                remove_tree(self.home)
+                remove_tree(self.home, owner=self.cli_user)
             shutil.copytree(self.pristine_home, self.home, symlinks=True)
         except OSError as err:
             raise SandboxFault(f"cannot reset the CLI's home {self.home}: {err}") from err
+        if self.cli_user is not None:
+            self.cli_user.hand_over(self.home)
 
     def restore_home(self, paths: Sequence[str]) -> None:
         """Put each of `paths` (relative to the home: what the CLI rewrites by itself, its profile's
         `home_restore`) back as it is in the pristine copy — removed when the pristine copy has none — while
         the CLI keeps running. Raises SandboxFault for a path that leaves the home or runs through a link
         (the CLI may have planted one), or when the files cannot be replaced."""
+        if not paths:
+            return
+        if self.cli_user is not None:
+            self.cli_user.take_back(self.home)
+        try:
+            self._restore(paths)
+        finally:
+            if self.cli_user is not None:
+                self.cli_user.hand_over(self.home)
+
+    def _restore(self, paths: Sequence[str]) -> None:
         for rel in paths:
             parts = PurePosixPath(rel).parts
             if not parts or PurePosixPath(rel).is_absolute() or ".." in parts:
@@ -219,9 +408,16 @@ class Sandbox:
                 raise SandboxFault(f"cannot restore {rel!r} in the CLI's home: {err}") from err
 
     def home_changed(self) -> bool:
-        """True if the slot's home differs in any way from the pristine copy (names, types, modes, sizes,
-        contents, link targets)."""
-        return snapshot(self.home) != snapshot(self.pristine_home)
+        """True if the slot's home differs in any way from the pristine copy (names, types, contents, link
+        targets; modes too without a CLI user, whose home the agent takes back to read it). Raises
+        SandboxFault if the home cannot be read."""
+        if self.cli_user is None:
+            return snapshot(self.home) != snapshot(self.pristine_home)
+        self.cli_user.take_back(self.home)  # owned and readable by the agent, modes normalised
+        try:
+            return _without_modes(snapshot(self.home)) != _without_modes(snapshot(self.pristine_home))
+        finally:
+            self.cli_user.hand_over(self.home)
 
     # -- the command --------------------------------------------------------------------------------
 
@@ -261,7 +457,7 @@ class Sandbox:
         args += _system_mounts()
         # /tmp first: bwrap mounts in order, so a CLI installed under /tmp (a checkout in /tmp, its venv)
         # is bound over the tmpfs instead of being hidden by it.
-        args += ["--tmpfs", SANDBOX_TMP]
+        args += ["--size", str(self.policy.limits.tmp_size_mib * _MIB), "--tmpfs", SANDBOX_TMP]
         for outside, inside in self.policy.ro_binds:
             args += ["--ro-bind", outside, inside]
         args += [
@@ -273,7 +469,9 @@ class Sandbox:
         ]  # fmt: skip
         for key, value in sorted(inner.items()):
             args += ["--setenv", key, value]
-        args += ["--", *([] if new_session else _FOREGROUND), *argv]
+        args += ["--", *self.policy.limits.inner_argv(), *([] if new_session else _FOREGROUND), *argv]
+        if self.cli_user is not None:
+            args = [*self.cli_user.launch_prefix(), *args]
         outer = {"PATH": SYSTEM_PATH, "LANG": inner["LANG"]}
         return args, outer
 
@@ -288,9 +486,15 @@ class Sandbox:
 
     def kill_all_but_main(self) -> list[int]:
         """Between jobs: kill every process in the sandbox except its init (1) and the CLI's main process
-        (2). Returns the PIDs killed. Raises SandboxFault if one survives SIGKILL."""
-        victims = [p.pid for p in self.processes() if p.ns_pid > 2]
-        return self._kill(victims)
+        (2), again while new ones appear (a fork bomb forks between listing and killing). Returns the PIDs
+        killed. Raises SandboxFault if one survives SIGKILL or they keep coming."""
+        killed: list[int] = []
+        for _ in range(_KILL_ROUNDS):
+            victims = [p.pid for p in self.processes() if p.ns_pid > 2]
+            if not victims:
+                return killed
+            killed += self._kill(victims)
+        raise SandboxFault(f"processes kept appearing in the sandbox after {_KILL_ROUNDS} rounds of SIGKILL")
 
     def reap(self, *, everything: bool) -> list[int]:
         """Kill whole sandboxes of this slot: this instance's (`everything=False`) or any, including those
@@ -316,9 +520,10 @@ class Sandbox:
         return pids
 
     def _outers(self, *, everything: bool) -> Iterator[int]:
-        """The outer bwrap processes (in the agent's PID namespace) carrying this slot's marker."""
+        """The outer bwrap processes (in the agent's PID namespace, by depth: a process in a sandbox's own
+        namespace has one NSpid more) carrying this slot's marker."""
         prefix = self._marker_prefix if everything else self.marker
-        own_ns = _pid_ns("self")
+        own_depth = _ns_depth("self")
         for pid in _pids():
             try:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -329,7 +534,8 @@ class Sandbox:
             if "--hostname" not in (args := [a.decode(errors="replace") for a in cmdline]):
                 continue
             name = args[args.index("--hostname") + 1] if args.index("--hostname") + 1 < len(args) else ""
-            if (name == prefix if not everything else name.startswith(prefix)) and _pid_ns(pid) == own_ns:
+            matches = name == prefix if not everything else name.startswith(prefix)
+            if matches and _ns_depth(pid) == own_depth:
                 yield pid
 
 
@@ -374,14 +580,17 @@ def _system_mounts() -> list[str]:
     return args
 
 
-def remove_tree(path: Path) -> None:
+def remove_tree(path: Path, *, owner: CliUser | None = None) -> None:
     """Remove a file, link or directory tree without following links, making directories writable first
-    (a CLI may leave read-only ones). A missing path is fine."""
+    (a CLI may leave read-only ones); with `owner`, a tree the CLI user may own is taken back first. A
+    missing path is fine. Raises OSError, SandboxFault (take back)."""
     if path.is_symlink() or (path.exists() and not path.is_dir()):
         path.unlink()
         return
     if not path.exists():
         return
+    if owner is not None:
+        owner.take_back(path)
     for dirpath, _dirnames, _files in os.walk(path, followlinks=False):
         with contextlib.suppress(OSError):
             Path(dirpath).chmod(0o700)
@@ -402,11 +611,21 @@ def _pids() -> Iterator[int]:
             yield int(entry.name)
 
 
-def _pid_ns(pid: int | str) -> str | None:
+def _ns_depth(pid: int | str) -> int | None:
+    """How many PID namespaces `pid` is in (its NSpid fields, proc(5)); readable for any user's process,
+    unlike /proc/<pid>/ns (which needs ptrace access)."""
     try:
-        return str(Path(f"/proc/{pid}/ns/pid").readlink())
+        status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return None
+    for line in status.splitlines():
+        if line.startswith("NSpid:"):
+            return len(line.split()) - 1
+    return None
+
+
+def _without_modes(snap: dict[str, tuple[str, int, str]]) -> dict[str, tuple[str, str]]:
+    return {path: (kind, digest) for path, (kind, _mode, digest) in snap.items()}
 
 
 def _alive(pid: int) -> bool:
@@ -429,12 +648,21 @@ def _children(pid: int) -> list[int]:
 
 
 def _namespace_members(outer: int) -> list[SandboxProcess]:
-    """Live processes (zombies aside) in the PID namespace whose init is the outer bwrap's child."""
-    inits = _children(outer)
-    namespaces = {ns for ns in (_pid_ns(c) for c in inits) if ns is not None and ns != _pid_ns(outer)}
+    """Live processes (zombies aside) in the PID namespace whose init is the outer bwrap's child: the
+    init's descendants (an orphan in a PID namespace is re-parented to its init, or to a subreaper that is
+    itself a descendant; pid_namespaces(7)), found through /proc/<pid>/task/<tid>/children, which any user
+    may read (the namespace links need ptrace access to the CLI user's processes)."""
+    depth = _ns_depth(outer)
     members = []
-    for pid in _pids():
-        if _pid_ns(pid) not in namespaces or not _alive(pid):
+    seen: set[int] = set()
+    stack = [c for c in _children(outer) if depth is not None and (_ns_depth(c) or 0) > depth]
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        stack.extend(_children(pid))
+        if not _alive(pid):
             continue
         try:
             status = Path(f"/proc/{pid}/status").read_text()

@@ -43,7 +43,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ec2_agent.faults import SlotFault
-from ec2_agent.sandbox import TRASH_PREFIX, remove_tree
+from ec2_agent.sandbox import TRASH_PREFIX, CliUser, remove_tree
 from lambda_src.models import check_branch_name
 
 log = logging.getLogger(__name__)
@@ -303,12 +303,26 @@ def _store_lock(path: Path) -> threading.Lock:
 
 class Workspace:
     """A slot's view of the git layout: the shared stores and job directories under `work_dir`, and this
-    slot's `tree` (the sandbox's /workspace). One slot thread prepares and commits; its publisher pushes."""
+    slot's `tree` (the sandbox's /workspace). One slot thread prepares and commits; its publisher pushes.
 
-    def __init__(self, work_dir: Path, tree: Path, git: Git) -> None:
+    `cli_user`: the CLI's own user, if any: the checked-out tree is handed over to it, and taken back (the
+    agent's again, unwritable by the CLI) before the agent commits or empties it. `commit_exclude`: git
+    pathspec globs (the profile's) of files the CLI writes for itself, never committed."""
+
+    def __init__(
+        self,
+        work_dir: Path,
+        tree: Path,
+        git: Git,
+        *,
+        cli_user: CliUser | None = None,
+        commit_exclude: Sequence[str] = (),
+    ) -> None:
         self.work_dir = work_dir
         self.tree = tree
         self._git = git
+        self._cli_user = cli_user
+        self._exclude = [f":(exclude,glob){pattern}" for pattern in commit_exclude]
 
     def store_path(self, owner: str, repo: str) -> Path:
         return self.work_dir / "git" / owner / f"{repo}.git"
@@ -404,16 +418,26 @@ class Workspace:
         (git_dir / "HEAD").write_text(f"ref: refs/heads/{branch}\n")
         (git_dir / "config").write_text("[core]\n\trepositoryformatversion = 0\n\tbare = false\n")
         (git_dir / "objects" / "info" / "alternates").write_text(f"{(store / 'objects').resolve()}\n")
-        empty_directory(self.tree)
+        self.clear()
         self._git.run(["read-tree", "-u", "--reset", tip], git_dir, work_tree=self.tree)
+        if self._cli_user is not None:
+            self._cli_user.hand_over(self.tree)
         return Checkout(job_id, owner, repo, branch, git_dir, self.tree, tip)
 
+    def clear(self) -> None:
+        """Empty the tree (taken back from the CLI user first, if any). Raises OSError, SandboxFault."""
+        empty_directory(self.tree, owner=self._cli_user)
+
     def commit_all(self, checkout: Checkout, message: str) -> Commit | None:
-        """Commit the tree as it is now onto the branch tip; None when it equals the branch. Raises
-        TreeRefused, GitError."""
+        """Commit the tree as it is now onto the branch tip, leaving out the profile's `commit_exclude`
+        (files the CLI wrote for itself; a tracked one keeps the branch's version); None when it equals
+        the branch. With a CLI user, the tree is taken back first, so the CLI can no longer change it.
+        Raises TreeRefused, GitError, SandboxFault (take back)."""
+        if self._cli_user is not None:
+            self._cli_user.take_back(checkout.tree)
         check_tree(checkout.tree)
         git, git_dir, tree = self._git, checkout.git_dir, checkout.tree
-        git.run(["add", "--all", "--", "."], git_dir, work_tree=tree)
+        git.run(["add", "--all", "--", ".", *self._exclude], git_dir, work_tree=tree)
         written = git.run(["write-tree"], git_dir).strip()
         if written == git.run(["rev-parse", f"{checkout.base}^{{tree}}"], git_dir).strip():
             return None
@@ -516,11 +540,14 @@ def _walk(root: Path) -> Iterator[tuple[Path, os.stat_result]]:
                     stack.append(path)
 
 
-def empty_directory(directory: Path) -> None:
+def empty_directory(directory: Path, *, owner: CliUser | None = None) -> None:
     """Empty `directory`, keeping the directory itself so a bind mount of it stays valid: its entries are
     renamed into a sibling trash directory (outside any mount of `directory`), which a background thread
-    deletes without following links (`Sandbox.start` clears what an earlier process left)."""
+    deletes without following links (`Sandbox.start` clears what an earlier process left). With `owner`
+    (the CLI user), the directory and its entries are taken back first. Raises OSError, SandboxFault."""
     directory.mkdir(parents=True, exist_ok=True)
+    if owner is not None:
+        owner.take_back_top(directory)
     entries = list(os.scandir(directory))
     if not entries:
         return
@@ -528,4 +555,12 @@ def empty_directory(directory: Path) -> None:
     trash.mkdir(mode=0o700)
     for entry in entries:
         Path(entry.path).rename(trash / entry.name)
-    threading.Thread(target=remove_tree, args=(trash,), name="trash", daemon=True).start()
+    threading.Thread(target=_remove_quietly, args=(trash, owner), name="trash", daemon=True).start()
+
+
+def _remove_quietly(trash: Path, owner: CliUser | None) -> None:
+    """The trash thread: a failure is logged (`Sandbox.start` retries what is left at the next start)."""
+    try:
+        remove_tree(trash, owner=owner)
+    except (OSError, SlotFault) as err:
+        log.warning("could not delete an emptied tree", extra={"path": str(trash), "error": str(err)})

@@ -122,8 +122,10 @@ if [[ "${CREATE_USER}" == 1 ]]; then
     id -u "${CLI_USER}" >/dev/null 2>&1 ||
         useradd --system --create-home --home-dir "${CLI_HOME}" --shell /sbin/nologin "${CLI_USER}"
 fi
-install -d -m 0750 -o "${SERVICE_USER}" -g "${SERVICE_USER}" \
-    "${ROOT}${HOME_DIR}" "${ROOT}${HOME_DIR}/work" "${ROOT}/var/log/aipm"
+# The agent's home and work directory: search (x) but no listing for others, so the CLI user's bubblewrap
+# can reach the slot it mounts (work/slots/<n>); everything else in them is the agent's alone (umask 0027).
+install -d -m 0751 -o "${SERVICE_USER}" -g "${SERVICE_USER}" "${ROOT}${HOME_DIR}" "${ROOT}${HOME_DIR}/work"
+install -d -m 0750 -o "${SERVICE_USER}" -g "${SERVICE_USER}" "${ROOT}/var/log/aipm"
 
 step source
 STAGING="${ROOT}/opt/aipm/staging"
@@ -204,8 +206,10 @@ BIND_HOST="${BOOTSTRAP_PRIVATE_IP:-}"
 [[ -n "${AGENT_ID}" ]] || AGENT_ID="$(imds instance-id)"
 [[ -n "${BIND_HOST}" ]] || BIND_HOST="$(imds local-ipv4)"
 touch "${AGENT_ENV}"
-sed -i -e '/^AIPM_AGENT_ID=/d' -e '/^AIPM_BIND_HOST=/d' "${AGENT_ENV}"
-printf "AIPM_AGENT_ID='%s'\nAIPM_BIND_HOST='%s'\n" "${AGENT_ID}" "${BIND_HOST}" >>"${AGENT_ENV}"
+sed -i -e '/^AIPM_AGENT_ID=/d' -e '/^AIPM_BIND_HOST=/d' -e '/^AIPM_SANDBOX_CLI_USER=/d' "${AGENT_ENV}"
+# The agent starts every sandbox as the CLI's own user, whose uid the firewall rules above confine.
+printf "AIPM_AGENT_ID='%s'\nAIPM_BIND_HOST='%s'\nAIPM_SANDBOX_CLI_USER='%s'\n" \
+    "${AGENT_ID}" "${BIND_HOST}" "${CLI_USER}" >>"${AGENT_ENV}"
 chown "root:${SERVICE_USER}" "${AGENT_ENV}"
 chmod 0640 "${AGENT_ENV}"
 

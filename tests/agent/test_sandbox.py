@@ -13,7 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from ec2_agent.sandbox import HOME, WORKSPACE, Sandbox, SandboxPolicy, snapshot
+from ec2_agent.sandbox import (
+    HOME,
+    WORKSPACE,
+    CliUser,
+    Sandbox,
+    SandboxFault,
+    SandboxLimits,
+    SandboxPolicy,
+    snapshot,
+)
 
 
 @pytest.fixture
@@ -172,8 +181,25 @@ def test_the_home_is_compared_with_its_pristine_copy(sandbox: Sandbox) -> None:
 
 
 def test_missing_bubblewrap_is_a_slot_fault(tmp_path: Path) -> None:
-    from ec2_agent.sandbox import SandboxFault
-
     box = Sandbox(tmp_path / "s", tmp_path / "p", SandboxPolicy(), bwrap=str(tmp_path / "no-bwrap"))
     with pytest.raises(SandboxFault, match="bubblewrap is not installed"):
         box.start()
+
+
+@pytest.mark.parametrize("name", ["root", "no-such-user-aipm"])
+def test_the_cli_user_must_exist_and_not_be_root(name: str) -> None:
+    with pytest.raises(SandboxFault, match="CLI user"):
+        CliUser.lookup(name)
+
+
+def test_the_sandbox_sets_its_limits_before_the_cli(sandbox: Sandbox) -> None:
+    """The CLI runs under the limits (both soft and hard: it cannot raise them) and is still PID 2."""
+    limits = SandboxLimits()
+    out = run(sandbox, "echo $$; cat /proc/self/limits; df -k /tmp | tail -1").stdout
+    pid, rest = out.split("\n", 1)
+    assert pid == "2"
+    rows = {line[:26].strip(): line[26:].split()[:2] for line in rest.splitlines()[1:17]}
+    assert rows["Max processes"] == [str(limits.processes_max)] * 2
+    assert rows["Max file size"] == [str(limits.file_size_mib << 20)] * 2
+    assert rows["Max data size"] == [str(limits.process_memory_mib << 20)] * 2
+    assert int(rest.splitlines()[-1].split()[1]) == limits.tmp_size_mib * 1024

@@ -250,6 +250,8 @@ def test_agent_environment_file(scratch: Host, runs: dict[str, Any]) -> None:
     assert "AIPM_POOL_PORT='8081'" in lines and "AIPM_PROCESSOR_PORT='8082'" in lines
     assert "AIPM_CLI_PROFILE='kiro-acp'" in lines
     assert "AIPM_CLI_PROXY='http://127.0.0.1:3128'" in lines
+    # The sandbox runs as the CLI's own user, the one the firewall rules name (root in this scratch run).
+    assert "AIPM_SANDBOX_CLI_USER='root'" in lines
     assert sum(line.startswith("AIPM_BIND_HOST=") for line in lines) == 1  # re-runs replace, not append
     assert oct(env_file.stat().st_mode & 0o777) == "0o640"
 
@@ -285,6 +287,27 @@ def test_the_cli_user_gets_no_metadata_and_only_the_proxy(scratch: Host, runs: d
         assert f"acl model_service dstdomain {domain}" in proxy
     assert "http_port 127.0.0.1:3128" in proxy
     assert proxy.rstrip().endswith("http_access allow CONNECT model_service SSL_ports\nhttp_access deny all")
+
+
+def test_the_cli_user_can_reach_its_slot_and_nothing_else(scratch: Host, runs: dict[str, Any]) -> None:
+    """The agent's home and work directory let others search (x) but never list them: the CLI user's
+    bubblewrap reaches work/slots/<n> by path; the rest is the agent's (umask 0027)."""
+    home = scratch.root / c.AGENT_HOME.lstrip("/")
+    for directory in (home, home / "work"):
+        assert oct(directory.stat().st_mode & 0o777) == "0o751", directory
+
+
+def test_the_unit_grants_the_launch_capabilities_only(scratch: Host, runs: dict[str, Any]) -> None:
+    """The agent may switch to the CLI user (SETUID/SETGID), signal its processes (KILL) and hand its tree
+    and home over and back (CHOWN); nothing that reads or writes other files (no CAP_DAC_*, CAP_FOWNER,
+    CAP_SYS_ADMIN), no new privileges for anything it runs, the bounding set equal to the ambient one."""
+    unit = (scratch.root / "etc/systemd/system" / c.AGENT_SERVICE).read_text().splitlines()
+    settings = dict(line.split("=", 1) for line in unit if "=" in line and not line.startswith("#"))
+    granted = {"CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN"}
+    assert set(settings["AmbientCapabilities"].split()) == granted
+    assert set(settings["CapabilityBoundingSet"].split()) == granted
+    assert settings["NoNewPrivileges"] == "true" and settings["User"] == "aipm"
+    assert "user" in settings["RestrictNamespaces"].split()
 
 
 def mirror_interpreter(root: Path, link: Path) -> None:

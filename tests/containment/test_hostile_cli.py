@@ -174,7 +174,9 @@ def run_job(stack: LocalStack, title: str, attack: str) -> dict[str, Any]:
 
 
 def claimed_slot(job: dict[str, Any]) -> str:
-    return next(e["detail"] for e in job["timeline"] if e["step"] == "claimed")
+    """The slot that claimed the job: `by <agent>/slot-<n>` (the lease owner without its claim id)."""
+    detail: str = next(e["detail"] for e in job["timeline"] if e["step"] == "claimed")
+    return detail.rsplit("/", 1)[0]
 
 
 def test_every_attack_fails_and_nothing_the_agent_owns_changes(stack: LocalStack, mark: Path) -> None:

@@ -105,7 +105,7 @@ class Api(Construct):
             memory_mb=c.API_MEMORY_MB,
             timeout_s=c.API_TIMEOUT_S,
         )
-        storage.records.grant_read_write_data(self.handler.role)
+        storage.grant_records_to_service(self.handler.role)
         storage.idempotency.grant_read_write_data(self.handler.role)
         configuration.github_secret.grant_read(self.handler.role)
         acknowledge(

@@ -33,6 +33,9 @@ GSI_HASH_KEYS: Final = {STATUS_INDEX: "status", REPO_INDEX: "repo", KIND_INDEX: 
 LEASED_STATUSES: Final = ("claimed", "preparing", "generating", "committing", "pushed")
 FAILED_STATUSES: Final = ("failed", "timed_out")
 HEARTBEAT_SK: Final = "HEARTBEAT"
+# The agents' own key space (pk AGENT#<agent id>): only the agent role may write it (an IAM leading-key
+# condition denies every other writer of the records table), so the dispatcher can trust a heartbeat there.
+AGENT_PK_PREFIX: Final = "AGENT#"
 JOB_SK: Final = "JOB"
 
 # --- idempotency table (Powertools idempotency defaults) ---

@@ -50,7 +50,7 @@ class Reconcile(Construct):
             memory_mb=c.RECONCILE_MEMORY_MB,
             timeout_s=c.RECONCILE_TIMEOUT_S,
         )
-        storage.records.grant_read_write_data(self.reconciler.role)
+        storage.grant_records_to_service(self.reconciler.role)
         configuration.github_secret.grant_read(self.reconciler.role)
         acknowledge(
             self.reconciler.role,

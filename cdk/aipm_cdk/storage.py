@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from cdk.aipm_cdk import constants as c
@@ -54,3 +55,32 @@ class Storage(Construct):
             time_to_live_attribute=c.IDEMPOTENCY_TTL_ATTRIBUTE,
             removal_policy=RemovalPolicy.DESTROY,
         )
+
+    def grant_records_to_service(self, grantee: iam.IGrantable) -> None:
+        """Read and write the records table, except the agents' own items: an explicit Deny on every
+        item-writing action whose leading keys include `AGENT#...` (`dynamodb:LeadingKeys`,
+        `ForAnyValue:StringLike`: a batch or transaction with one such key is refused whole). Only the agent
+        role (granted without it) may then write a heartbeat the dispatcher would trust. Source: DynamoDB
+        developer guide, "Using IAM policy conditions for fine-grained access control" (dynamodb:LeadingKeys;
+        TransactWriteItems is authorised per underlying PutItem/UpdateItem/DeleteItem)."""
+        self.records.grant_read_write_data(grantee)
+        grantee.grant_principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                effect=iam.Effect.DENY,
+                actions=list(RECORD_WRITE_ACTIONS),
+                resources=[self.records.table_arn],
+                conditions={"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": [f"{c.AGENT_PK_PREFIX}*"]}},
+            )
+        )
+
+
+# Every DynamoDB action that writes items (PartiQL ones included, though no grant here gives them).
+RECORD_WRITE_ACTIONS = (
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:PartiQLInsert",
+    "dynamodb:PartiQLUpdate",
+    "dynamodb:PartiQLDelete",
+)

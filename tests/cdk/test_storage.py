@@ -64,3 +64,55 @@ def test_records_are_retained_unless_told_otherwise() -> None:
     assert records["Properties"]["Replicas"][0]["DeletionProtectionEnabled"] is True
     records, _ = tables(AipmConfig(retain_data=False))
     assert records["DeletionPolicy"] == "Delete"
+
+
+WRITES = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}
+
+
+def _records_writers(template: dict[str, Any]) -> tuple[str, dict[str, list[dict[str, Any]]]]:
+    """The records table's logical id, and role logical id → the statements of its inline policies, for
+    every role allowed an item-writing action on that table."""
+    resources_ = template["Resources"]
+    (records,) = [
+        rid for rid, r in resources_.items() if r["Type"] == "AWS::DynamoDB::GlobalTable" and "Records" in rid
+    ]
+    statements: dict[str, list[dict[str, Any]]] = {}
+    for policy in resources_.values():
+        if policy["Type"] != "AWS::IAM::Policy":
+            continue
+        for role in policy["Properties"].get("Roles", []):
+            statements.setdefault(role["Ref"], []).extend(policy["Properties"]["PolicyDocument"]["Statement"])
+    arn = {"Fn::GetAtt": [records, "Arn"]}
+
+    def writes(statement: dict[str, Any]) -> bool:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        targets = (
+            statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        )
+        return statement["Effect"] == "Allow" and bool(WRITES & set(actions)) and arn in targets
+
+    return records, {role: sts for role, sts in statements.items() if any(writes(s) for s in sts)}
+
+
+def test_only_the_agent_role_may_write_the_agents_items(full_stack: Any) -> None:
+    """docs/threat-model.md: heartbeat items (pk `AGENT#<id>`) are written by the agent role alone, so the
+    dispatcher can trust their endpoint. Every other role that may write the records table carries an
+    explicit Deny of every item-writing action whose leading keys include `AGENT#*` (IAM's
+    `dynamodb:LeadingKeys`; an explicit Deny overrides any Allow)."""
+    records, writers = _records_writers(full_stack.json)
+    agent_roles = {role for role in writers if role.startswith("AgentRole")}
+    assert len(agent_roles) == 1, sorted(writers)
+    others = set(writers) - agent_roles
+    assert others, "the API and the reconciler write the records table too"
+    for role in sorted(writers):
+        denies = [
+            s
+            for s in writers[role]
+            if s["Effect"] == "Deny"
+            and s["Resource"] == {"Fn::GetAtt": [records, "Arn"]}
+            and s.get("Condition") == {"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": ["AGENT#*"]}}
+        ]
+        if role in agent_roles:
+            assert not denies, role
+        else:
+            assert len(denies) == 1 and set(denies[0]["Action"]) >= WRITES, (role, writers[role])

@@ -65,7 +65,9 @@
   function terminal() {
     if (state.term) return state.term;
     const term = new window.Terminal({ rows: ROWS, cols: COLS, convertEol: false, cursorBlink: true,
-      fontFamily: "ui-monospace, 'DejaVu Sans Mono', monospace", fontSize: 14 });
+      fontFamily: "ui-monospace, 'DejaVu Sans Mono', monospace", fontSize: 14,
+      // xterm.js's default bright black (#666) on black is below WCAG AA contrast (4.5:1); CLIs use it for hints.
+      theme: { background: "#000000", foreground: "#e6e6e6", brightBlack: "#8c8c8c" } });
     term.open($("terminal"));
     term.onData((data) => send({ type: "input", data }));
     term.onResize(({ rows, cols }) => send({ type: "resize", rows, cols }));

@@ -17,6 +17,7 @@ from selenium.webdriver.common.keys import Keys
 from aipm.local.stack import DEMO_OWNER, DEMO_REPO, LocalStack, StackOptions
 from tests.e2e.test_agent_interactive import _commit_task, job_branch
 from tests.web.conftest import ARTIFACTS, Page
+from tests.web.test_console_contract import axe_violations
 
 pytestmark = pytest.mark.e2e
 
@@ -88,6 +89,7 @@ def test_typing_into_a_session_on_the_jobs_branch_and_finishing_pushes(stack: Lo
     page.wait(lambda: "Done: Refine from the console" in screen(page), timeout_s=40, what="the CLI's work")
     ARTIFACTS.mkdir(exist_ok=True)
     page.driver.save_screenshot(str(ARTIFACTS / "attach-terminal.png"))
+    assert axe_violations(page) == []  # WCAG 2.1 A/AA, with the live terminal on the page
 
     page.click("#attach-finish")
     page.wait(lambda: page.text("#attach-message").startswith("Pushed commit "), what="the push")
@@ -126,3 +128,4 @@ def test_missing_fields_are_marked_before_connecting(stack: LocalStack, page: Pa
         assert page.element(f"#{field}").get_attribute("aria-invalid") == "true"
     assert page.text("#attach-token-error") == "Enter the agent's token."
     assert page.driver.switch_to.active_element.get_attribute("id") == "attach-repo"
+    assert axe_violations(page) == []  # WCAG 2.1 A/AA, with the errors shown

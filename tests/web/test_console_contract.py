@@ -323,6 +323,20 @@ def axe_source() -> str:
     return script.read_text()
 
 
+def axe_violations(page: Page) -> list[str]:
+    """axe-core's WCAG 2.1 A/AA violations on the page as it is now, one line each (rule, help, elements)."""
+    page.driver.execute_script(axe_source())  # through DevTools: the page's CSP does not apply
+    return list(
+        page.driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "axe.run(document, {runOnly: {type: 'tag',"
+            " values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})"
+            ".then(r => done(r.violations.map(v => v.id + ': ' + v.help + ' — '"
+            " + v.nodes.map(n => n.target.join(' ')).join(', '))), e => done(['axe failed: ' + e]));"
+        )
+    )
+
+
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_axe_core_finds_no_wcag_21_a_or_aa_violation(
     fake: tuple[FakeApi, ConsoleServer], page: Page, scheme: str
@@ -338,14 +352,7 @@ def test_axe_core_finds_no_wcag_21_a_or_aa_violation(
         sign_in(page, api)
         page.wait(lambda: len(page.texts("li.job")) == 2, what="the jobs")
         page.click("#delegate-submit")  # the error state of the form too
-        page.driver.execute_script(axe_source())  # through DevTools: the page's CSP does not apply
-        result = page.driver.execute_async_script(
-            "const done = arguments[arguments.length - 1];"
-            "axe.run(document, {runOnly: {type: 'tag',"
-            " values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})"
-            ".then(r => done(r.violations.map(v => v.id + ': ' + v.help + ' — '"
-            " + v.nodes.map(n => n.target.join(' ')).join(', '))), e => done(['axe failed: ' + e]));"
-        )
+        result = axe_violations(page)
     finally:
         page.driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
     assert result == []

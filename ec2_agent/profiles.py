@@ -27,9 +27,10 @@ rendered screen:
 * ``acp`` (kind ``acp`` only): the session mode and the permission policy (:class:`AcpSettings`);
   ``home_restore``: paths in the CLI's home it rewrites by itself (session logs, memory), put back to
   pristine between jobs while the session keeps running.
-* ``commit_exclude``: files the CLI writes for itself (history, caches) that must not be committed;
-  ``wants_git``: the CLI needs a ``.git`` in its working directory (a disposable one; see
-  ``docs/sandbox-and-sessions.md``).
+* ``commit_exclude``: globs of files the CLI writes for itself in the tree (history, caches) that are never
+  committed (a tracked one keeps the branch's version). A CLI that wants a git repository makes its own
+  ``/workspace/.git`` (a disposable one the agent never runs git on nor commits; see
+  ``docs/sandbox-and-sessions.md``): no profile field is needed.
 
 The facts each built-in profile encodes are cited in its file.
 """
@@ -142,9 +143,10 @@ class CliProfile(BaseModel):
         default_factory=dict, description="files seeded into the CLI's home: relative path -> content"
     )
     commit_exclude: tuple[str, ...] = Field(
-        default=(), description="git pathspec globs of files the CLI writes for itself (never committed)"
+        default=(),
+        description="globs (git pathspec `glob` magic, from the top of the tree) of files the CLI writes for "
+        "itself in the tree (history, caches): never committed; a tracked one keeps the branch's version",
     )
-    wants_git: bool = False
     home_restore: tuple[str, ...] = Field(
         default=(),
         description="paths in the CLI's home it rewrites by itself (session logs, memory): put back to "
@@ -220,6 +222,15 @@ class CliProfile(BaseModel):
             if not name or path.is_absolute() or ".." in path.parts or "\x00" in name:
                 raise ValueError(f"home file {name!r} must be a relative path inside the home")
         return files
+
+    @field_validator("commit_exclude")
+    @classmethod
+    def _exclude_globs(cls, globs: tuple[str, ...]) -> tuple[str, ...]:
+        for glob in globs:
+            path = PurePosixPath(glob)
+            if not glob or path.is_absolute() or ".." in path.parts or any(c in glob for c in "\x00\n"):
+                raise ValueError(f"commit_exclude {glob!r} must be a glob relative to the top of the tree")
+        return globs
 
     @field_validator("ready_pattern", "busy_pattern", "reset_done_pattern")
     @classmethod

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from aipm.local.forge import Forge
+from ec2_agent.profiles import CliProfile
 from ec2_agent.workspace import (
     Git,
     GitError,
@@ -330,3 +331,38 @@ def test_unsafe_references_never_reach_git(
 ) -> None:
     with pytest.raises(UnsafeReference):
         make_workspace(forge, tmp_path / "agent").prepare("job-1", owner, repo, branch)
+
+
+def test_files_the_cli_writes_for_itself_are_never_committed(
+    forge: Forge, tmp_path: Path, task_branch: str
+) -> None:
+    """A profile's commit_exclude (Kiro: `.kiro/**`): new files under it are not added, a tracked one keeps
+    the branch's version; a tree changed only there is no change at all."""
+    push_from_elsewhere(forge, tmp_path / "api", task_branch, ".kiro/steering.md", "# the repo's own\n")
+    root = tmp_path / "agent"
+    ws = Workspace(
+        root, root / "slots" / "1" / "tree", make_git(forge, root), commit_exclude=(".kiro/**", "**/*.log")
+    )
+    checkout = ws.prepare("job-x", "acme", "tools", task_branch)
+    tree = checkout.tree
+    (tree / ".kiro" / "steering.md").write_text("rewritten by the CLI\n")
+    (tree / ".kiro" / "history.json").write_text("{}\n")
+    (tree / "debug.log").write_text("log\n")
+    (tree / "src" / "trace.log").write_text("nested log\n")
+    assert ws.commit_all(checkout, "only the CLI's own files") is None
+    (tree / "src" / "app.py").write_text("x = 3\n")
+    commit = ws.commit_all(checkout, "feat: change")
+    assert commit is not None and commit.changed_files == ["src/app.py"]
+    shown = subprocess.run(
+        ["git", "--git-dir", str(checkout.git_dir), "show", f"{commit.sha}:.kiro/steering.md"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout == "# the repo's own\n"
+
+
+@pytest.mark.parametrize("glob", ["", "/etc/*", "../x", "a/../../b"])
+def test_commit_exclude_globs_stay_inside_the_tree(glob: str) -> None:
+    with pytest.raises(ValueError, match="commit_exclude"):
+        CliProfile(name="x", kind="headless", argv=("x",), commit_exclude=(glob,))

@@ -26,6 +26,12 @@ PUBLIC_REASON = (
     "they return no data beyond a status and the public route list, and are throttled and behind WAF like "
     "every other route."
 )
+WEBHOOK_REASON = (
+    "POST /api/github/webhook is called by GitHub, which cannot sign in to Cognito: the Lambda authenticates "
+    "each delivery by its X-Hub-Signature-256 (HMAC-SHA256 of the body under the webhook secret, compared in "
+    "constant time before the body is read) and answers 401 to anything else; throttled and behind WAF like "
+    "every other route."
+)
 # The answers API Gateway gives itself (before the Lambda runs), in the API's own error shape
 # (lambda_src/errors.py: `{"error": <code>, "message": <text>}`). Only $context.error.messageString comes
 # quoted in a gateway-response template (API Gateway developer guide), so it is the only variable used.
@@ -95,6 +101,7 @@ class Api(Construct):
                 "RECORDS_TABLE": storage.records.table_name,
                 "IDEMPOTENCY_TABLE": storage.idempotency.table_name,
                 "GITHUB_SECRET_ID": configuration.github_secret.secret_arn,
+                "GITHUB_WEBHOOK_SECRET_ID": configuration.webhook_secret.secret_arn,
                 "GITHUB_API_URL": config.github_api_url,
                 "ALLOWED_ORIGINS": ",".join(self.allowed_origins),
                 "ALLOWED_OWNERS": ",".join(config.github_owners),
@@ -108,6 +115,7 @@ class Api(Construct):
         storage.grant_records_to_service(self.handler.role)
         storage.idempotency.grant_read_write_data(self.handler.role)
         configuration.github_secret.grant_read(self.handler.role)
+        configuration.webhook_secret.grant_read(self.handler.role)
         acknowledge(
             self.handler.role,
             "IAM5",
@@ -278,6 +286,17 @@ class Api(Construct):
             )
             acknowledge(public, "APIG4", PUBLIC_REASON)
             acknowledge(public, "COG4", PUBLIC_REASON)
+        webhook: apigw.IResource = api
+        for part in c.WEBHOOK_PATH:
+            webhook = webhook.get_resource(part) or webhook.add_resource(part)
+        self.webhook_method = webhook.add_method(
+            "POST",
+            integration,
+            authorization_type=apigw.AuthorizationType.NONE,
+            request_validator=params_validator,
+        )
+        acknowledge(self.webhook_method, "APIG4", WEBHOOK_REASON)
+        acknowledge(self.webhook_method, "COG4", WEBHOOK_REASON)
         for path, verb in c.SIGNED_IN_ROUTES:
             resource: apigw.IResource = api
             for part in path:

@@ -17,7 +17,8 @@ _EMPTY_OBJECT = "{}"
 
 
 class Configuration(Construct):
-    """Secrets Manager secrets (JSON `{"token": ...}`) and `/aipm/<stage>/agent/*` parameters."""
+    """Secrets Manager secrets (JSON `{"token": ...}`; the webhook secret `{"secret": ...}`) and
+    `/aipm/<stage>/agent/*` parameters."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: AipmConfig) -> None:
         super().__init__(scope, construct_id)
@@ -55,6 +56,26 @@ class Configuration(Construct):
             "Shared bearer token between the dispatcher and the agent, generated at deploy time; rotating it "
             "means re-reading it on both sides, documented as a manual step (cdk/README.md) until the agent "
             "supports reloading it.",
+        )
+        # GitHub signs every webhook delivery with this (X-Hub-Signature-256); ops paste the value into the
+        # webhook's or GitHub App's settings (README: GitHub webhook).
+        self.webhook_secret = secretsmanager.Secret(
+            self,
+            "GitHubWebhookSecret",
+            description="AIPM: the secret GitHub signs webhook deliveries with (X-Hub-Signature-256). "
+            'JSON {"secret": "..."}; give the same value to the GitHub webhook or App.',
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                secret_string_template=_EMPTY_OBJECT,
+                generate_string_key="secret",
+                exclude_punctuation=True,
+                password_length=48,
+            ),
+        )
+        acknowledge(
+            self.webhook_secret,
+            "SMG4",
+            "The webhook secret is shared with GitHub's webhook settings, which no rotation Lambda can "
+            "update; ops rotate it at both ends together with put-secret-value (README: GitHub webhook).",
         )
         # The Kiro CLI's API key (headless and ACP profiles): the hosts write it into /etc/aipm/kiro.env at
         # every boot, so a replaced host needs no login. Empty (`{}`) until ops put one.

@@ -90,6 +90,8 @@ API_PREFIX: Final = "api"
 HEALTH_PATH: Final = "health"
 # Routes under /api/ without sign-in: the liveness probe and the API's OpenAPI document.
 PUBLIC_PATHS: Final = (HEALTH_PATH, "openapi.json")
+# GitHub's webhook deliveries: no Cognito token (GitHub cannot sign in); the Lambda verifies their HMAC.
+WEBHOOK_PATH: Final = ("github", "webhook")
 DELEGATE_PATHS: Final = (("personal-delegate",), ("delegate", "personal"))
 # Routes with their own resource (API Gateway does not fall back from /api/personal-delegate/… to the
 # /api/{proxy+} catch-all, which serves every other route: jobs, cancel, retry, workers).

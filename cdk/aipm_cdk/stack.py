@@ -128,6 +128,17 @@ class AipmStack(Stack):
             "Store the GitHub token (once after the first deploy, and on rotation)",
         )
         self._output(
+            "GitHubWebhookUrl",
+            f"{self.api.rest_api.url}{c.API_PREFIX}/{'/'.join(c.WEBHOOK_PATH)}",
+            "Payload URL of the GitHub webhook (content type application/json; README: GitHub webhook)",
+        )
+        self._output(
+            "GetGitHubWebhookSecretCommand",
+            f"aws secretsmanager get-secret-value --region {region} --secret-id "
+            f"{self.configuration.webhook_secret.secret_arn} --query SecretString --output text",
+            "The webhook secret to give GitHub (the value of its 'secret' field)",
+        )
+        self._output(
             c.OUT_AGENT_TOKEN_SECRET, self.configuration.agent_token.secret_arn, "Agent API token secret"
         )
         self._output(

@@ -46,6 +46,7 @@ def api_template() -> tuple[Template, dict[str, Any]]:
         "records": stack.resolve(p.storage.records.table_name)["Ref"],
         "idempotency": stack.resolve(p.storage.idempotency.table_name)["Ref"],
         "github_secret": stack.resolve(p.configuration.github_secret.secret_arn)["Ref"],
+        "webhook_secret": stack.resolve(p.configuration.webhook_secret.secret_arn)["Ref"],
     }
     return Template.from_stack(p.stack), ids
 
@@ -84,7 +85,8 @@ def test_authorizer_on_every_method_except_health_and_preflight() -> None:
     seen = set()
     for path, verb, props in methods(template):
         seen.add((path, verb))
-        if verb == "OPTIONS" or (path, verb) in {("/api/health", "GET"), ("/api/openapi.json", "GET")}:
+        public = {("/api/health", "GET"), ("/api/openapi.json", "GET"), ("/api/github/webhook", "POST")}
+        if verb == "OPTIONS" or (path, verb) in public:
             assert props["AuthorizationType"] == "NONE", (path, verb)
         else:
             assert props["AuthorizationType"] == "COGNITO_USER_POOLS", (path, verb)
@@ -243,6 +245,7 @@ def test_lambda_runtime_layer_and_environment() -> None:
         "RECORDS_TABLE",
         "IDEMPOTENCY_TABLE",
         "GITHUB_SECRET_ID",
+        "GITHUB_WEBHOOK_SECRET_ID",
         "GITHUB_API_URL",
         "ALLOWED_ORIGINS",
         "ALLOWED_OWNERS",
@@ -262,7 +265,7 @@ def test_lambda_runtime_layer_and_environment() -> None:
     )
 
 
-def test_lambda_role_is_scoped_to_its_tables_secret_and_log_group() -> None:
+def test_lambda_role_is_scoped_to_its_tables_secrets_and_log_group() -> None:
     template, ids = api_template()
     for statement in policy_statements(template, ids["role"]):
         actions = as_list(statement["Action"])
@@ -271,7 +274,8 @@ def test_lambda_role_is_scoped_to_its_tables_secret_and_log_group() -> None:
                 assert all(a.startswith("xray:") for a in actions), statement
                 continue
             text = str(resource)
-            assert any(ids[k] in text for k in ("records", "idempotency", "github_secret")) or (
+            own = ("records", "idempotency", "github_secret", "webhook_secret")
+            assert any(ids[k] in text for k in own) or (
                 "ApiHandlerLogs" in text
             ), statement
         assert not any(a.endswith(":*") for a in actions), statement
@@ -300,3 +304,27 @@ def test_waf_protects_the_stage() -> None:
         "RateLimitPerIp",
     ]
     template.resource_count_is("AWS::WAFv2::WebACLAssociation", 1)
+
+
+def test_the_github_webhook_route_has_no_authorizer_and_its_secret_is_read_only_by_the_api() -> None:
+    """GitHub cannot sign in: the route is public at the edge and the Lambda checks X-Hub-Signature-256 with
+    the webhook secret, which the API's role may read (and nothing more: no write, no other secret)."""
+    template, ids = api_template()
+    found = methods(template)
+    [(verb, props)] = [(v, p) for path, v, p in found if path == "/api/github/webhook" and v != "OPTIONS"]
+    assert verb == "POST" and props["AuthorizationType"] == "NONE" and "AuthorizerId" not in props
+    assert props["Integration"]["Type"] == "AWS_PROXY"
+    function = resources(template, "AWS::Lambda::Function")[ids["function"]]["Properties"]
+    assert function["Environment"]["Variables"]["GITHUB_WEBHOOK_SECRET_ID"] == {"Ref": ids["webhook_secret"]}
+    secret = resources(template, "AWS::SecretsManager::Secret")[ids["webhook_secret"]]["Properties"]
+    assert secret["GenerateSecretString"]["GenerateStringKey"] == "secret"
+    assert secret["GenerateSecretString"]["PasswordLength"] >= 32
+    on_secret = [
+        s
+        for s in policy_statements(template, ids["role"])
+        if {"Ref": ids["webhook_secret"]} in as_list(s["Resource"])
+    ]
+    assert on_secret and all(
+        set(as_list(s["Action"])) <= {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"}
+        for s in on_secret
+    )

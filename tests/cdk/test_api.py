@@ -275,9 +275,7 @@ def test_lambda_role_is_scoped_to_its_tables_secrets_and_log_group() -> None:
                 continue
             text = str(resource)
             own = ("records", "idempotency", "github_secret", "webhook_secret")
-            assert any(ids[k] in text for k in own) or (
-                "ApiHandlerLogs" in text
-            ), statement
+            assert any(ids[k] in text for k in own) or ("ApiHandlerLogs" in text), statement
         assert not any(a.endswith(":*") for a in actions), statement
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pwd
 import subprocess
 import time
 from collections.abc import Iterator
@@ -36,22 +37,40 @@ PROFILE = {
 }
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+CLI_USER = "aipm-cli"
+
+
+def ensure_cli_user() -> None:
+    """The cloud host's CLI user, created as the host's bootstrap does (root only)."""
+    try:
+        pwd.getpwnam(CLI_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", CLI_USER], check=True
+        )
+
+
+@pytest.fixture(scope="module", params=["agent-user", "cli-user"])
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """The whole local stack with the hostile CLI as its profile: the sandbox as the agent's own user (local
+    mode), and, as root, again as the CLI's own user (`aipm-cli`, the cloud host's mode)."""
+    if request.param == "cli-user" and os.geteuid() != 0:
+        pytest.skip("starting the sandbox as another user needs root (the cloud agent has CAP_SETUID)")
     root = tmp_path_factory.mktemp("containment")
     home = root / "agent-home"
     home.mkdir()
-    options = StackOptions(
-        pool_size=2,
-        cli_profile="generic",
-        sweep_interval_s=1,
-        agent_env={
-            "AIPM_GENERIC_PROFILE": json.dumps(PROFILE),
-            "AIPM_SANDBOX_RO_BINDS": json.dumps([str(HERE)]),
-            "AIPM_SANDBOX_NETWORK": "none",
-            "HOME": str(home),
-        },
-    )
+    env = {
+        "AIPM_GENERIC_PROFILE": json.dumps(PROFILE),
+        "AIPM_SANDBOX_RO_BINDS": json.dumps([str(HERE)]),
+        "AIPM_SANDBOX_NETWORK": "none",
+        "HOME": str(home),
+    }
+    if request.param == "cli-user":
+        ensure_cli_user()
+        env["AIPM_SANDBOX_CLI_USER"] = CLI_USER
+        for directory in [*reversed(root.parents), root]:  # the CLI user's bwrap reaches its slot by path
+            directory.chmod(directory.stat().st_mode | 0o001)
+    options = StackOptions(pool_size=2, cli_profile="generic", sweep_interval_s=1, agent_env=env)
     with LocalStack(root, options) as running:
         running.forge.create_repository(DEMO_OWNER, OTHER_REPO, files={"README.md": "# other\n"})
         yield running

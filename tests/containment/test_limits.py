@@ -14,18 +14,16 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from aipm.local.stack import DEMO_OWNER, DEMO_REPO, LocalStack, StackOptions
-from tests.containment.test_hostile_cli import HERE, PROFILE, git, run_job
+from tests.containment.test_hostile_cli import CLI_USER, HERE, PROFILE, ensure_cli_user, git, run_job
 
 pytestmark = pytest.mark.e2e
 
-CLI_USER = "aipm-cli"
 PROCESSES_MAX = 64
 FILE_SIZE_MIB = 8
 PROCESS_MEMORY_MIB = 256
@@ -86,15 +84,6 @@ echo next > /workspace/next.txt
 """
 
 
-def ensure_user(name: str) -> None:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True
-        )
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     root = tmp_path_factory.mktemp("limits")
@@ -111,7 +100,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         "HOME": str(home),
     }
     if os.geteuid() == 0:
-        ensure_user(CLI_USER)
+        ensure_cli_user()
         env["AIPM_SANDBOX_CLI_USER"] = CLI_USER
         for directory in [*reversed(root.parents), root]:  # the CLI user's bwrap reaches its slot by path
             directory.chmod(directory.stat().st_mode | 0o001)

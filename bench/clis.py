@@ -1,19 +1,19 @@
-"""Real CLI benchmarks: each built-in profile of a real CLI (Gemini CLI, Qwen Code, Claude Code; pinned in
-aipm/local/clis.toml), whatever its kind (ACP, terminal, headless), driven through the one session interface
-against the model stand-in, unsandboxed (the sandbox's cost is the same for every driver).
+"""Real CLI benchmarks: each built-in profile of a real CLI (Claude Code, Codex, Gemini CLI, Qwen Code, aider;
+pinned in aipm/local/clis.toml), whatever its kind (ACP, terminal, headless), driven through the one session
+interface against the model stand-in, unsandboxed (the sandbox's cost is the same for every driver).
 
 Per profile (``<profile>`` with dashes as underscores):
 - ``cli_<profile>_ready_s``: start → ready (ACP: process, ``initialize``, first ``session/new``), median of
-  ``BENCH_CLI_STARTS`` starts;
+  ``BENCH_CLI_STARTS`` starts (headless: 0, nothing runs between tasks; its start is in the overhead);
 - ``cli_<profile>_overhead_ms``: per job, the task's wall time minus the stand-in's time answering the CLI's
   model requests (``service_ms`` in its request log, injected waits included), median of ``BENCH_CLI_JOBS``
   jobs on one session with a reset between: what the driver and the CLI itself add around the model;
 - ``cli_<profile>_reset_ms``: the reset between jobs, median;
-- ``cli_<profile>_rss_mb``: resident memory of the CLI's process tree after the jobs.
+- ``cli_<profile>_rss_mb``: resident memory of the CLI's process tree after the jobs (headless: the peak
+  during its jobs, sampled every 0.1 s, as no process is left after them).
 
-``acp_vs_terminal_overhead_ratio``: for the first CLI (in the order gemini, qwen, claude) with both an ACP
-and a terminal profile, the ACP overhead over the terminal one (target ≤ 0.5); absent until such a pair
-exists.
+``acp_vs_terminal_overhead_ratio``: for the first CLI (in the order of ``REAL_CLIS``: gemini first) with both
+an ACP and a terminal profile, the ACP overhead over the terminal one (target ≤ 0.5).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -80,6 +81,29 @@ def tree_rss_mb(pid: int | None) -> float:
     return round(total_kb / 1024, 1)
 
 
+class PeakRss:
+    """The largest :func:`tree_rss_mb` of a session's current process, sampled every 0.1 s in a thread
+    while the ``with`` block runs (a headless session's process exists only during its task)."""
+
+    def __init__(self, session: AgentSession) -> None:
+        self._session = session
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self.mb = 0.0
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.1):
+            self.mb = max(self.mb, tree_rss_mb(self._session.pid))
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def measure(profile: CliProfile, standin: ModelStandin, root: Path) -> dict[str, float]:
     workdir = root / "ws"
     workdir.mkdir(parents=True)
@@ -97,11 +121,14 @@ def measure(profile: CliProfile, standin: ModelStandin, root: Path) -> dict[str,
         assert session is not None
         overhead: list[float] = []
         resets: list[float] = []
+        peaks: list[float] = []
         for n in range(JOBS):
             write_task(workdir, n)
             mark = standin.last_seq()
             started = time.monotonic()
-            outcome = session.run_task(task_prompt(), timeout_s=TIMEOUT_S)
+            with PeakRss(session) as peak:
+                outcome = session.run_task(task_prompt(), timeout_s=TIMEOUT_S)
+            peaks.append(peak.mb)
             wall_ms = (time.monotonic() - started) * 1000
             if outcome.kind != "completed":
                 raise RuntimeError(f"{profile.name}: job {n} ended {outcome.kind}: {outcome.reason}")
@@ -110,7 +137,7 @@ def measure(profile: CliProfile, standin: ModelStandin, root: Path) -> dict[str,
             started = time.monotonic()
             session.reset()
             resets.append((time.monotonic() - started) * 1000)
-        rss = tree_rss_mb(session.pid)
+        rss = max(peaks) if profile.kind == "headless" else tree_rss_mb(session.pid)
     finally:
         if session is not None:
             session.close()

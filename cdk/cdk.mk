@@ -28,7 +28,8 @@ $(CDK_CLI): $(CDK_DIR)/package.json $(CDK_DIR)/package-lock.json
 	touch $@
 
 # cfn-lint W3005 (a DependsOn next to a GetAtt on the same resource) is emitted by CDK itself: harmless.
-synth: $(INSTALLED) $(CDK_CLI) ## synthesize the stack offline with the real CDK CLI (cdk-nag runs inside), then cfn-lint
+# web-vendor: the console's xterm.js is uploaded with it (aipm/web/vendor/).
+synth: $(INSTALLED) $(CDK_CLI) web-vendor ## synthesize the stack offline with the real CDK CLI (cdk-nag runs inside), then cfn-lint
 	rm -rf $(CDK_OUT)
 	$(CDK_CLI) synth --quiet --no-notices --output $(CDK_OUT)
 	$(BIN)/cfn-lint --ignore-checks W3005 -- $(CDK_OUT)/*.template.json

@@ -1,12 +1,12 @@
 """The web console in local mode: a static file server on 127.0.0.1 for `aipm/web/`.
 
 It serves the console's files (`aipm/web/`, the terminal client vendored into `aipm/web/vendor/` by `make
-web-vendor`, and the repository's README.md as plain text, which the footer links to) and a generated
-`config.json` — `{"apiUrl": ..., "auth": {"domain": ..., "issuer": ..., "clientId": ...}, "attachUrl": ...}`,
-the local API's base URL, the sign-in (the local OIDC stand-in) and, once an agent runs, its attach
-WebSocket — the same file the CDK app writes next to the console in S3 (without `attachUrl`). GET and HEAD
-only, a fixed set of files, no directory listings, and requests whose Host is not this loopback address are
-refused (DNS rebinding).
+web-vendor`, and the repository's README.md as README.txt, plain text, which the footer links to) and a
+generated `config.json` — `{"apiUrl": ..., "auth": {"domain": ..., "issuer": ..., "clientId": ...},
+"attachUrl": ...}`, the local API's base URL, the sign-in (the local OIDC stand-in) and, once an agent
+runs, its attach WebSocket — the same file the CDK app writes next to the console in S3 (without
+`attachUrl`). GET and HEAD only, a fixed set of files, no directory listings, and requests whose Host is
+not this loopback address are refused (DNS rebinding).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class ConsoleServer:
             if p.is_file() and p.suffix in CONTENT_TYPES
         }
         if README.is_file():
-            self._files["/README.md"] = README
+            self._files["/README.txt"] = README  # text/plain, as the CDK app uploads it
         if "/index.html" not in self._files:
             raise FileNotFoundError(f"no index.html in {web_dir}")
         console = self

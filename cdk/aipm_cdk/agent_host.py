@@ -48,7 +48,10 @@ class AgentHost(Construct):
         storage: Storage,
         configuration: Configuration,
         alarm_topic: sns.ITopic,
+        console_origin: str | None = None,
     ) -> None:
+        """`console_origin`: the web console's browser origin, the only one the attach WebSocket accepts
+        (its terminal page reaches the port through `aipm ops tunnel`); None: no browser may attach."""
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
         self._signal_resource = ""
@@ -88,6 +91,7 @@ class AgentHost(Construct):
             "AIPM_POOL_PORT": str(c.POOL_PORT),
             "AIPM_PROCESSOR_PORT": str(c.PROCESSOR_PORT),
             "AIPM_ATTACH_PORT": str(c.ATTACH_PORT),
+            "AIPM_ALLOWED_OWNERS": ",".join(config.github_owners),
             "AIPM_POOL_SIZE": str(config.pool_size),
             "AIPM_CLI_PROFILE": config.cli_profile,
             "AIPM_WORK_DIR": c.AGENT_WORK_DIR,
@@ -98,6 +102,8 @@ class AgentHost(Construct):
             "AWS_REGION": stack.region,
             "AWS_DEFAULT_REGION": stack.region,
         }
+        if console_origin:
+            agent_env["AIPM_CONSOLE_ORIGIN"] = console_origin
         bootstrap_env = {
             "BOOTSTRAP_SOURCE": self.source.s3_object_url,
             "BOOTSTRAP_REGION": stack.region,

@@ -59,57 +59,41 @@ class Console(Construct):
             # Only generated files: the deployment below empties it when the stack is deleted.
             removal_policy=RemovalPolicy.DESTROY,
         )
-        stack = Stack.of(self)
-        csp = c.CONSOLE_CSP.format(region=stack.region, url_suffix=stack.url_suffix)
-        self.headers = cloudfront.ResponseHeadersPolicy(
-            self,
+        self.headers = self._headers_policy(
             "SecurityHeaders",
-            comment=f"AIPM console ({config.stage}): HSTS, CSP, nosniff, no framing, no referrer",
-            security_headers_behavior=cloudfront.ResponseSecurityHeadersBehavior(
-                strict_transport_security=cloudfront.ResponseHeadersStrictTransportSecurity(
-                    access_control_max_age=Duration.days(c.CONSOLE_HSTS_DAYS),
-                    include_subdomains=True,
-                    override=True,
-                ),
-                content_security_policy=cloudfront.ResponseHeadersContentSecurityPolicy(
-                    content_security_policy=csp, override=True
-                ),
-                content_type_options=cloudfront.ResponseHeadersContentTypeOptions(override=True),
-                frame_options=cloudfront.ResponseHeadersFrameOptions(
-                    frame_option=cloudfront.HeadersFrameOption.DENY, override=True
-                ),
-                referrer_policy=cloudfront.ResponseHeadersReferrerPolicy(
-                    referrer_policy=cloudfront.HeadersReferrerPolicy.NO_REFERRER, override=True
-                ),
-                xss_protection=cloudfront.ResponseHeadersXSSProtection(protection=False, override=True),
-            ),
-            custom_headers_behavior=cloudfront.ResponseCustomHeadersBehavior(
-                custom_headers=[
-                    cloudfront.ResponseCustomHeader(
-                        header="Permissions-Policy", value=c.CONSOLE_PERMISSIONS_POLICY, override=True
-                    ),
-                    cloudfront.ResponseCustomHeader(
-                        header="Cross-Origin-Opener-Policy", value="same-origin", override=True
-                    ),
-                ]
-            ),
+            f"AIPM console ({config.stage}): HSTS, CSP, nosniff, no framing, no referrer",
+            c.CONSOLE_CSP,
         )
+        # The attach terminal's page: xterm.js sets inline styles (xtermjs/xterm.js#4445), and it talks to the
+        # agent's attach port forwarded to loopback by `aipm ops tunnel` — on this one path only.
+        self.terminal_headers = self._headers_policy(
+            "TerminalSecurityHeaders",
+            f"AIPM console ({config.stage}) attach terminal: as the console, inline styles and loopback ws",
+            c.CONSOLE_TERMINAL_CSP,
+        )
+        site_origin = origins.S3BucketOrigin.with_origin_access_control(
+            self.bucket, origin_access_levels=[cloudfront.AccessLevel.READ]
+        )
+        cache_policy = self._cache_policy()
+
+        def behavior(headers: cloudfront.IResponseHeadersPolicy) -> cloudfront.BehaviorOptions:
+            return cloudfront.BehaviorOptions(
+                origin=site_origin,
+                viewer_protocol_policy=cloudfront.ViewerProtocolPolicy.REDIRECT_TO_HTTPS,
+                allowed_methods=cloudfront.AllowedMethods.ALLOW_GET_HEAD,
+                cached_methods=cloudfront.CachedMethods.CACHE_GET_HEAD,
+                cache_policy=cache_policy,
+                response_headers_policy=headers,
+                compress=True,
+            )
+
         self.distribution = cloudfront.Distribution(
             self,
             "Distribution",
             comment=f"AIPM web console ({config.stage})",
             default_root_object=c.CONSOLE_INDEX,
-            default_behavior=cloudfront.BehaviorOptions(
-                origin=origins.S3BucketOrigin.with_origin_access_control(
-                    self.bucket, origin_access_levels=[cloudfront.AccessLevel.READ]
-                ),
-                viewer_protocol_policy=cloudfront.ViewerProtocolPolicy.REDIRECT_TO_HTTPS,
-                allowed_methods=cloudfront.AllowedMethods.ALLOW_GET_HEAD,
-                cached_methods=cloudfront.CachedMethods.CACHE_GET_HEAD,
-                cache_policy=self._cache_policy(),
-                response_headers_policy=self.headers,
-                compress=True,
-            ),
+            default_behavior=behavior(self.headers),
+            additional_behaviors={c.CONSOLE_TERMINAL_PATH: behavior(self.terminal_headers)},
             http_version=cloudfront.HttpVersion.HTTP2_AND_3,
             price_class=cloudfront.PriceClass.PRICE_CLASS_100,
             enable_logging=True,
@@ -139,6 +123,44 @@ class Console(Construct):
         self.origin = f"https://{self.distribution.distribution_domain_name}"
         self.url = f"{self.origin}/"
 
+    def _headers_policy(self, construct_id: str, comment: str, csp: str) -> cloudfront.ResponseHeadersPolicy:
+        """HSTS, the CSP `csp`, nosniff, no framing, no referrer, Permissions-Policy, COOP."""
+        stack = Stack.of(self)
+        return cloudfront.ResponseHeadersPolicy(
+            self,
+            construct_id,
+            comment=comment,
+            security_headers_behavior=cloudfront.ResponseSecurityHeadersBehavior(
+                strict_transport_security=cloudfront.ResponseHeadersStrictTransportSecurity(
+                    access_control_max_age=Duration.days(c.CONSOLE_HSTS_DAYS),
+                    include_subdomains=True,
+                    override=True,
+                ),
+                content_security_policy=cloudfront.ResponseHeadersContentSecurityPolicy(
+                    content_security_policy=csp.format(region=stack.region, url_suffix=stack.url_suffix),
+                    override=True,
+                ),
+                content_type_options=cloudfront.ResponseHeadersContentTypeOptions(override=True),
+                frame_options=cloudfront.ResponseHeadersFrameOptions(
+                    frame_option=cloudfront.HeadersFrameOption.DENY, override=True
+                ),
+                referrer_policy=cloudfront.ResponseHeadersReferrerPolicy(
+                    referrer_policy=cloudfront.HeadersReferrerPolicy.NO_REFERRER, override=True
+                ),
+                xss_protection=cloudfront.ResponseHeadersXSSProtection(protection=False, override=True),
+            ),
+            custom_headers_behavior=cloudfront.ResponseCustomHeadersBehavior(
+                custom_headers=[
+                    cloudfront.ResponseCustomHeader(
+                        header="Permissions-Policy", value=c.CONSOLE_PERMISSIONS_POLICY, override=True
+                    ),
+                    cloudfront.ResponseCustomHeader(
+                        header="Cross-Origin-Opener-Policy", value="same-origin", override=True
+                    ),
+                ]
+            ),
+        )
+
     def _cache_policy(self) -> cloudfront.CachePolicy:
         """Compressed, keyed on the path only; min TTL 0, so the objects' `no-cache` makes CloudFront
         revalidate with S3 (a deploy shows at once, no invalidation needed)."""
@@ -165,6 +187,8 @@ class Console(Construct):
             sources=[
                 s3deploy.Source.asset(str(c.WEB_DIR), exclude=list(c.CONSOLE_EXCLUDE)),
                 s3deploy.Source.json_data(c.CONSOLE_CONFIG, {"apiUrl": api_url, "auth": dict(auth)}),
+                # The footer's README link, as .txt so that S3 serves it as text/plain (a browser shows it).
+                s3deploy.Source.data(c.CONSOLE_README, c.README.read_text(encoding="utf-8")),
             ],
             destination_bucket=self.bucket,
             # Unversioned file names: browsers and CloudFront revalidate (ETag) on every request, so a deploy

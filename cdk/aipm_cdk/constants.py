@@ -8,6 +8,7 @@ from typing import Final
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 HOST_FILES_DIR: Final = Path(__file__).resolve().parent.parent / "host"
 WEB_DIR: Final = REPO_ROOT / "aipm" / "web"
+README: Final = REPO_ROOT / "README.md"
 
 PROJECT: Final = "aipm"
 METRIC_NAMESPACE: Final = "AIPM"
@@ -151,12 +152,23 @@ CONSOLE_INDEX: Final = "index.html"
 CONSOLE_CONFIG: Final = "config.json"  # {"apiUrl": ...}, generated at deploy time (aipm/web/app.js reads it)
 # Files of aipm/web/ that are not published (the local stack writes its own config.json there).
 CONSOLE_EXCLUDE: Final = (CONSOLE_CONFIG, "*.py", "__pycache__", ".*")
+CONSOLE_README: Final = "README.txt"  # the README, uploaded next to the console: its footer links it
 CONSOLE_HSTS_DAYS: Final = 730
 # The page's own meta CSP allows any https: API; the header narrows it to API Gateway in the stack's region.
 CONSOLE_CSP: Final = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self' https://*.execute-api.{region}.{url_suffix} "
     "https://*.auth.{region}.amazoncognito.com; "
+    "base-uri 'none'; form-action 'none'; "
+    "object-src 'none'; frame-ancestors 'none'"
+)
+# The attach terminal's page (aipm/web/terminal.html): xterm.js's renderer sets inline styles
+# (xtermjs/xterm.js#4445), and its WebSocket is the agent's attach port forwarded to loopback
+# (`aipm ops tunnel`).
+CONSOLE_TERMINAL_PATH: Final = "/terminal.html"
+CONSOLE_TERMINAL_CSP: Final = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self' ws://127.0.0.1:* ws://localhost:*; "
     "base-uri 'none'; form-action 'none'; "
     "object-src 'none'; frame-ancestors 'none'"
 )

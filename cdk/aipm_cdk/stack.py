@@ -84,6 +84,7 @@ class AipmStack(Stack):
             storage=self.storage,
             configuration=self.configuration,
             alarm_topic=self.monitoring.topic,
+            console_origin=self.console.origin if self.console is not None else None,
         )
         self.configuration.add_endpoint_parameter(self.agent.endpoint_value)
         self.dispatch = Dispatch(

@@ -132,12 +132,56 @@ def test_deployment_uploads_the_web_files_and_config_json() -> None:
     assert props["DestinationBucketName"] == {"Ref": ids["site"]}
     assert props["Prune"] is True and props["RetainOnDelete"] is False
     assert props["SystemMetadata"] == {"cache-control": "no-cache"}
-    assert len(props["SourceObjectKeys"]) == 2
+    assert len(props["SourceObjectKeys"]) == 3
     staged = [outdir / f"asset.{key.removesuffix('.zip')}" for key in props["SourceObjectKeys"]]
     files = {p.name: p for directory in staged for p in directory.iterdir()}
-    assert {"index.html", "app.js", "styles.css", c.CONSOLE_CONFIG} <= set(files)
+    assert {"index.html", "app.js", "styles.css", "terminal.html", "terminal.js", c.CONSOLE_CONFIG} <= set(
+        files
+    )
+    assert files[c.CONSOLE_README].read_text() == c.README.read_text()  # the footer's link
+    assert not any(name.startswith(".") for name in files)  # no make marker (vendor/.xterm-<version>)
     assert json.loads(files[c.CONSOLE_CONFIG].read_text()) == {"apiUrl": API_URL, "auth": AUTH}
     assert not any(name.endswith(".py") for name in files)
+
+
+def test_only_the_terminal_page_allows_inline_styles_and_loopback_websockets() -> None:
+    """xterm.js sets inline styles (xtermjs/xterm.js#4445); its WebSocket is the agent's attach port forwarded
+    to loopback by `aipm ops tunnel`. Every other path keeps the console's policy."""
+    template, _, ids = console_template()
+    config = distribution_config(template)
+    (terminal,) = config["CacheBehaviors"]
+    assert terminal["PathPattern"] == c.CONSOLE_TERMINAL_PATH
+    assert terminal["ViewerProtocolPolicy"] == config["DefaultCacheBehavior"]["ViewerProtocolPolicy"]
+    assert terminal["AllowedMethods"] == ["GET", "HEAD"]
+    policies = resources(template, "AWS::CloudFront::ResponseHeadersPolicy")
+    policy_id = terminal["ResponseHeadersPolicyId"]["Ref"]
+    assert policy_id != ids["headers"]
+
+    def csp(logical_id: str) -> str:
+        security = policies[logical_id]["Properties"]["ResponseHeadersPolicyConfig"]["SecurityHeadersConfig"]
+        assert security["FrameOptions"]["FrameOption"] == "DENY"
+        return json.dumps(security["ContentSecurityPolicy"]["ContentSecurityPolicy"])
+
+    assert "style-src 'self' 'unsafe-inline';" in csp(policy_id)
+    assert "connect-src 'self' ws://127.0.0.1:* ws://localhost:*;" in csp(policy_id)
+    assert "script-src 'self';" in csp(policy_id)
+    assert "style-src 'self';" in csp(ids["headers"]) and "ws:" not in csp(ids["headers"])
+
+
+def test_the_agent_accepts_the_consoles_origin_and_owners_for_attach(full_stack: Synthesized) -> None:
+    hosts = {
+        name: json.dumps(r["Properties"])
+        for name, r in full_stack.json["Resources"].items()
+        if r["Type"] in ("AWS::EC2::Instance", "AWS::EC2::LaunchTemplate")
+    }
+    (user_data,) = [u for u in hosts.values() if "AIPM_ATTACH_PORT" in u]
+    assert "AIPM_CONSOLE_ORIGIN" in user_data and "AIPM_ALLOWED_OWNERS" in user_data
+    distribution = next(
+        name
+        for name, r in full_stack.json["Resources"].items()
+        if r["Type"] == "AWS::CloudFront::Distribution"
+    )
+    assert f'"Fn::GetAtt": ["{distribution}", "DomainName"]' in user_data  # https://<its domain>
 
 
 def test_full_stack_config_json_points_at_the_stacks_api(full_stack: Synthesized) -> None:

@@ -130,7 +130,7 @@ def test_the_footer_links_the_readme(fake: tuple[FakeApi, ConsoleServer], page: 
     _, console = fake
     page.open(console.url)
     (href,) = page.driver.execute_script("return [document.querySelector('#readme-link').href]")
-    assert href == console.url + "README.md"
+    assert href == console.url + "README.txt"
     with urllib.request.urlopen(href, timeout=5) as resp:
         assert resp.headers["Content-Type"] == "text/plain; charset=utf-8"
         assert "\n## API" in resp.read().decode()

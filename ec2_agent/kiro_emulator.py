@@ -50,6 +50,10 @@ process group (only killing the group ends it);
 ``<!-- emulator: no-change -->`` finishes without writing;
 ``<!-- emulator: slow=2.5 -->`` works 2.5 s instead of ``KIRO_EMULATOR_WORK_S``.
 
+A follow-up brief (the TASK.md of a follow-up job, lambda_src.taskdoc.render_follow_up_brief) that names
+a file (``File: `` + the path in a code span + ``, line N``) also gets one line appended to that file, when
+it is a regular file inside the working directory: the change touches the file the reviewer commented on.
+
 Environment: ``KIRO_EMULATOR_WORK_S`` — seconds of simulated work per task (default 0.2);
 ``KIRO_EMULATOR_RAW_DELAY_S`` — seconds between printing a question and reading its answer in raw mode
 (default 0.05).
@@ -104,6 +108,7 @@ _HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*:?\s*#*\s*$")
 _LABEL = re.compile(r"^(objective|constraints|acceptance criteria|description)\s*:\s*(.*)$", re.IGNORECASE)
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+(?:\[[ xX]\]\s+)?(.*\S)\s*$")
 _SLUG_DROP = re.compile(r"[^a-z0-9]+")
+_FOLLOW_UP_FILE = re.compile(r"^File: (`+) (.+?) \1(?:, line (\d+))?$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,8 @@ class TaskSpec:
     objective: str
     criteria: tuple[str, ...]
     directives: Directives
+    file: str | None = None  # a follow-up brief's file (a review comment's), relative to the workdir
+    line: int | None = None
 
 
 def _clean(text: str) -> str:
@@ -185,11 +192,14 @@ def parse_task(text: str) -> TaskSpec:
         objective_lines = _first_paragraph(preamble)
     criteria_lines = next((body for name, body in sections.items() if "acceptance" in name), [])
     criteria = tuple(_clean(m.group(1)) for line in criteria_lines if (m := _LIST_ITEM.match(line)))
+    follow_up = _FOLLOW_UP_FILE.search(text.split("```", 1)[0])  # the brief's own line, not the quote
     return TaskSpec(
         title=title or "Untitled task",
         objective=_clean(" ".join(objective_lines)),
         criteria=tuple(c for c in criteria if c),
         directives=directives,
+        file=follow_up.group(2) if follow_up else None,
+        line=int(follow_up.group(3)) if follow_up and follow_up.group(3) else None,
     )
 
 
@@ -447,7 +457,21 @@ class Emulator:
             return
         _write_atomically(self.workdir / path, content)
         self.say(_style("32", f" ✓ Created {path} ({len(spec.criteria)} acceptance criteria)"))
+        if spec.file is not None:
+            self._follow_up_on(spec.file, spec.line)
         self.say(_style("32", ">") + f" Done: {spec.title}.")
+
+    def _follow_up_on(self, name: str, line: int | None) -> None:
+        """Append one line to the reviewed file: only a regular file inside the working directory."""
+        root = self.workdir.resolve()
+        target = (self.workdir / name).resolve()
+        if root not in target.parents or not target.is_file() or (self.workdir / name).is_symlink():
+            self.say(_style("33", f"Skipping {strip_control(name)}: not a file of this repository."))
+            return
+        where = f" (line {line})" if line else ""
+        with target.open("a", encoding="utf-8", newline="\n") as handle:
+            handle.write(f"\nFollow-up{where}: written by the Kiro CLI emulator, not by Kiro.\n")
+        self.say(_style("32", f" ✓ Updated {strip_control(name)} (using tool: fs_write)"))
 
     def _work(self, directives: Directives) -> None:
         if directives.crash:

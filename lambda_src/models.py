@@ -20,7 +20,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from lambda_src.records.models import Heartbeat, Job, JobStatus, SlotState, TimelineEntry
+from lambda_src.records.models import FollowUp, Heartbeat, Job, JobStatus, SlotState, TimelineEntry
 from lambda_src.redaction import screen_secrets
 
 if TYPE_CHECKING:
@@ -430,6 +430,10 @@ class JobView(ApiModel):
     output_tail: str | None
     requested_by: str | None
     timeline: list[TimelineEntry]
+    # A follow-up job: the PR comment it answers (`parentJobId`: the PR's first job). None otherwise.
+    follow_up: FollowUp | None = None
+    # A labelled-issue delegation: the issue its PR fixes.
+    fixes_issue: int | None = None
 
     @classmethod
     def of(cls, job: Job) -> JobView:
@@ -457,6 +461,8 @@ class JobView(ApiModel):
             output_tail=screen_secrets(job.output_tail) if job.output_tail is not None else None,
             requested_by=job.requested_by,
             timeline=job.timeline,
+            follow_up=job.follow_up,
+            fixes_issue=job.fixes_issue,
         )
 
 

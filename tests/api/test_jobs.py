@@ -36,6 +36,8 @@ JOB_VIEW_KEYS = {
     "storyTitle",
     "source",
     "timeline",
+    "followUp",
+    "fixesIssue",
 }
 
 

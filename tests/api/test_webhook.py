@@ -127,6 +127,11 @@ def test_a_collaborators_mention_queues_a_follow_up_on_the_same_branch(hooked: A
     )
     record = hooked.store.get_pr_record("acme", "tools", pr["number"])
     assert record is not None and record.follow_up_job_ids == [job.job_id]
+    admin = {**USER, "cognito:groups": "aipm-admins"}
+    status, view = hooked.call("GET", f"/api/jobs/{job.job_id}", claims=admin)
+    assert status == 200 and view["followUp"]["parentJobId"] == pr["jobId"]
+    assert view["followUp"]["author"] == "rita" and view["source"] == "github:issue_comment"
+    assert hooked.call("GET", f"/api/jobs/{job.job_id}", claims=USER)[0] == 404  # rita's job, not ada's
     assert hooked.store.delivery_exists(delivery.guid)
 
 

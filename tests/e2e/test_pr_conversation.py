@@ -10,7 +10,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -68,11 +68,21 @@ def as_person(stack: LocalStack, person: tuple[str, str], method: str, path: str
         return json.load(resp)
 
 
-def answered(stack: LocalStack, event: str) -> tuple[Delivery, dict[str, Any]]:
-    """The newest delivery of `event` once the gateway answered it, and the answer."""
-    assert stack.forge.wait_deliveries(30)
-    delivery = [d for d in stack.forge.deliveries if d.event == event][-1]
-    return delivery, json.loads(delivery.response)
+def answered(stack: LocalStack, event: str, subject: int) -> tuple[Delivery, dict[str, Any]]:
+    """The delivery of `event` about `subject` (the comment's id; for `issues`, the issue's number) once the
+    gateway answered it, and the answer. (The product's own PR comments are delivered too, in between.)"""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for delivery in stack.forge.deliveries:
+            if delivery.event != event or delivery.redelivery:
+                continue
+            payload = delivery.payload()
+            about = payload["issue"]["number"] if event == "issues" else payload["comment"]["id"]
+            if about == subject:
+                assert delivery.done.wait(30)
+                return delivery, json.loads(delivery.response)
+        time.sleep(0.05)
+    raise AssertionError(f"no {event} delivery about {subject}")
 
 
 def ended(stack: LocalStack, job_id: str, timeout_s: float = 90) -> Job:
@@ -85,6 +95,14 @@ def ended(stack: LocalStack, job_id: str, timeout_s: float = 90) -> Job:
             return job
         time.sleep(0.1)
     raise AssertionError(f"job {job_id} did not end")
+
+
+def eventually(find: Callable[[], list[dict[str, Any]]], timeout_s: float = 30) -> list[dict[str, Any]]:
+    """What `find` returns once it is not empty: the reply is posted after the job's record says it ended."""
+    deadline = time.monotonic() + timeout_s
+    while not (found := find()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return found
 
 
 def git(stack: LocalStack, *args: str) -> str:
@@ -104,7 +122,7 @@ def test_a_mention_becomes_a_second_agent_commit_and_a_reply(stack: LocalStack, 
     text = "@aipm please also document the export format"
     comment = as_person(stack, REVIEWER, "POST", f"{REPO}/issues/{pr['number']}/comments", {"body": text})
 
-    delivery, answer = answered(stack, "issue_comment")
+    delivery, answer = answered(stack, "issue_comment", comment["id"])
 
     assert delivery.status == 202, answer
     assert answer["kind"] == "follow_up" and answer["prNumber"] == pr["number"]
@@ -126,10 +144,13 @@ def test_a_mention_becomes_a_second_agent_commit_and_a_reply(stack: LocalStack, 
     changed = git(stack, "diff", "--name-only", f"{branch}~1", branch).split()
     assert changed == job.changed_files and "TASK.md" not in changed
 
-    replies = [
-        c for c in stack.forge.comments(DEMO_OWNER, DEMO_REPO, pr["number"]) if c["id"] > comment["id"]
-    ]
-    reply = next(c for c in replies if job.job_id in c["body"])
+    [reply] = eventually(
+        lambda: [
+            c
+            for c in stack.forge.comments(DEMO_OWNER, DEMO_REPO, pr["number"])
+            if c["id"] > comment["id"] and job.job_id in c["body"]
+        ]
+    )
     assert f"pushed {sha}" in reply["body"] and comment["html_url"] in reply["body"]
     assert "@aipm" not in reply["body"]  # a reply never starts another job
     record = stack.store().get_pr_record(DEMO_OWNER, DEMO_REPO, pr["number"])
@@ -137,8 +158,10 @@ def test_a_mention_becomes_a_second_agent_commit_and_a_reply(stack: LocalStack, 
 
 
 def test_a_redelivery_does_nothing_new(stack: LocalStack, pr: dict[str, Any]) -> None:
-    as_person(stack, REVIEWER, "POST", f"{REPO}/issues/{pr['number']}/comments", {"body": "@aipm add a test"})
-    first, answer = answered(stack, "issue_comment")
+    made = as_person(
+        stack, REVIEWER, "POST", f"{REPO}/issues/{pr['number']}/comments", {"body": "@aipm add a test"}
+    )
+    first, answer = answered(stack, "issue_comment", made["id"])
     assert first.status == 202, answer
     ended(stack, answer["jobId"])
     jobs, tip = job_items(stack), git(stack, "rev-parse", pr["branchName"])
@@ -153,8 +176,10 @@ def test_a_redelivery_does_nothing_new(stack: LocalStack, pr: dict[str, Any]) ->
 
 
 def test_a_bad_signature_is_401_and_writes_nothing(stack: LocalStack, pr: dict[str, Any]) -> None:
-    as_person(stack, REVIEWER, "POST", f"{REPO}/issues/{pr['number']}/comments", {"body": "just a note"})
-    delivery, _ = answered(stack, "issue_comment")
+    made = as_person(
+        stack, REVIEWER, "POST", f"{REPO}/issues/{pr['number']}/comments", {"body": "just a note"}
+    )
+    delivery, _ = answered(stack, "issue_comment", made["id"])
     before = stack.client("dynamodb").scan(TableName=stack.records_table)["Items"]
     body = delivery.body.replace(b"just a note", b"@aipm delete everything")
     headers = {**delivery.headers, "X-GitHub-Delivery": "forged-1"}
@@ -174,9 +199,11 @@ def test_a_bad_signature_is_401_and_writes_nothing(stack: LocalStack, pr: dict[s
 
 def test_a_non_collaborators_mention_starts_no_job(stack: LocalStack, pr: dict[str, Any]) -> None:
     jobs = job_items(stack)
-    as_person(stack, STRANGER, "POST", f"{REPO}/issues/{pr['number']}/comments", {"body": "@aipm rm -rf /"})
+    made = as_person(
+        stack, STRANGER, "POST", f"{REPO}/issues/{pr['number']}/comments", {"body": "@aipm rm -rf /"}
+    )
 
-    delivery, answer = answered(stack, "issue_comment")
+    delivery, answer = answered(stack, "issue_comment", made["id"])
 
     assert delivery.status == 200
     assert answer == {
@@ -190,15 +217,50 @@ def test_a_review_comment_gets_its_reply_in_the_thread(stack: LocalStack, pr: di
     body = {"body": "@aipm describe this file", "path": "README.md", "line": 1}
     comment = as_person(stack, REVIEWER, "POST", f"{REPO}/pulls/{pr['number']}/comments", body)
 
-    delivery, answer = answered(stack, "pull_request_review_comment")
+    delivery, answer = answered(stack, "pull_request_review_comment", comment["id"])
 
     assert delivery.status == 202, answer
     job = ended(stack, answer["jobId"])
-    assert job.status.value in ("completed", "no_changes"), job.reason
+    assert job.status.value == "completed", (job.reason, job.output_tail)
     assert job.follow_up is not None and (job.follow_up.path, job.follow_up.line) == ("README.md", 1)
+    # The change touches the file the reviewer commented on (the emulator acts on the brief's file and line).
+    assert "README.md" in (job.changed_files or [])
+    readme = git(stack, "show", f"{job.commit_sha}:README.md")
+    assert readme.endswith("Follow-up (line 1): written by the Kiro CLI emulator, not by Kiro.\n")
     thread = [
         c
         for c in stack.forge.review_comments(DEMO_OWNER, DEMO_REPO, pr["number"])
         if c.get("in_reply_to_id") == comment["id"]
     ]
     assert len(thread) == 1 and job.job_id in thread[0]["body"]
+
+
+def test_a_labelled_issue_becomes_a_pr_that_fixes_it(stack: LocalStack) -> None:
+    issue = as_person(
+        stack,
+        REVIEWER,
+        "POST",
+        f"{REPO}/issues",
+        {"title": "Add a changelog", "body": "Keep a CHANGELOG.md.\n\nFixes #999 is the reporter's text."},
+    )
+    as_person(stack, REVIEWER, "POST", f"{REPO}/issues/{issue['number']}/labels", {"labels": ["aipm"]})
+
+    delivery, answer = answered(stack, "issues", issue["number"])
+
+    assert delivery.status == 202, answer
+    assert answer["kind"] == "delegation"
+    job = ended(stack, answer["jobId"])
+    assert job.status.value == "completed", (job.reason, job.output_tail)
+    assert (job.fixes_issue, job.requester_id, job.source) == (
+        issue["number"],
+        "github:rita",
+        "github:issues",
+    )
+    [pull] = [
+        p for p in stack.forge.pull_requests(DEMO_OWNER, DEMO_REPO) if p["number"] == answer["prNumber"]
+    ]
+    assert pull["body"].endswith(f"\n\nFixes #{issue['number']}")  # the product's line, outside the quotes
+    assert "```text\nKeep a CHANGELOG.md.\n\nFixes #999 is the reporter's text.\n```" in pull["body"]
+    assert pull["head"]["ref"].startswith(f"aipm/issue-{issue['number']}-")
+    log = git(stack, "log", "--format=%H", f"main..{pull['head']['ref']}").split()
+    assert len(log) == 2 and log[0] == job.commit_sha

@@ -85,3 +85,25 @@ def test_prompt_only_with_no_interactive() -> None:
     assert raised.value.code == 2
     with pytest.raises(SystemExit):
         main(["chat", "do it"])
+
+
+def test_a_follow_up_brief_names_the_reviewed_file_and_line() -> None:
+    """The brief the agent renders for a review comment (lambda_src.taskdoc) is what the emulator reads."""
+    from lambda_src.taskdoc import render_follow_up_brief
+
+    brief = render_follow_up_brief(
+        "# ` Add export `\n",
+        job_id="j",
+        author="rita",
+        comment="@aipm use a constant\nFile: ` elsewhere.py `, line 9",
+        where="a review comment",
+        path="src/a `b`.py",
+        line=3,
+    )
+    spec = parse_task(brief)
+    assert (spec.file, spec.line) == ("src/a `b`.py", 3)  # the quoted comment's look-alike line is not it
+    assert parse_task("# Task\n").file is None
+    not_a_review = render_follow_up_brief(
+        "# T\n", job_id="j", author="sam", comment="File: ` README.md `, line 1", where="a comment"
+    )
+    assert parse_task(not_a_review).file is None

@@ -43,9 +43,10 @@ import pwd
 import shutil
 import signal
 import stat
+import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -76,6 +77,8 @@ ETC_FILES = (
 _KILL_WAIT_S = 2.0
 _KILL_ROUNDS = 50  # a fork bomb forks between listing and killing: list and kill again, this many times
 SETPRIV = "/usr/bin/setpriv"
+CHOWN = "/usr/bin/chown"
+_CHOWN_TIMEOUT_S = 300
 PRLIMIT = "/usr/bin/prlimit"
 NICE = "/usr/bin/nice"
 _MIB = 1024 * 1024
@@ -202,28 +205,55 @@ class CliUser:
         ]  # fmt: skip
 
     def hand_over(self, root: Path) -> None:
-        """Make `root` and everything under it this user's (links not followed; modes unchanged). Needs
-        CAP_CHOWN. Raises SandboxFault."""
+        """Make `root` and everything under it this user's, links not followed, modes unchanged: GNU
+        `chown -R --no-dereference` (C, several times faster than a walk in Python on a large tree). Only on
+        trees the agent made or took back (the CLI user cannot write in them meanwhile, so the tool walks a
+        tree that holds still). Needs CAP_CHOWN (inherited as an ambient capability). Raises SandboxFault."""
+        if not root.exists() and not root.is_symlink():
+            return
         try:
-            # Children first: a directory stays the agent's (listable) until everything in it is handed over.
-            for path, _st in reversed(list(_walk_top_down(root))):
-                os.chown(path, self.uid, self.gid, follow_symlinks=False)
-        except OSError as err:
+            subprocess.run(
+                [CHOWN, "-R", "--no-dereference", f"{self.uid}:{self.gid}", "--", str(root)],
+                env={"PATH": SYSTEM_PATH, "LANG": "C"},
+                capture_output=True,
+                text=True,
+                timeout=_CHOWN_TIMEOUT_S,
+                check=True,
+            )
+        except subprocess.CalledProcessError as err:
+            raise SandboxFault(
+                f"cannot hand {root} over to the CLI user {self.name}: {err.stderr[-500:]}"
+            ) from err
+        except (OSError, subprocess.TimeoutExpired) as err:
             raise SandboxFault(f"cannot hand {root} over to the CLI user {self.name}: {err}") from err
 
     def take_back(self, root: Path) -> None:
         """Make `root` and everything under it the agent's again, top down (each directory is owned and
         readable before it is listed), with no group or other write and the owner's read (and search on
-        directories), links not followed: after it the CLI user can change nothing there. Needs CAP_CHOWN.
-        Raises SandboxFault."""
+        directories), links not followed: after it the CLI user can change nothing there. In Python, not
+        `chown -R`: the CLI may have locked a directory (mode 000), which the agent must own and open before
+        it lists it. Needs CAP_CHOWN. Raises SandboxFault."""
         me, group = os.getuid(), os.getgid()
         try:
-            for path, st in _walk_top_down(root, before_listing=lambda p: _own_dir(p, me, group)):
-                if stat.S_ISDIR(st.st_mode):
-                    continue  # done before listing
-                os.chown(path, me, group, follow_symlinks=False)
-                if stat.S_ISREG(st.st_mode):
-                    path.chmod((stat.S_IMODE(st.st_mode) | 0o600) & ~0o022)
+            if not root.exists() and not root.is_symlink():
+                return
+            if root.is_symlink() or not root.is_dir():
+                os.chown(root, me, group, follow_symlinks=False)
+                return
+            stack = [str(root)]
+            while stack:
+                directory = stack.pop()
+                _own_dir(directory, me, group)
+                with os.scandir(directory) as entries:
+                    for entry in entries:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
+                            continue
+                        os.chown(entry.path, me, group, follow_symlinks=False)
+                        if entry.is_file(follow_symlinks=False):
+                            mode = stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode)
+                            if mode & 0o600 != 0o600 or mode & 0o022:
+                                os.chmod(entry.path, (mode | 0o600) & ~0o022)  # noqa: PTH101 - a str path, hot loop
         except OSError as err:
             raise SandboxFault(f"cannot take {root} back from the CLI user {self.name}: {err}") from err
 
@@ -236,38 +266,17 @@ class CliUser:
             with os.scandir(directory) as entries:
                 for entry in entries:
                     if entry.is_dir(follow_symlinks=False):
-                        _own_dir(Path(entry.path), me, group)
+                        _own_dir(entry.path, me, group)
                     else:
                         os.chown(entry.path, me, group, follow_symlinks=False)
         except OSError as err:
             raise SandboxFault(f"cannot take {directory} back from the CLI user {self.name}: {err}") from err
 
 
-def _own_dir(path: Path, uid: int, gid: int) -> None:
+def _own_dir(path: str | Path, uid: int, gid: int) -> None:
     os.chown(path, uid, gid, follow_symlinks=False)
     mode = stat.S_IMODE(os.lstat(path).st_mode)
-    path.chmod((mode | 0o700) & ~0o022)
-
-
-def _walk_top_down(
-    root: Path, before_listing: Callable[[Path], None] | None = None
-) -> Iterator[tuple[Path, os.stat_result]]:
-    """`root` and everything under it, parents before children, links not followed; `before_listing` is
-    called on each directory before it is read. A missing root yields nothing."""
-    try:
-        st = root.lstat()
-    except FileNotFoundError:
-        return
-    stack = [(root, st)]
-    while stack:
-        path, st = stack.pop()
-        yield path, st
-        if stat.S_ISDIR(st.st_mode):
-            if before_listing is not None:
-                before_listing(path)
-            with os.scandir(path) as entries:
-                for entry in entries:
-                    stack.append((Path(entry.path), entry.stat(follow_symlinks=False)))
+    os.chmod(path, (mode | 0o700) & ~0o022)  # noqa: PTH101 - a str path, hot loop
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@
     loaded: false,            // the first page of the list (or the first refresh) has been read
     nextCursor: null,         // the API's nextCursor after the last page shown ("Load older jobs")
     pages: 1,                 // pages of the list shown
+    listGeneration: 0,        // bumped when the filters change: answers to older requests are dropped
     pool: null,               // the last GET /api/workers answer (null: none, or not reported)
     poolNote: "",             // why the pool is not shown
     poolSupported: true,      // false once GET /api/workers answers "no such route"
@@ -504,17 +505,20 @@
 
   // One refresh reads the jobs and the worker pool together, so the two panels tell the same moment.
   async function refresh() {
+    const generation = state.listGeneration;
     const [, pool] = await Promise.all([refreshJobs(), readPool()]);
     if (pool !== undefined) state.pool = pool;
-    state.loaded = true;
+    if (generation === state.listGeneration) state.loaded = true;
     renderJobs();
   }
 
   async function refreshJobs() {
     const inPage = new Set();
+    const generation = state.listGeneration;
     if (state.listSupported) {
       try {
         const page = await api("GET", listPath(null));
+        if (generation !== state.listGeneration) return;  // the filters changed meanwhile
         for (const job of page.jobs || []) {
           state.jobs.set(job.jobId, job);
           inPage.add(job.jobId);
@@ -545,8 +549,10 @@
   async function loadMore() {
     const button = $("jobs-more");
     button.disabled = true;
+    const generation = state.listGeneration;
     try {
       const page = await api("GET", listPath(state.nextCursor));
+      if (generation !== state.listGeneration) return;
       for (const job of page.jobs || []) state.jobs.set(job.jobId, job);
       state.nextCursor = page.nextCursor || null;
       state.pages += 1;
@@ -570,6 +576,7 @@
     }
     $("repo-filter").removeAttribute("aria-invalid");
     state.filters = { status: $("status-filter").value, repo, mine: $("mine-filter").checked };
+    state.listGeneration += 1;
     state.jobs.clear();          // the list starts again from its first page under the new filters
     state.nextCursor = null;
     state.pages = 1;

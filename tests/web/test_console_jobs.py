@@ -5,6 +5,7 @@ as the jobs, the README link, and what a signed-out console says."""
 
 from __future__ import annotations
 
+import time
 import urllib.request
 
 from aipm.local.console import ConsoleServer
@@ -57,6 +58,27 @@ def test_paging_past_25_and_the_filters(fake: tuple[FakeApi, ConsoleServer], pag
     page.click("#filters-apply")
     assert page.element("#repo-filter").get_attribute("aria-invalid") == "true"
     assert "owner/repo" in page.text("#jobs-note")
+
+
+def test_an_answer_to_the_old_filters_is_dropped(fake: tuple[FakeApi, ConsoleServer], page: Page) -> None:
+    """The filters change while the list is being read (a slow API): the late page of the old listing must
+    not show, nor leave its nextCursor (the API refuses a cursor of another listing)."""
+    api, console = fake
+    for n in range(30):
+        api.add_job(f"Tool job {n:02d}", status="completed")
+    api.add_job("Web job", repo="acme/web", status="completed")
+    page.open(console.url)
+    sign_in(page, api)
+    page.wait(lambda: page.element("#jobs-more").is_displayed(), what="a first, full page")
+    api.list_delay_s = 2
+    page.driver.execute_script("document.querySelector('#jobs-more').hidden = true")
+    time.sleep(2.5)  # a refresh of the unfiltered list is now on its way
+    page.type("repo-filter", "acme/web")
+    page.click("#filters-apply")
+    page.wait(lambda: page.texts("li.job .job-title") == ["Web job"], what="the filtered list")
+    time.sleep(4)  # the old listing's answer has arrived by now
+    assert page.texts("li.job .job-title") == ["Web job"]
+    assert not page.element("#jobs-more").is_displayed()
 
 
 def test_timelines_are_collapsible_and_stay_as_the_person_left_them(

@@ -9,7 +9,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -89,7 +89,8 @@ class FakeApi:
     idempotency: dict[str, str] = field(default_factory=dict)
     missing_routes: set[str] = field(default_factory=set)  # e.g. {"list", "workers"}: answer like no route
     workers: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(WORKERS))  # GET /api/workers
-    list_delay_s: float = 0  # a slow GET /api/jobs (answers to the list arrive this late)
+    # A slow GET /api/jobs: how late the answer to a query ({name: [values]}) arrives, in seconds.
+    list_delay_s: Callable[[dict[str, list[str]]], float] = lambda _query: 0
     allow_origin: str = "*"
     # When set (a aipm.local.authorizer.CognitoAuthorizer), bearer tokens are ID tokens it must verify, as API
     # Gateway's Cognito authorizer does (the console signs in through the local OIDC stand-in); else TOKEN.
@@ -304,7 +305,7 @@ class FakeApi:
             self._move(job, status, fields)
 
     def _list(self, query: dict[str, list[str]], caller: str) -> tuple[int, Any]:
-        time.sleep(self.list_delay_s)
+        time.sleep(self.list_delay_s(query))
         for job in self.jobs.values():  # time passes for every job a list shows
             self._advance(job)
         jobs = sorted(self.jobs.values(), key=lambda j: j["createdAt"], reverse=True)

@@ -70,13 +70,14 @@ def test_an_answer_to_the_old_filters_is_dropped(fake: tuple[FakeApi, ConsoleSer
     page.open(console.url)
     sign_in(page, api)
     page.wait(lambda: page.element("#jobs-more").is_displayed(), what="a first, full page")
-    api.list_delay_s = 2
-    page.driver.execute_script("document.querySelector('#jobs-more').hidden = true")
-    time.sleep(2.5)  # a refresh of the unfiltered list is now on its way
+    api.list_delay_s = lambda query: 0 if "repo" in query else 4  # the unfiltered listing is slow
+    before = len(api.seen("GET", "/api/jobs?"))
+    page.click("#filters-apply")  # the unfiltered list is read again: its answer comes in 4 s
+    page.wait(lambda: len(api.seen("GET", "/api/jobs?")) > before, what="the slow request")
     page.type("repo-filter", "acme/web")
     page.click("#filters-apply")
     page.wait(lambda: page.texts("li.job .job-title") == ["Web job"], what="the filtered list")
-    time.sleep(4)  # the old listing's answer has arrived by now
+    time.sleep(5)  # the old listing's answer has arrived by now
     assert page.texts("li.job .job-title") == ["Web job"]
     assert not page.element("#jobs-more").is_displayed()
 

@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from websockets.sync.client import connect
 
 pytestmark = pytest.mark.e2e
 
@@ -96,6 +97,20 @@ def test_aipm_local_serves_on_stable_ports_and_saves_a_profile_the_cli_uses(tmp_
         request = urllib.request.Request(f"{api_url}/api/jobs", headers={"Authorization": f"Bearer {token}"})
         with urllib.request.urlopen(request, timeout=10) as resp:
             assert resp.status == 200
+
+        # The printed attach address is the console's, and the printed token is the one the agent takes: a
+        # refusal for the branch (not a job's) comes only after the token was accepted.
+        attach = next(line.split()[1] for line in lines if line.startswith("Attach:"))
+        agent_token = next(line.split()[1] for line in lines if line.startswith("  token "))
+        assert config["attachUrl"] == attach and attach.startswith("ws://127.0.0.1:")
+        with connect(attach, open_timeout=10) as ws:
+            request = {"type": "attach", "token": agent_token, "owner": "aipm-demo", "repo": "tools"}
+            ws.send(json.dumps({**request, "branch": "feature/no-such-job"}))
+            refusal = json.loads(ws.recv(timeout=30))
+        assert refusal == {
+            "type": "error",
+            "message": "'feature/no-such-job' is not the branch of a job on aipm-demo/tools",
+        }
 
         # The CLI finds the stack through the saved profile: no URL or token in its environment.
         assert (tmp_path / "config.toml").stat().st_mode & 0o077 == 0

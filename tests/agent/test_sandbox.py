@@ -7,7 +7,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -139,9 +139,10 @@ def test_between_jobs_only_the_main_process_survives(sandbox: Sandbox) -> None:
     main = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
     try:
         assert main.stdout is not None and main.stdout.readline() == "started\n"
-        deadline = threading.Event()
-        while len(sandbox.processes()) < 4 and not deadline.wait(0.02):
-            pass
+        # Settled: the main process has exec'd sleep and both background sleeps run (the subshell that
+        # starts one of them is gone), so exactly two processes are to be killed.
+        while sorted(_comm(p.pid) for p in sandbox.processes() if p.ns_pid > 1) != ["sleep"] * 3:
+            time.sleep(0.02)
         before = sandbox.processes()
         killed = sandbox.kill_all_but_main()
         assert len(killed) == 2, before
@@ -151,6 +152,13 @@ def test_between_jobs_only_the_main_process_survives(sandbox: Sandbox) -> None:
         sandbox.stop()
         main.wait(timeout=5)
     assert sandbox.processes() == []
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def test_a_restarted_agent_reaps_the_sandboxes_its_slot_left(sandbox: Sandbox, tmp_path: Path) -> None:

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from tests.containment.cli_user import CLI_USER, ensure_user, reachable_dir
+
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(os.geteuid() != 0, reason="creates users and starts one with capabilities: root only"),
@@ -28,17 +30,6 @@ pytestmark = [
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "cdk" / "host" / "aipm-agent.service"
 AGENT_USER = "aipm-agent-test"
-CLI_USER = "aipm-cli"
-
-
-def ensure_user(name: str) -> pwd.struct_passwd:
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True
-        )
-        return pwd.getpwnam(name)
 
 
 def unit_capabilities() -> list[str]:
@@ -84,8 +75,9 @@ def run_driver(work: Path) -> dict[str, Any]:
     return found
 
 
-def test_the_cli_runs_as_its_own_user_and_the_agent_keeps_control(tmp_path: Path) -> None:
-    found = run_driver(tmp_path / "work")
+def test_the_cli_runs_as_its_own_user_and_the_agent_keeps_control() -> None:
+    with reachable_dir("aipm-cli-user-") as scratch:
+        found = run_driver(scratch / "work")
     cli = pwd.getpwnam(CLI_USER)
     agent = pwd.getpwnam(AGENT_USER)
     inside = "\n".join(found["inside"])

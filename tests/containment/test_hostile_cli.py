@@ -12,10 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pwd
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import pytest
 
 from aipm.local.stack import DEMO_OWNER, DEMO_REPO, LocalStack, StackOptions, wait_for_job
 from tests.containment.attacks import BACKGROUND_TAG, LEAKED, Layout, first_job, second_job
+from tests.containment.cli_user import CLI_USER, ensure_user, reachable_dir
 
 pytestmark = pytest.mark.e2e
 
@@ -37,43 +38,31 @@ PROFILE = {
 }
 
 
-CLI_USER = "aipm-cli"
-
-
-def ensure_cli_user() -> None:
-    """The cloud host's CLI user, created as the host's bootstrap does (root only)."""
-    try:
-        pwd.getpwnam(CLI_USER)
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", CLI_USER], check=True
-        )
-
-
 @pytest.fixture(scope="module", params=["agent-user", "cli-user"])
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """The whole local stack with the hostile CLI as its profile: the sandbox as the agent's own user (local
     mode), and, as root, again as the CLI's own user (`aipm-cli`, the cloud host's mode)."""
-    if request.param == "cli-user" and os.geteuid() != 0:
-        pytest.skip("starting the sandbox as another user needs root (the cloud agent has CAP_SETUID)")
-    root = tmp_path_factory.mktemp("containment")
-    home = root / "agent-home"
-    home.mkdir()
     env = {
         "AIPM_GENERIC_PROFILE": json.dumps(PROFILE),
         "AIPM_SANDBOX_RO_BINDS": json.dumps([str(HERE)]),
         "AIPM_SANDBOX_NETWORK": "none",
-        "HOME": str(home),
     }
-    if request.param == "cli-user":
-        ensure_cli_user()
-        env["AIPM_SANDBOX_CLI_USER"] = CLI_USER
-        for directory in [*reversed(root.parents), root]:  # the CLI user's bwrap reaches its slot by path
-            directory.chmod(directory.stat().st_mode | 0o001)
-    options = StackOptions(pool_size=2, cli_profile="generic", sweep_interval_s=1, agent_env=env)
-    with LocalStack(root, options) as running:
-        running.forge.create_repository(DEMO_OWNER, OTHER_REPO, files={"README.md": "# other\n"})
-        yield running
+    with ExitStack() as cleanup:
+        if request.param == "agent-user":
+            root = tmp_path_factory.mktemp("containment")
+        elif os.geteuid() != 0:
+            pytest.skip("starting the sandbox as another user needs root (the cloud agent has CAP_SETUID)")
+        else:
+            ensure_user(CLI_USER)
+            env["AIPM_SANDBOX_CLI_USER"] = CLI_USER
+            root = cleanup.enter_context(reachable_dir("aipm-containment-"))
+        home = root / "agent-home"
+        home.mkdir()
+        env["HOME"] = str(home)
+        options = StackOptions(pool_size=2, cli_profile="generic", sweep_interval_s=1, agent_env=env)
+        with LocalStack(root, options) as running:
+            running.forge.create_repository(DEMO_OWNER, OTHER_REPO, files={"README.md": "# other\n"})
+            yield running
 
 
 @pytest.fixture

@@ -15,12 +15,14 @@ import json
 import os
 import pwd
 from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
 
 from aipm.local.stack import DEMO_OWNER, DEMO_REPO, LocalStack, StackOptions
-from tests.containment.test_hostile_cli import CLI_USER, HERE, PROFILE, ensure_cli_user, git, run_job
+from tests.containment.cli_user import CLI_USER, ensure_user, reachable_dir
+from tests.containment.test_hostile_cli import HERE, PROFILE, git, run_job
 
 pytestmark = pytest.mark.e2e
 
@@ -86,9 +88,6 @@ echo next > /workspace/next.txt
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    root = tmp_path_factory.mktemp("limits")
-    home = root / "agent-home"
-    home.mkdir()
     env = {
         "AIPM_GENERIC_PROFILE": json.dumps(PROFILE),
         "AIPM_SANDBOX_RO_BINDS": json.dumps([str(HERE)]),
@@ -97,18 +96,22 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         "AIPM_SANDBOX_FILE_SIZE_MIB": str(FILE_SIZE_MIB),
         "AIPM_SANDBOX_PROCESS_MEMORY_MIB": str(PROCESS_MEMORY_MIB),
         "AIPM_SANDBOX_TMP_SIZE_MIB": str(TMP_SIZE_MIB),
-        "HOME": str(home),
     }
-    if os.geteuid() == 0:
-        ensure_cli_user()
-        env["AIPM_SANDBOX_CLI_USER"] = CLI_USER
-        for directory in [*reversed(root.parents), root]:  # the CLI user's bwrap reaches its slot by path
-            directory.chmod(directory.stat().st_mode | 0o001)
-    options = StackOptions(
-        pool_size=1, cli_profile="generic", sweep_interval_s=1, job_timeout_s=JOB_TIMEOUT_S, agent_env=env
-    )
-    with LocalStack(root, options) as running:
-        yield running
+    with ExitStack() as cleanup:
+        if os.geteuid() == 0:
+            ensure_user(CLI_USER)
+            env["AIPM_SANDBOX_CLI_USER"] = CLI_USER
+            root = cleanup.enter_context(reachable_dir("aipm-limits-"))
+        else:
+            root = tmp_path_factory.mktemp("limits")
+        home = root / "agent-home"
+        home.mkdir()
+        env["HOME"] = str(home)
+        options = StackOptions(
+            pool_size=1, cli_profile="generic", sweep_interval_s=1, job_timeout_s=JOB_TIMEOUT_S, agent_env=env
+        )
+        with LocalStack(root, options) as running:
+            yield running
 
 
 def show(stack: LocalStack, job: dict[str, Any], path: str) -> str:

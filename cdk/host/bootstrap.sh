@@ -46,7 +46,7 @@ log() { printf 'aipm-bootstrap: %s\n' "$*" >&2; }
 ROOT="${BOOTSTRAP_ROOT:-}"
 ROOT="${ROOT%/}"
 SOURCE="${BOOTSTRAP_SOURCE:?BOOTSTRAP_SOURCE is required}"
-PACKAGES="${BOOTSTRAP_PACKAGES-python3.11 git logrotate amazon-cloudwatch-agent aws-cfn-bootstrap unzip nftables squid}"
+PACKAGES="${BOOTSTRAP_PACKAGES-python3.11 git logrotate amazon-cloudwatch-agent aws-cfn-bootstrap unzip nftables squid util-linux}"
 PYTHON="${BOOTSTRAP_PYTHON:-python3.11}"
 LOCK="${BOOTSTRAP_LOCK:-cdk/host/agent.lock}"
 SERVICE_USER="${BOOTSTRAP_USER:-aipm}"
@@ -178,6 +178,14 @@ if [[ -z "${bwrap_bin}" ]]; then
 fi
 chmod 0755 "${bwrap_bin}"
 "${bwrap_bin}" --version
+# The sandbox's launchers (ec2_agent/sandbox.py): setpriv switches to the CLI user, prlimit and nice set
+# its limits, chown hands its tree over (util-linux, coreutils).
+for tool in /usr/bin/setpriv /usr/bin/prlimit /usr/bin/nice /usr/bin/chown; do
+    [[ -x "${tool}" ]] || {
+        log "${tool} is missing: the sandbox cannot start without it"
+        false
+    }
+done
 if [[ "${BWRAP_CHECK}" == 1 ]]; then
     runuser -u "${CLI_USER}" -- "${bwrap_bin}" --unshare-all --die-with-parent --ro-bind / / true
 fi

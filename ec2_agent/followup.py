@@ -36,16 +36,19 @@ def show_brief(tree: Path, job: Job) -> bytes | None:
         path=follow_up.path,
         line=follow_up.line,
     )
-    _replace(path, brief.encode("utf-8"))
+    write_task_md(tree, brief.encode("utf-8"))
     return original
 
 
 def put_back(tree: Path, original: bytes) -> None:
     """Make `tree`/TASK.md the branch's bytes again, whatever the CLI left there. Raises OSError."""
-    _replace(tree / TASK_FILE, original)
+    write_task_md(tree, original)
 
 
-def _replace(path: Path, data: bytes) -> None:
+def write_task_md(tree: Path, data: bytes) -> None:
+    """Replace `tree`/TASK.md with `data`: whatever is there (a link, a directory) is removed first and the
+    file is created without following links. Raises OSError."""
+    path = tree / TASK_FILE
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     else:

@@ -65,7 +65,7 @@ file whose keys are the flags' names (or the API's field names); flags win:
 Defaults: the PR title is the task title; the branch is feature/<title as a slug>; the base branch is the
 repository's default. The API adds a unique suffix to the branch. Without --no-wait, each step of the job
 is printed as it happens until the job ends (with --logs, the agent's output too); the exit code says how
-it ended (0 completed, 1 failed/timed_out/cancelled/no_changes, 5 --timeout passed).
+it ended (0 completed, 1 failed/timed_out/cancelled/no_changes/checks_failed, 5 --timeout passed).
 
 examples:
   aipm delegate --repo aipm-demo/tools --title "Add export button" --objective "User can export data" \\

@@ -9,7 +9,7 @@ class Exit(IntEnum):
     """Exit codes of `aipm` (stable: scripts rely on them; `aipm --help` lists them)."""
 
     OK = 0
-    JOB_UNSUCCESSFUL = 1  # the job ended failed / timed_out / cancelled / no_changes
+    JOB_UNSUCCESSFUL = 1  # the job ended failed / timed_out / cancelled / no_changes / checks_failed
     USAGE = 2  # bad flags or task file, or the API refused the request as given (4xx)
     API = 3  # the API is unreachable, rejected the credentials, or failed (5xx)
     AWS = 4  # no AWS credentials or region, stack or instance not found, SSM or session failure
@@ -19,7 +19,7 @@ class Exit(IntEnum):
 
 EXIT_CODES_HELP = """exit codes:
   0    success (for delegate/follow: the job completed)
-  1    the job ended unsuccessfully (failed, timed_out, cancelled, no_changes)
+  1    the job ended unsuccessfully (failed, timed_out, cancelled, no_changes, checks_failed)
   2    usage or input error: bad flags or task file, or the API refused the request (4xx)
   3    API error: unreachable, credentials rejected (401/403), or a server error (5xx)
   4    AWS error: no credentials or region, stack/instance not found, SSM or session failure

@@ -77,6 +77,7 @@ STATUS_COLOURS = {
     "timed_out": "31",
     "cancelled": "33",  # yellow
     "no_changes": "33",
+    "checks_failed": "31",
 }
 
 

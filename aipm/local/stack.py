@@ -507,7 +507,9 @@ class LocalStack:
             return err.code, dict(json.load(err))
 
 
-TERMINAL_STATUSES = frozenset({"completed", "failed", "timed_out", "cancelled", "no_changes"})
+TERMINAL_STATUSES = frozenset(
+    {"completed", "failed", "timed_out", "cancelled", "no_changes", "checks_failed"}
+)
 
 
 def wait_for_job(

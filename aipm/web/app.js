@@ -6,8 +6,8 @@
 "use strict";
 
 (function () {
-  const TERMINAL = new Set(["completed", "failed", "timed_out", "cancelled", "no_changes"]);
-  const RETRYABLE = new Set(["failed", "timed_out", "cancelled", "no_changes"]);
+  const TERMINAL = new Set(["completed", "failed", "timed_out", "cancelled", "no_changes", "checks_failed"]);
+  const RETRYABLE = new Set(["failed", "timed_out", "cancelled", "no_changes", "checks_failed"]);
   const HAPPY_PATH = ["queued", "claimed", "preparing", "generating", "committing", "pushed", "completed"];
   const FIELD_INPUT = { owner: "repo", repo: "repo", branchName: "branchName", taskTitle: "taskTitle",
     objective: "objective", prTitle: "prTitle", constraints: "constraints",

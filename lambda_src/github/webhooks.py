@@ -207,8 +207,15 @@ def parse_event(name: str, body: bytes) -> WebhookEvent | None:
         raise PayloadInvalid(f"{where}: {first['msg']}", field=where) from None
 
 
+_FENCED = re.compile(r"^ {0,3}(`{3,}|~{3,})[^\n]*\n.*?(?:^ {0,3}\1[`~]*[ \t]*$|\Z)", re.MULTILINE | re.DOTALL)
+_INLINE_CODE = re.compile(r"(?<!`)(`+)(?!`).*?(?<!`)\1(?!`)", re.DOTALL)
+
+
 def mentions(text: str, handle: str) -> bool:
-    """Whether `text` mentions `handle` (`@aipm`) as a whole word, case-insensitively, as GitHub links
-    mentions: not inside an e-mail address or a longer name (`@aipm-bot`, `me@aipm.dev`)."""
+    """Whether `text` mentions `handle` (`@aipm`) as GitHub treats mentions: a whole word,
+    case-insensitively, not inside an e-mail address or a longer name (`@aipm-bot`, `me@aipm.dev`), and not
+    inside code (fenced blocks, inline code spans) — where this product quotes every text it did not write,
+    so its own comments never mention the handle."""
     name = re.escape(handle.lstrip("@"))
-    return re.search(rf"(?<![A-Za-z0-9_.@/-])@{name}(?![A-Za-z0-9_-])", text, re.IGNORECASE) is not None
+    prose = _INLINE_CODE.sub(" ", _FENCED.sub(" ", text))
+    return re.search(rf"(?<![A-Za-z0-9_.@/-])@{name}(?![A-Za-z0-9_-])", prose, re.IGNORECASE) is not None

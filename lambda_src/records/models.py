@@ -20,7 +20,8 @@ MAX_HAND_BACKS = 10
 
 
 class JobStatus(StrEnum):
-    """Where a job is. The happy path runs queued → … → completed; the last five are terminal."""
+    """Where a job is. The happy path runs queued → … → completed; the last six are terminal
+    (`checks_failed`: the repository's checks still failed after the last round; nothing was pushed)."""
 
     QUEUED = "queued"
     CLAIMED = "claimed"
@@ -33,6 +34,7 @@ class JobStatus(StrEnum):
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"
     NO_CHANGES = "no_changes"
+    CHECKS_FAILED = "checks_failed"
 
     @property
     def terminal(self) -> bool:
@@ -48,10 +50,23 @@ ACTIVE_STATUSES = frozenset(
     {JobStatus.CLAIMED, JobStatus.PREPARING, JobStatus.GENERATING, JobStatus.COMMITTING, JobStatus.PUSHED}
 )
 TERMINAL_STATUSES = frozenset(
-    {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.TIMED_OUT, JobStatus.CANCELLED, JobStatus.NO_CHANGES}
+    {
+        JobStatus.COMPLETED,
+        JobStatus.FAILED,
+        JobStatus.TIMED_OUT,
+        JobStatus.CANCELLED,
+        JobStatus.NO_CHANGES,
+        JobStatus.CHECKS_FAILED,
+    }
 )
 RETRYABLE_STATUSES = frozenset(
-    {JobStatus.FAILED, JobStatus.TIMED_OUT, JobStatus.CANCELLED, JobStatus.NO_CHANGES}
+    {
+        JobStatus.FAILED,
+        JobStatus.TIMED_OUT,
+        JobStatus.CANCELLED,
+        JobStatus.NO_CHANGES,
+        JobStatus.CHECKS_FAILED,
+    }
 )
 
 

@@ -243,6 +243,8 @@ def test_a_strangers_mention_starts_no_job(hooked: ApiHarness) -> None:
         ("looks good", "the comment does not mention @aipm"),
         ("mail me@aipm.dev", "the comment does not mention @aipm"),
         ("ask @aipm-bot", "the comment does not mention @aipm"),
+        ("the log said `@aipm failed`", "the comment does not mention @aipm"),
+        ("```text\n@aipm quoted output\n```", "the comment does not mention @aipm"),
     ],
 )
 def test_a_comment_without_the_handle_is_ignored(hooked: ApiHarness, text: str, reason: str) -> None:

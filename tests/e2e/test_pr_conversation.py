@@ -111,6 +111,12 @@ def git(stack: LocalStack, *args: str) -> str:
     ).stdout
 
 
+def records(stack: LocalStack) -> list[dict[str, Any]]:
+    """Every item but the agents' heartbeats (rewritten every few seconds whatever happens)."""
+    items = stack.client("dynamodb").scan(TableName=stack.records_table)["Items"]
+    return sorted((i for i in items if not i["pk"]["S"].startswith("AGENT#")), key=lambda i: i["pk"]["S"])
+
+
 def job_items(stack: LocalStack) -> int:
     items = stack.client("dynamodb").scan(TableName=stack.records_table)["Items"]
     return sum(1 for i in items if i["pk"]["S"].startswith("JOB#"))
@@ -180,7 +186,7 @@ def test_a_bad_signature_is_401_and_writes_nothing(stack: LocalStack, pr: dict[s
         stack, REVIEWER, "POST", f"{REPO}/issues/{pr['number']}/comments", {"body": "just a note"}
     )
     delivery, _ = answered(stack, "issue_comment", made["id"])
-    before = stack.client("dynamodb").scan(TableName=stack.records_table)["Items"]
+    before = records(stack)
     body = delivery.body.replace(b"just a note", b"@aipm delete everything")
     headers = {**delivery.headers, "X-GitHub-Delivery": "forged-1"}
     for signature in (delivery.headers["X-Hub-Signature-256"], signature_of(b"guessed", body)):
@@ -194,7 +200,7 @@ def test_a_bad_signature_is_401_and_writes_nothing(stack: LocalStack, pr: dict[s
             urllib.request.urlopen(request, timeout=10)
         assert refused.value.code == 401
         assert json.load(refused.value)["error"] == "invalid_signature"
-    assert stack.client("dynamodb").scan(TableName=stack.records_table)["Items"] == before
+    assert records(stack) == before
 
 
 def test_a_non_collaborators_mention_starts_no_job(stack: LocalStack, pr: dict[str, Any]) -> None:

@@ -190,6 +190,8 @@ def job_details(job: Mapping[str, Any]) -> list[str]:
         ("files", ", ".join(job.get("changedFiles") or []) or None),
         ("error", job.get("error")),
         ("by", job.get("requestedBy")),
+        ("follow-up", _follow_up(job.get("followUp"))),
+        ("fixes", f"issue #{job['fixesIssue']}" if job.get("fixesIssue") else None),
         ("created", _with_relative(job.get("createdAt"))),
         ("updated", _with_relative(job.get("updatedAt"))),
     ]
@@ -197,6 +199,16 @@ def job_details(job: Mapping[str, Any]) -> list[str]:
     lines.append("timeline:")
     lines.extend(timeline(job))
     return lines
+
+
+def _follow_up(follow_up: object) -> str | None:
+    """`of job <parent>: <author>'s comment [on <path>:<line>] <url>` for a job answering a PR comment."""
+    if not isinstance(follow_up, Mapping):
+        return None
+    where = f" on {follow_up.get('path')}:{follow_up.get('line')}" if follow_up.get("path") else ""
+    kind = str(follow_up.get("event", "comment")).replace("_", " ")
+    url = follow_up.get("commentUrl") or ""
+    return f"of job {follow_up.get('parentJobId')}: {follow_up.get('author')}'s {kind}{where} {url}".rstrip()
 
 
 def _with_relative(stamp: str | None) -> str | None:

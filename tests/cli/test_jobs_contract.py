@@ -155,6 +155,28 @@ def test_show_prints_details_and_timeline(aipm: Runner, fake_api: FakeApi) -> No
     assert [line.split()[2] for line in result.out.splitlines()[-2:]] == ["queued", "failed"]
 
 
+def test_show_names_what_a_follow_up_answers_and_a_labelled_issue(aipm: Runner, fake_api: FakeApi) -> None:
+    """The API's followUp / fixesIssue (lambda_src.models.JobView), as `aipm jobs show` prints them."""
+    follow_up = {
+        "parentJobId": "0" * 32,
+        "event": "pull_request_review_comment",
+        "commentId": 5,
+        "commentUrl": "https://github.example/acme/tools/pull/1#discussion_r5",
+        "author": "rita",
+        "body": "@aipm use a constant",
+        "path": "src/app.py",
+        "line": 12,
+    }
+    job = fake_api.add_job("Answered", followUp=follow_up, source="github:pull_request_review_comment")
+    out = aipm("jobs", "show", job["jobId"]).out
+    assert (
+        f"follow-up: of job {'0' * 32}: rita's pull request review comment on src/app.py:12 "
+        "https://github.example/acme/tools/pull/1#discussion_r5"
+    ) in out
+    issue_job = fake_api.add_job("From an issue", fixesIssue=7)
+    assert "fixes:     issue #7" in aipm("jobs", "show", issue_job["jobId"]).out
+
+
 def test_show_follow_prints_only_new_steps(aipm: Runner, fake_api: FakeApi) -> None:
     job = fake_api.add_job("Followed")
     fake_api.happy_plan(job["jobId"])

@@ -22,13 +22,15 @@ network, the same as the CLI's; no credentials.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated
+from typing import IO, Annotated
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
@@ -122,16 +124,16 @@ def _run(sandbox: Sandbox, check: Check, env: Mapping[str, str]) -> CheckResult:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    assert proc.stdout is not None
+    tail = _Tail(proc.stdout)  # a check may print without end: only the last _READ_LIMIT_BYTES are kept
     try:
-        out, _ = proc.communicate(timeout=check.timeout_s)
-        status: int | None = proc.returncode
+        status: int | None = proc.wait(timeout=check.timeout_s)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # bwrap --die-with-parent: the namespace goes with it
-        out, _ = proc.communicate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # bwrap --die-with-parent: the namespace goes with it
+        proc.wait()
         status = None
-    text = strip_control(
-        out[-_READ_LIMIT_BYTES:].decode("utf-8", "replace"), keep_newlines=True, keep_tabs=True
-    )
+    text = strip_control(tail.result().decode("utf-8", "replace"), keep_newlines=True, keep_tabs=True)
     return CheckResult(
         name=check.name,
         passed=status == 0,
@@ -139,6 +141,28 @@ def _run(sandbox: Sandbox, check: Check, env: Mapping[str, str]) -> CheckResult:
         duration_s=time.monotonic() - started,
         output_tail=text[-OUTPUT_TAIL_CHARS:],
     )
+
+
+class _Tail:
+    """Reads a pipe to its end on a thread of its own, keeping the last _READ_LIMIT_BYTES."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._kept = bytearray()
+        self._thread = threading.Thread(target=self._read, name="check-output", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        with self._stream:
+            while chunk := self._stream.read(65536):
+                self._kept += chunk
+                if len(self._kept) > 2 * _READ_LIMIT_BYTES:
+                    del self._kept[:-_READ_LIMIT_BYTES]
+
+    def result(self) -> bytes:
+        """What was kept, once the pipe closed (every writer gone: the sandbox ended)."""
+        self._thread.join()
+        return bytes(self._kept[-_READ_LIMIT_BYTES:])
 
 
 def round_detail(round_no: int, results: list[CheckResult]) -> str:

@@ -89,7 +89,7 @@ def test_a_check_that_never_passes_ends_checks_failed_and_pushes_nothing(stack: 
     yaml = f"checks:\n  - name: lint\n    {check}\nmax_rounds: 2\n"
     delegated, job = delegate(stack, "red", yaml)
 
-    assert job["status"] == "checks_failed", job
+    assert job["status"] == "checks_failed", (job["reason"], job["timeline"][-3:])
     assert job["reason"] == "checks still failing after 2 round(s): lint; nothing was pushed"
     assert len(rounds(job)) == 2 and job["commitSha"] is None
     assert "style error in notes.py" in job["outputTail"]
@@ -106,7 +106,7 @@ def test_a_hanging_check_is_killed_at_its_limit(stack: LocalStack) -> None:
     started = time.monotonic()
     _, job = delegate(stack, "hangs", yaml)
 
-    assert job["status"] == "checks_failed", job
+    assert job["status"] == "checks_failed", (job["reason"], job["timeline"][-3:])
     assert rounds(job) == ["checks round 1: 1 of 1 failed (hangs: killed after 1 s (time limit))"]
     assert time.monotonic() - started < 60
 
@@ -116,3 +116,13 @@ def test_an_invalid_checks_file_fails_the_job_naming_the_problem(stack: LocalSta
 
     assert job["status"] == "failed", job
     assert job["reason"].startswith("the repository's checks are invalid: .aipm.yml: checks.0.run:")
+
+
+def test_a_check_that_floods_its_output_is_killed_and_only_its_tail_kept(stack: LocalStack) -> None:
+    """`yes` writes gigabytes within its 2 s: the agent keeps a bounded tail, not the output."""
+    yaml = "checks:\n  - name: floods\n    run: ['yes', flood]\n    timeout_s: 2\nmax_rounds: 1\n"
+    _, job = delegate(stack, "floods", yaml)
+
+    assert job["status"] == "checks_failed", (job["reason"], job["timeline"][-3:])
+    assert rounds(job) == ["checks round 1: 1 of 1 failed (floods: killed after 2 s (time limit))"]
+    assert job["outputTail"].endswith("flood\nflood\n") and len(job["outputTail"]) <= 8 * 1024

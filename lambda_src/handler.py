@@ -154,7 +154,7 @@ def services() -> Services:
         store=store,
         delegation=delegation,
         idempotency=IdempotencyStore(settings.idempotency_table, ddb, ttl_s=settings.idempotency_ttl_s),
-        webhooks=WebhookIntake(settings, store, delegation, lambda: _webhook_secret(settings)),
+        webhooks=WebhookIntake(settings, store, delegation, github, lambda: _webhook_secret(settings)),
     )
 
 

@@ -39,6 +39,7 @@ class ApiSettings(BaseModel):
     webhook_label: str = Field(default="aipm", min_length=1, max_length=50)
     webhook_associations: frozenset[str] = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})
     webhook_delivery_ttl_s: int = Field(default=7 * 86_400, ge=3600)
+    webhook_repo_jobs_per_hour: int = Field(default=60, ge=1, le=10_000)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ApiSettings:

@@ -33,7 +33,8 @@ from lambda_src.errors import (
     WebhookNotConfigured,
     WebhookSignatureInvalid,
 )
-from lambda_src.github.errors import BranchNotFound, RepositoryNotFound
+from lambda_src.github.client import GitHubClient
+from lambda_src.github.errors import BranchNotFound, GitHubError, RepositoryNotFound
 from lambda_src.github.webhooks import (
     DELIVERY_ID_PATTERN,
     EVENT_NAME_PATTERN,
@@ -52,13 +53,24 @@ from lambda_src.github.webhooks import (
 from lambda_src.identity import Caller
 from lambda_src.models import MAX_TITLE_CHARS, DelegateRequest
 from lambda_src.records.models import FollowUp, Job, JobStatus, TimelineEntry, WebhookDelivery, utc_now_iso
-from lambda_src.records.store import DeliveryRecorded, JobNotFound, JobStore, PullRequestRecordMissing
+from lambda_src.records.store import (
+    DeliveryRecorded,
+    JobNotFound,
+    JobStore,
+    PullRequestRecordMissing,
+    RateLimited,
+)
 from lambda_src.settings import ApiSettings
 from lambda_src.taskdoc import as_data, describe_comment
 
 log = logging.getLogger(__name__)
 
 ISSUE_BRANCH = "aipm/issue-{number}"
+# Told once per person and PR when their comment asks for a change they may not start (no mention in it).
+NOT_ALLOWED_NOTICE = (
+    "Thanks for the comment. Only people with write access to this repository (its owner, members and "
+    "collaborators) can ask the AIPM agent for changes on this pull request; a maintainer can ask for you."
+)
 
 
 @dataclass(frozen=True)
@@ -72,9 +84,11 @@ class Accepted:
 
 @dataclass(frozen=True)
 class Ignored:
-    """Nothing was done, and why (sent back to GitHub, shown in the webhook's delivery log)."""
+    """Nothing was done, and why (sent back to GitHub, shown in the webhook's delivery log). `notify`: the
+    commenter may not start jobs and is told so on the PR (once)."""
 
     reason: str
+    notify: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,6 +117,7 @@ class WebhookIntake:
         settings: ApiSettings,
         store: JobStore,
         delegation: DelegationService,
+        github: GitHubClient,
         secret: Callable[[], bytes | None],
         *,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
@@ -110,6 +125,7 @@ class WebhookIntake:
         self._settings = settings
         self._store = store
         self._delegation = delegation
+        self._github = github
         self._secret = secret
         self._clock_ms = clock_ms
 
@@ -174,6 +190,8 @@ class WebhookIntake:
             return comment
         refused = self._refusal(comment)
         if refused is not None:
+            if refused.notify:
+                self._notice(comment)
             return refused
         owner, repo = comment.repository.owner.login, comment.repository.name
         pr = self._store.get_pr_record(owner, repo, comment.number)
@@ -185,10 +203,20 @@ class WebhookIntake:
             return Ignored(f"the job of pull request #{comment.number} no longer exists")
         job = self._job(delivery_id, comment, parent)
         delivery = self._delivery(delivery_id, comment.event, job.job_id)
+        now_s = self._clock_ms() // 1000
         try:
-            self._store.create_follow_up(job, delivery)
+            self._store.create_follow_up(
+                job,
+                delivery,
+                per_hour=self._settings.webhook_repo_jobs_per_hour,
+                hour=now_s // 3600,
+                ttl=now_s + 2 * 3600,
+            )
         except DeliveryRecorded:
             return Ignored(f"delivery {delivery_id} was handled before")
+        except RateLimited:
+            limit = self._settings.webhook_repo_jobs_per_hour
+            return Ignored(f"{owner}/{repo} had {limit} follow-up jobs this hour, its limit; ask again later")
         except PullRequestRecordMissing:
             return Ignored(f"pull request #{comment.number} of {owner}/{repo} was not opened by this service")
         log.info(
@@ -196,6 +224,20 @@ class WebhookIntake:
             extra={"job_id": job.job_id, "parent_job_id": parent.job_id, "pr": pr.number},
         )
         return Accepted(kind="follow_up", job_id=job.job_id, pr_number=pr.number)
+
+    def _notice(self, comment: _Comment) -> None:
+        """Tell someone whose association may not start jobs why nothing happens — once per PR, and only on
+        a PR this service opened. A GitHub failure is logged (the delivery is still answered 200)."""
+        owner, repo = comment.repository.owner.login, comment.repository.name
+        if self._store.get_pr_record(owner, repo, comment.number) is None:
+            return
+        ttl = self._clock_ms() // 1000 + self._settings.record_ttl_days * 86_400
+        if not self._store.record_notice(owner, repo, comment.number, comment.author.login, ttl=ttl):
+            return
+        try:
+            self._github.comment_on_pull_request(owner, repo, comment.number, NOT_ALLOWED_NOTICE)
+        except GitHubError as err:
+            log.warning("could not tell the commenter why no job starts", extra={"error": str(err)})
 
     def _refusal(self, comment: _Comment) -> Ignored | None:
         handle = self._settings.webhook_handle
@@ -209,7 +251,8 @@ class WebhookIntake:
         if comment.association.upper() not in allowed:
             return Ignored(
                 f"{comment.author.login} is {comment.association} on this repository; only "
-                f"{', '.join(sorted(allowed))} start jobs"
+                f"{', '.join(sorted(allowed))} start jobs",
+                notify=True,
             )
         try:
             self._delegation.check_owner(comment.repository.owner.login)

@@ -85,6 +85,10 @@ class DeliveryRecorded(RecordError):
     """This webhook delivery was acted on before (a redelivery): nothing was written."""
 
 
+class RateLimited(RecordError):
+    """The repository reached its limit of follow-up jobs for this hour: nothing was written."""
+
+
 class PullRequestRecordMissing(RecordError):
     """The PR record a follow-up job links to does not exist (expired, or never this product's)."""
 
@@ -243,12 +247,17 @@ class JobStore:
             return False
         return True
 
-    def create_follow_up(self, job: Job, delivery: WebhookDelivery) -> None:
-        """Write, in one transaction, the delivery (new), the follow-up job (new) and the job's id appended
-        to its PR record's `followUpJobIds` (which must exist): all or nothing, so a redelivery of the same
-        delivery, or two at once, create one job.
+    def create_follow_up(
+        self, job: Job, delivery: WebhookDelivery, *, per_hour: int, hour: int, ttl: int
+    ) -> None:
+        """Write, in one transaction, the delivery (new), the follow-up job (new), the job's id appended
+        to its PR record's `followUpJobIds` (which must exist), and the repository's count of follow-ups in
+        hour `hour` (epoch hours; item `RATE#<owner>/<repo>`/`HOUR#<hour>`, removed at `ttl`) raised while
+        below `per_hour`: all or nothing, so a redelivery of the same delivery, or two at once, create one
+        job, and a busy repository gets at most `per_hour` an hour.
 
-        Raises DeliveryRecorded (handled before), PullRequestRecordMissing; AWS faults as botocore errors.
+        Raises DeliveryRecorded (handled before), PullRequestRecordMissing, RateLimited; AWS faults as
+        botocore errors.
         """
         pr_key = pr_record_key(job.owner, job.repo_name, job.pr_number)
         new = "attribute_not_exists(pk)"
@@ -279,6 +288,20 @@ class JobStore:
                             "ExpressionAttributeValues": _serialize({":empty": [], ":job": [job.job_id]}),
                         }
                     },
+                    {
+                        "Update": {
+                            "TableName": self.table_name,
+                            "Key": _serialize(
+                                {"pk": f"RATE#{job.owner}/{job.repo_name}", "sk": f"HOUR#{hour}"}
+                            ),
+                            "UpdateExpression": "ADD #count :one SET #ttl = :ttl",
+                            "ConditionExpression": "attribute_not_exists(#count) OR #count < :max",
+                            "ExpressionAttributeNames": {"#count": "count", "#ttl": "ttl"},
+                            "ExpressionAttributeValues": _serialize(
+                                {":one": 1, ":max": per_hour, ":ttl": ttl}
+                            ),
+                        }
+                    },
                 ]
             )
         except ClientError as err:
@@ -291,8 +314,22 @@ class JobStore:
                 raise PullRequestRecordMissing(
                     f"no PR record for {job.owner}/{job.repo_name}#{job.pr_number}"
                 ) from None
+            if reasons[3:4] == ["ConditionalCheckFailed"]:
+                raise RateLimited(
+                    f"{job.owner}/{job.repo_name} reached {per_hour} follow-ups this hour"
+                ) from None
             raise
         checkpoint("record:follow-up")
+
+    def record_notice(self, owner: str, repo: str, number: int, login: str, *, ttl: int) -> bool:
+        """Note that `login` was told on PR `number` why their comment starts no job; False (nothing written)
+        if they were told before, so they are told once."""
+        key = {"pk": f"NOTICE#{owner}/{repo}#{number}#{login}", "sk": "NOTICE"}
+        try:
+            self._put_new({**key, "ttl": ttl})
+        except DelegationExists:
+            return False
+        return True
 
     # -- delegation intents ---------------------------------------------------------------------------
 

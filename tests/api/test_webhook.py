@@ -234,7 +234,17 @@ def test_a_strangers_mention_starts_no_job(hooked: ApiHarness) -> None:
     assert status == 200
     assert answer["status"] == "ignored"
     assert answer["reason"] == "sam is NONE on this repository; only COLLABORATOR, MEMBER, OWNER start jobs"
-    assert hooked.records() == before
+    added = [i for i in hooked.records() if i not in before]
+    assert [i["pk"]["S"] for i in added] == [f"NOTICE#acme/tools#{pr['number']}#sam"]  # no job
+    notices = [c for c in hooked.forge.comments("acme", "tools", pr["number"]) if "write access" in c["body"]]
+    assert len(notices) == 1 and "@aipm" not in notices[0]["body"]
+
+    # Told once: a second such comment on the same PR gets no second notice.
+    path = f"/repos/acme/tools/issues/{pr['number']}/comments"
+    forge_call(hooked, STRANGER, "POST", path, {"body": "@aipm please?"})
+    assert deliver(hooked, last_delivery(hooked, "issue_comment"))[0] == 200
+    notices = [c for c in hooked.forge.comments("acme", "tools", pr["number"]) if "write access" in c["body"]]
+    assert len(notices) == 1
 
 
 @pytest.mark.parametrize(
@@ -422,3 +432,21 @@ def test_the_openapi_document_lists_the_webhook_as_public(hooked: ApiHarness) ->
     operation = document["paths"][HOOK]["post"]
     assert operation["security"] == []
     assert {"200", "202", "401"} <= set(operation["responses"])
+
+
+def test_a_repository_gets_at_most_its_hourly_follow_ups(
+    hooked: ApiHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEBHOOK_REPO_JOBS_PER_HOUR", "2")
+    _reset_caches()
+    pr = delegated(hooked)
+    answers = []
+    for n in range(3):
+        path = f"/repos/acme/tools/issues/{pr['number']}/comments"
+        forge_call(hooked, REVIEWER, "POST", path, {"body": f"@aipm change {n}"})
+        answers.append(deliver(hooked, last_delivery(hooked, "issue_comment")))
+
+    assert [status for status, _ in answers] == [202, 202, 200]
+    assert answers[2][1]["reason"] == "acme/tools had 2 follow-up jobs this hour, its limit; ask again later"
+    record = hooked.store.get_pr_record("acme", "tools", pr["number"])
+    assert record is not None and len(record.follow_up_job_ids or []) == 2

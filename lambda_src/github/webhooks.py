@@ -181,7 +181,6 @@ _MODELS: dict[str, type[WebhookEvent]] = {
     "issues": IssuesEvent,
     "ping": PingEvent,
 }
-HANDLED_EVENTS = frozenset(_MODELS)
 
 
 def parse_event(name: str, body: bytes) -> WebhookEvent | None:

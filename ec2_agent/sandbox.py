@@ -14,11 +14,11 @@ policy's allow-list; names of the agent's own credentials are refused even when 
 
 The CLI's own user (:class:`CliUser`, the cloud's `aipm-cli`, whose uid the host firewall confines): when
 set, bwrap is started through `setpriv --reuid/--regid --clear-groups --inh-caps=-all --ambient-caps=-all`
-(util-linux), so the sandbox runs as that user with no capability; the tree and the home are handed over
-to it for the job (`CliUser.hand_over`, a `lchown` walk) and taken back before the agent reads or removes
-them (`CliUser.take_back`: owned by the agent again, no group/other write, so the CLI can no longer change
-what the agent commits). The agent needs CAP_SETUID/CAP_SETGID (setpriv), CAP_KILL (signal the CLI user's
-processes) and CAP_CHOWN (hand over, take back) — cdk/host/aipm-agent.service.
+(util-linux), so the sandbox runs as that user with no capability; the tree and the home are handed
+over to it for the job (`CliUser.hand_over`: `chown -R --no-dereference`) and taken back before the agent
+reads or removes them (`CliUser.take_back`: owned by the agent again, no group/other write, so the CLI can
+no longer change what the agent commits). The agent needs CAP_SETUID/CAP_SETGID (setpriv), CAP_KILL
+(signal the CLI user's processes) and CAP_CHOWN (hand over, take back): cdk/host/aipm-agent.service.
 
 Limits (:class:`SandboxLimits`, per sandbox): the /tmp tmpfs's size (bwrap `--size`), and resource limits
 set by `prlimit` (util-linux) inside the sandbox's user namespace, so the kernel counts its processes per

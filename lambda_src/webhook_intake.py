@@ -105,6 +105,7 @@ class _Comment:
     author: User
     association: str
     url: str
+    open: bool = True
     path: str | None = None
     line: int | None = None
 
@@ -245,6 +246,8 @@ class WebhookIntake:
             return Ignored(f"{comment.event} action '{comment.action}' is not acted on")
         if not mentions(comment.body, handle):
             return Ignored(f"the comment does not mention {handle}")
+        if not comment.open:
+            return Ignored(f"pull request #{comment.number} is closed")
         if comment.author.is_bot:
             return Ignored("comments by bots start no jobs")
         allowed = self._settings.webhook_associations
@@ -387,6 +390,7 @@ def _comment_of(event: IssueCommentEvent | ReviewCommentEvent | ReviewEvent) -> 
             author=c.user,
             association=c.author_association,
             url=c.html_url,
+            open=event.issue.state == "open",
         )
     if isinstance(event, ReviewCommentEvent):
         c = event.comment
@@ -401,6 +405,7 @@ def _comment_of(event: IssueCommentEvent | ReviewCommentEvent | ReviewEvent) -> 
             author=c.user,
             association=c.author_association,
             url=c.html_url,
+            open=event.pull_request.state == "open",
             path=c.path,
             line=c.line if c.line is not None else c.original_line,
         )
@@ -416,4 +421,5 @@ def _comment_of(event: IssueCommentEvent | ReviewCommentEvent | ReviewEvent) -> 
         author=r.user,
         association=r.author_association,
         url=r.html_url,
+        open=event.pull_request.state == "open",
     )

@@ -97,6 +97,7 @@ class Issue(_Payload):
     body: Text | None = None
     user: User
     html_url: str = ""
+    state: str = "open"  # open | closed
     pull_request: dict[str, object] | None = None  # present when the issue is a pull request
 
     @property
@@ -129,6 +130,7 @@ class Review(_Payload):
 
 class PullRequestRef(_Payload):
     number: Annotated[int, Field(ge=1)]
+    state: str = "open"  # open | closed (merged ones too)
 
 
 class IssueCommentEvent(_Payload):

@@ -450,3 +450,25 @@ def test_a_repository_gets_at_most_its_hourly_follow_ups(
     assert answers[2][1]["reason"] == "acme/tools had 2 follow-up jobs this hour, its limit; ask again later"
     record = hooked.store.get_pr_record("acme", "tools", pr["number"])
     assert record is not None and len(record.follow_up_job_ids or []) == 2
+
+
+def test_a_mention_on_a_closed_pr_starts_nothing(hooked: ApiHarness) -> None:
+    pr = delegated(hooked)
+    forge_call(
+        hooked,
+        ("aipm-forge", GITHUB_TOKEN),
+        "PATCH",
+        f"/repos/acme/tools/pulls/{pr['number']}",
+        {"state": "closed"},
+    )
+    forge_call(
+        hooked, REVIEWER, "POST", f"/repos/acme/tools/issues/{pr['number']}/comments", {"body": "@aipm more"}
+    )
+    delivery = last_delivery(hooked, "issue_comment")
+    assert delivery.payload()["issue"]["state"] == "closed"
+    jobs_before = len(jobs(hooked))
+
+    status, answer = deliver(hooked, delivery)
+
+    assert (status, answer["reason"]) == (200, f"pull request #{pr['number']} is closed")
+    assert len(jobs(hooked)) == jobs_before

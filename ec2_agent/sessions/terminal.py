@@ -603,7 +603,8 @@ class TerminalSession:
 
         ``since``: the screen's change count when Enter was sent; readiness counts only once the turn has
         started: the screen changed after it and, for a task and a profile with a ``busy_pattern``, showed it
-        (a full-screen CLI clears its input box at once, which alone looks ready again). Returns how the
+        or one of the task's questions (a full-screen CLI clears its input box at once, which alone looks
+        ready again; a fast model's busy line can come and go within one read). Returns how the
         wait ended and how many questions were answered.
         """
         answered = 0
@@ -626,6 +627,8 @@ class TerminalSession:
                     phase != "task"
                     or self._busy is None
                     or self._busy.search(self._screen.text()) is not None
+                    # A fast model: the busy line came and went within one read; the CLI asks already.
+                    or self._question(phase, self._screen.text_to_cursor()) is not None
                 )
             if self._settled(time.monotonic()) > 0 or not moved:
                 continue

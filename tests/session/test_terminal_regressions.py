@@ -125,6 +125,19 @@ def test_an_echoed_approval_question_is_not_answered(
     assert received(log) == [task_prompt(), "/quit"]
 
 
+def test_a_question_that_comes_before_any_busy_line_is_answered(
+    log: Path, tmp_path: Path, sessions: list[TerminalSession]
+) -> None:
+    # Gemini CLI against a fast model: its busy line ("esc to cancel") came and went within one read, so
+    # the first screen after Enter already asked "Apply this change?". Waiting for the busy line to prove
+    # the turn had started left the question unanswered until the job timed out (1 job in 5 here).
+    profile = kiro_profile(log, "--question-delay", "0.1", busy_pattern="esc to cancel")
+    session = open_session(sessions, profile, tmp_path)
+    outcome = session.run_task(task_prompt(), timeout_s=TIMEOUT_S)
+    assert (outcome.kind, outcome.approvals) == ("completed", 1), outcome
+    assert received(log) == [task_prompt(), "t"]
+
+
 def test_a_redrawn_question_is_answered_once(
     log: Path, tmp_path: Path, sessions: list[TerminalSession]
 ) -> None:

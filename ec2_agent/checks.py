@@ -98,11 +98,12 @@ class CheckResult:
     exit_status: int | None  # None: killed at its time limit
     duration_s: float
     output_tail: str
+    timeout_s: float = 0.0
 
     @property
     def summary(self) -> str:
         if self.exit_status is None:
-            return f"{self.name}: killed after {self.duration_s:.0f} s (time limit)"
+            return f"{self.name}: killed at its time limit ({self.timeout_s:g} s)"
         return f"{self.name}: {'passed' if self.passed else f'failed (exit {self.exit_status})'}"
 
 
@@ -140,6 +141,7 @@ def _run(sandbox: Sandbox, check: Check, env: Mapping[str, str]) -> CheckResult:
         exit_status=status,
         duration_s=time.monotonic() - started,
         output_tail=text[-OUTPUT_TAIL_CHARS:],
+        timeout_s=check.timeout_s,
     )
 
 

@@ -107,7 +107,7 @@ def test_a_hanging_check_is_killed_at_its_limit(stack: LocalStack) -> None:
     _, job = delegate(stack, "hangs", yaml)
 
     assert job["status"] == "checks_failed", (job["reason"], job["timeline"][-3:])
-    assert rounds(job) == ["checks round 1: 1 of 1 failed (hangs: killed after 1 s (time limit))"]
+    assert rounds(job) == ["checks round 1: 1 of 1 failed (hangs: killed at its time limit (1 s))"]
     assert time.monotonic() - started < 60
 
 
@@ -124,5 +124,6 @@ def test_a_check_that_floods_its_output_is_killed_and_only_its_tail_kept(stack: 
     _, job = delegate(stack, "floods", yaml)
 
     assert job["status"] == "checks_failed", (job["reason"], job["timeline"][-3:])
-    assert rounds(job) == ["checks round 1: 1 of 1 failed (floods: killed after 2 s (time limit))"]
-    assert job["outputTail"].endswith("flood\nflood\n") and len(job["outputTail"]) <= 8 * 1024
+    assert rounds(job) == ["checks round 1: 1 of 1 failed (floods: killed at its time limit (2 s))"]
+    # Killed mid-write: the last line may be cut short; the tail is bounded whatever was printed.
+    assert "flood\nflood\nflood\n" in job["outputTail"] and len(job["outputTail"]) <= 8 * 1024

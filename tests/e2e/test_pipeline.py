@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -90,7 +91,21 @@ def test_a_task_becomes_a_pr_with_the_agents_commit(stack: LocalStack) -> None:
     assert any(agent_sha in c["body"] for c in comments)
 
 
+def wait_for_idle_ready_slots(stack: LocalStack, count: int, timeout_s: float = 60) -> None:
+    """Until the agents' heartbeats show `count` slots ready and free (a slot restarting its CLI after the
+    last job is not ready, and then the busy one rightly claims the next job ahead)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pool = stack.api("GET", "/api/workers")[1]
+        slots = [s for a in pool["agents"] if a["healthy"] for s in a["slots"]]
+        if sum(1 for s in slots if s["ready"] and not s["busy"]) >= count:
+            return
+        assert time.monotonic() < deadline, f"never {count} idle ready slots: {slots}"
+        time.sleep(0.2)
+
+
 def test_two_tasks_sent_at_once_run_in_parallel_on_both_slots(stack: LocalStack) -> None:
+    wait_for_idle_ready_slots(stack, 2)
     slow = "<!-- emulator: slow=2 -->"
     tasks = [task("Parallel one", constraints=slow), task("Parallel two", constraints=slow)]
     with ThreadPoolExecutor(2) as pool:
@@ -103,7 +118,10 @@ def test_two_tasks_sent_at_once_run_in_parallel_on_both_slots(stack: LocalStack)
     def at(job: dict[str, Any], step: str) -> str:
         return next(e["at"] for e in job["timeline"] if e["step"] == step)
 
-    claimers = {next(e["detail"] for e in j["timeline"] if e["step"] == "claimed") for j in jobs}
+    # `by <agent>/slot-<n>/<claim id>`: the claim id is unique per claim, so compare the slots
+    claimers = {
+        next(e["detail"] for e in j["timeline"] if e["step"] == "claimed").rsplit("/", 1)[0] for j in jobs
+    }
     assert len(claimers) == 2, claimers  # two different slots
     a, b = jobs
     assert at(a, "generating") < at(b, "committing") and at(b, "generating") < at(a, "committing")  # overlap

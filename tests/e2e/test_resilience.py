@@ -169,7 +169,9 @@ def cli_working_on(work_dir: Path, title: str) -> int:
 
 
 def test_a_killed_cli_child_is_retried_and_completes(stack: LocalStack) -> None:
-    slow = delegate(stack, task("Lose my CLI", "slow=3"))
+    slow = delegate(
+        stack, task("Lose my CLI", "slow=6")
+    )  # long enough that the kill lands mid-turn under load
     wait_for_step(stack, slow["jobId"], "generating")
     os.kill(cli_working_on(stack.agents[0].work_dir, "Lose my CLI"), signal.SIGKILL)
     job = wait_for_job(stack, slow["jobId"], timeout_s=60)

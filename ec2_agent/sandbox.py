@@ -227,6 +227,16 @@ class CliUser:
         except (OSError, subprocess.TimeoutExpired) as err:
             raise SandboxFault(f"cannot hand {root} over to the CLI user {self.name}: {err}") from err
 
+    def share_root(self, directory: Path) -> None:
+        """After `hand_over`: `directory` itself is the agent's again, shared with this user's group (mode
+        0770), so both may create and remove entries in it (the agent replaces TASK.md between the CLI's
+        turns); everything inside stays this user's. Needs CAP_CHOWN. Raises SandboxFault."""
+        try:
+            os.chown(directory, os.getuid(), self.gid, follow_symlinks=False)
+            directory.chmod(0o770)
+        except OSError as err:
+            raise SandboxFault(f"cannot share {directory} with the CLI user {self.name}: {err}") from err
+
     def take_back(self, root: Path) -> None:
         """Make `root` and everything under it the agent's again, top down (each directory is owned and
         readable before it is listed), with no group or other write and the owner's read (and search on

@@ -422,6 +422,7 @@ class Workspace:
         self._git.run(["read-tree", "-u", "--reset", tip], git_dir, work_tree=self.tree)
         if self._cli_user is not None:
             self._cli_user.hand_over(self.tree)
+            self._cli_user.share_root(self.tree)  # the agent may still replace TASK.md between turns
         return Checkout(job_id, owner, repo, branch, git_dir, self.tree, tip)
 
     def clear(self) -> None:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ec2_agent.followup import write_task_md
 from ec2_agent.sandbox import CliUser, Sandbox, SandboxPolicy
 
 # Inside the sandbox: who it runs as, its capabilities, what of the agent it can read, and two
@@ -46,6 +47,7 @@ def main(work: Path, cli_name: str) -> dict[str, Any]:
     box.start()
     (box.tree / "checked-out.txt").write_text("from the branch\n")
     cli.hand_over(box.tree)
+    cli.share_root(box.tree)  # as Workspace.prepare leaves it
     argv, env = box.command(["/bin/sh", "-c", SCRIPT], {})
     found: dict[str, Any] = {}
     with subprocess.Popen(
@@ -63,6 +65,8 @@ def main(work: Path, cli_name: str) -> dict[str, Any]:
         found["ns_pids_before"] = sorted(p.ns_pid for p in processes)
         found["killed"] = len(box.kill_all_but_main())
         found["ns_pids_after"] = sorted(p.ns_pid for p in box.processes())
+        write_task_md(box.tree, b"a brief from the agent\n")  # between turns, into the CLI's tree
+        found["task_md_owner"] = (box.tree / "TASK.md").stat().st_uid
         found["home_changed"] = box.home_changed()
         found["home_owner_after_compare"] = box.home.stat().st_uid
         box.restore_home(["home.txt"])

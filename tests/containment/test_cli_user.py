@@ -93,12 +93,14 @@ def test_the_cli_runs_as_its_own_user_and_the_agent_keeps_control() -> None:
     # The agent finds them by namespace and kills all but the init and the CLI's main process.
     assert found["ns_pids_before"][:2] == [1, 2] and len(found["ns_pids_before"]) >= 4, found
     assert found["killed"] >= 2 and found["ns_pids_after"] == [1, 2], found
+    # The tree's top stays shared: the agent replaces TASK.md between the CLI's turns.
+    assert found["task_md_owner"] == agent.pw_uid
     # The home: compared (a change seen), restored in place, and the CLI user's again after each step.
     assert found["home_changed"] is True and found["home_restored"] is True
     assert found["home_owner_after_compare"] == cli.pw_uid == found["home_owner_after_restore"]
     # Taken back, the tree is the agent's: what the CLI locked away is readable, the CLI can write nothing.
     assert found["locked_file"] == "inside\n" and found["tree_owner"] == agent.pw_uid
-    assert "Permission denied" in found["after_take_back"] and "status=1" in found["after_take_back"]
+    assert "Permission denied" in found["after_take_back"], found["after_take_back"]
     assert found["cli_txt"] == "cli-wrote\n"
     # Stopping the slot kills everything of the CLI user's sandbox; the home is reset for the next one.
     assert found["main_exit"] != 0 and found["left"] == []

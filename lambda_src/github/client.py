@@ -115,27 +115,24 @@ class GitHubClient:
         """Add a comment to pull request `number`. A POST that may have landed is looked up, not repeated."""
         url = self._repo_url(owner, repo, "issues", str(number), "comments")
         since = (datetime.now(UTC) - _COMMENT_LOOKBACK).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-        def landed() -> Response | None:
-            listing = self._transport.request("GET", f"{url}?{urlencode({'since': since, 'per_page': 100})}")
-            if listing.status == 200 and isinstance(listing.data, list):
-                for comment in listing.data:
-                    if isinstance(comment, dict) and comment.get("body") == body:
-                        return Response(status=201, data=comment)
-            return None
-
-        response = self._transport.request("POST", url, {"body": body}, idempotent=False, reconcile=landed)
-        _raise_for(response, f"comment on pull request #{number} of {owner}/{repo}")
+        listing = f"{url}?{urlencode({'since': since, 'per_page': 100})}"
+        self._post_comment(url, listing, body, f"comment on pull request #{number} of {owner}/{repo}")
 
     def reply_to_review_comment(self, owner: str, repo: str, number: int, comment_id: int, body: str) -> None:
         """Reply in the thread of review comment `comment_id` of pull request `number` (GitHub Docs, REST
         "Create a reply for a review comment": POST /repos/{owner}/{repo}/pulls/{pull_number}/comments/
         {comment_id}/replies). A POST that may have landed is looked up, not repeated."""
         url = self._repo_url(owner, repo, "pulls", str(number), "comments", str(comment_id), "replies")
-        listing_url = self._repo_url(owner, repo, "pulls", str(number), "comments")
+        listing = self._repo_url(owner, repo, "pulls", str(number), "comments") + "?per_page=100"
+        what = f"reply to review comment {comment_id} on pull request #{number} of {owner}/{repo}"
+        self._post_comment(url, listing, body, what)
+
+    def _post_comment(self, url: str, listing_url: str, body: str, what: str) -> None:
+        """POST a comment `body` to `url`; if the POST may have landed (no answer), `listing_url` is read
+        for a comment with the same body instead of posting twice. Raises GitHubError naming `what`."""
 
         def landed() -> Response | None:
-            listing = self._transport.request("GET", f"{listing_url}?{urlencode({'per_page': 100})}")
+            listing = self._transport.request("GET", listing_url)
             if listing.status == 200 and isinstance(listing.data, list):
                 for comment in listing.data:
                     if isinstance(comment, dict) and comment.get("body") == body:
@@ -143,9 +140,7 @@ class GitHubClient:
             return None
 
         response = self._transport.request("POST", url, {"body": body}, idempotent=False, reconcile=landed)
-        _raise_for(
-            response, f"reply to review comment {comment_id} on pull request #{number} of {owner}/{repo}"
-        )
+        _raise_for(response, what)
 
     def delete_branch(self, owner: str, repo: str, branch: str) -> None:
         """Delete `branch`. A branch that is already gone is not an error."""

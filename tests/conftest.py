@@ -24,6 +24,9 @@ from aipm.local import processes
 from aipm.local.bootstrap import create_records_table
 from aipm.local.moto_server import MotoServer
 
+# The real agent CLIs and the model stand-in, for the ACP, terminal and headless tests.
+pytest_plugins = ["tests.real_cli_fixtures"]
+
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 

@@ -8,23 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from aipm.local.clis import install
 from aipm.local.model_standin import ModelStandin
 from aipm.local.model_standin.clients import standin_profile
 from ec2_agent.profiles import BuiltinProfileName, builtin_profile
 from ec2_agent.sessions.acp import AcpSession
-
-
-@pytest.fixture(scope="session")
-def cli_bin() -> Path:
-    """The pinned real CLIs (aipm/local/clis.toml), installed from npm into .cache/clis on first use."""
-    return install()
-
-
-@pytest.fixture
-def standin() -> Iterator[ModelStandin]:
-    with ModelStandin() as server:
-        yield server
 
 
 @pytest.fixture

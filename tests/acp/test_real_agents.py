@@ -6,11 +6,8 @@ failed task with the reason."""
 
 from __future__ import annotations
 
-import shutil
-import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -19,35 +16,11 @@ from aipm.local.model_standin.script import render_change
 from ec2_agent.profiles import BuiltinProfileName
 from ec2_agent.prompting import task_prompt
 from ec2_agent.sessions.acp import AcpSession
+from tests.real_cli_fixtures import cancel_when_the_model_is_waited_for, write_task
 
 pytestmark = pytest.mark.slow
 AGENTS: list[BuiltinProfileName] = ["gemini-acp", "qwen-acp", "codex-acp"]
 MakeSession = Callable[[BuiltinProfileName], AcpSession]
-
-
-def write_task(workdir: Path, title: str, objective: str = "Say hello.") -> str:
-    """A fresh checkout holding only TASK.md (as the runner leaves it); returns the TASK.md text."""
-    for child in workdir.iterdir():
-        shutil.rmtree(child) if child.is_dir() else child.unlink()
-    text = (
-        f"# {title}\n\n## Objective\n\n{objective}\n\n## Constraints\n\nNone stated.\n\n"
-        "## Acceptance criteria\n\n- [ ] It is done\n"
-    )
-    (workdir / "TASK.md").write_text(text)
-    return text
-
-
-def cancel_when_the_model_is_waited_for(standin: ModelStandin) -> threading.Event:
-    cancel = threading.Event()
-
-    def watch() -> None:
-        deadline = time.monotonic() + 60
-        while standin.waiting() == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        cancel.set()
-
-    threading.Thread(target=watch, daemon=True).start()
-    return cancel
 
 
 @pytest.mark.parametrize("name", AGENTS)

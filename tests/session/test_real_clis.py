@@ -5,37 +5,23 @@ nothing of the previous one (checked in the stand-in's request log); cancel and 
 
 from __future__ import annotations
 
-import shutil
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from aipm.local.clis import install
 from aipm.local.model_standin import ModelStandin
 from aipm.local.model_standin.clients import standin_profile
 from aipm.local.model_standin.script import render_change
 from ec2_agent.profiles import builtin_profile
 from ec2_agent.prompting import task_prompt
 from ec2_agent.sessions import TerminalSession
+from tests.real_cli_fixtures import cancel_when_the_model_is_waited_for, write_task
 
 pytestmark = pytest.mark.slow
 CLIS = ["gemini-terminal", "claude-terminal", "codex-terminal", "qwen-terminal"]
 MakeSession = Callable[[str], TerminalSession]
-
-
-@pytest.fixture(scope="session")
-def cli_bin() -> Path:
-    """The pinned real CLIs, installed from npm into .cache/clis on first use."""
-    return install()
-
-
-@pytest.fixture
-def standin() -> Iterator[ModelStandin]:
-    with ModelStandin() as server:
-        yield server
 
 
 @pytest.fixture
@@ -57,30 +43,6 @@ def terminal_session(tmp_path: Path, standin: ModelStandin, cli_bin: Path) -> It
     yield make
     for session in made:
         session.close()
-
-
-def write_task(workdir: Path, title: str, objective: str = "Say hello.") -> str:
-    for child in workdir.iterdir():
-        shutil.rmtree(child) if child.is_dir() else child.unlink()
-    text = (
-        f"# {title}\n\n## Objective\n\n{objective}\n\n## Constraints\n\nNone stated.\n\n"
-        "## Acceptance criteria\n\n- [ ] It is done\n"
-    )
-    (workdir / "TASK.md").write_text(text)
-    return text
-
-
-def cancel_when_the_model_is_waited_for(standin: ModelStandin) -> threading.Event:
-    cancel = threading.Event()
-
-    def watch() -> None:
-        deadline = time.monotonic() + 60
-        while standin.waiting() == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        cancel.set()
-
-    threading.Thread(target=watch, daemon=True).start()
-    return cancel
 
 
 @pytest.mark.parametrize("name", CLIS)

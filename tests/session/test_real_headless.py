@@ -7,36 +7,23 @@ with nothing left running."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from aipm.local.clis import install
 from aipm.local.model_standin import ModelStandin
 from aipm.local.model_standin.clients import standin_profile
 from aipm.local.model_standin.script import render_change
 from ec2_agent.profiles import builtin_profile
 from ec2_agent.prompting import task_prompt
 from ec2_agent.sessions import HeadlessSession
+from tests.real_cli_fixtures import write_task
 
 pytestmark = pytest.mark.slow
 PROFILES = ["claude-headless", "codex-headless", "gemini-headless", "qwen-headless", "aider-headless"]
 MakeSession = Callable[[str], HeadlessSession]
-
-
-@pytest.fixture(scope="session")
-def cli_bin() -> Path:
-    """The pinned real CLIs, installed from npm and PyPI into .cache/clis on first use."""
-    return install()
-
-
-@pytest.fixture
-def standin() -> Iterator[ModelStandin]:
-    with ModelStandin() as server:
-        yield server
 
 
 @pytest.fixture
@@ -58,17 +45,6 @@ def headless(tmp_path: Path, standin: ModelStandin, cli_bin: Path) -> Iterator[M
     yield make
     for session in made:
         session.close()
-
-
-def write_task(workdir: Path, title: str, objective: str = "Say hello.") -> str:
-    for child in workdir.iterdir():
-        shutil.rmtree(child) if child.is_dir() else child.unlink()
-    text = (
-        f"# {title}\n\n## Objective\n\n{objective}\n\n## Constraints\n\nNone stated.\n\n"
-        "## Acceptance criteria\n\n- [ ] It is done\n"
-    )
-    (workdir / "TASK.md").write_text(text)
-    return text
 
 
 def processes_in(workdir: Path, settle_s: float = 3.0) -> list[int]:

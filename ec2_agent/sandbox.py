@@ -36,6 +36,7 @@ namespace), and its child is the namespace's init. Sources: bwrap(1), pid_namesp
 from __future__ import annotations
 
 import contextlib
+import filecmp
 import hashlib
 import logging
 import os
@@ -44,6 +45,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -61,6 +63,8 @@ BWRAP = "/usr/bin/bwrap"
 WORKSPACE = "/workspace"
 HOME = "/home/cli"
 TRASH_PREFIX = ".trash-"  # emptied trees' entries wait here, beside the tree, to be deleted
+RESTORE_ATTEMPTS = 5  # a home path the running CLI keeps changing is put back at most this often
+RESTORE_PAUSE_S = 0.2
 SANDBOX_TMP = "/tmp"  # noqa: S108 - a tmpfs of the sandbox's own
 # Always passed when the agent has them: the terminal and locale. Nothing else without the policy's word.
 BASE_ENV = ("TERM", "COLORTERM", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
@@ -415,16 +419,31 @@ class Sandbox:
             for parent in [self.home, *list(target.parents)[: len(parts) - 1]]:
                 if parent.is_symlink():
                     raise SandboxFault(f"the CLI's home has a link at {parent}; it is not restored in place")
-            source = self.pristine_home.joinpath(*parts)
+            self._restore_one(rel, target, self.pristine_home.joinpath(*parts))
+
+    def _restore_one(self, rel: str, target: Path, source: Path) -> None:
+        """Move `target` aside (not removed in place: the CLI keeps running and may be writing there — Codex
+        unpacks its skills in the background after start — and a removal in place races it: ENOTEMPTY) and
+        copy `source` in its place; again while the CLI keeps recreating or changing it, at most
+        RESTORE_ATTEMPTS times. Raises SandboxFault."""
+        for attempt in range(1, RESTORE_ATTEMPTS + 1):
             try:
-                remove_tree(target)
+                if target.exists() or target.is_symlink():
+                    discard([target], self.slot_dir, owner=self.cli_user)
                 if source.is_dir() and not source.is_symlink():
                     shutil.copytree(source, target, symlinks=True)
                 elif source.exists() or source.is_symlink():
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(source, target, follow_symlinks=False)
+                if _same_tree(target, source):
+                    return
+            except FileExistsError:
+                pass  # the CLI made it again between the move and the copy
             except OSError as err:
                 raise SandboxFault(f"cannot restore {rel!r} in the CLI's home: {err}") from err
+            if attempt < RESTORE_ATTEMPTS:
+                time.sleep(RESTORE_PAUSE_S)
+        raise SandboxFault(f"cannot restore {rel!r} in the CLI's home: the CLI keeps changing it")
 
     def home_changed(self) -> bool:
         """True if the slot's home differs in any way from the pristine copy (names, types, contents, link
@@ -616,6 +635,33 @@ def remove_tree(path: Path, *, owner: CliUser | None = None) -> None:
     shutil.rmtree(path, onerror=_gone_is_fine)
 
 
+def discard(paths: Sequence[Path], trash_parent: Path, *, owner: CliUser | None = None) -> None:
+    """Move `paths` out of the way at once and delete them in the background: each is renamed into a new
+    trash directory in `trash_parent` (same file system, outside every mount of the sandbox), which a
+    daemon thread removes (`remove_tree`, links not followed; with `owner`, taken back first). A process
+    still writing into a moved directory writes into the trash; the thread retries while the tree keeps
+    changing, and `Sandbox.start` clears what is left. Raises OSError (the rename)."""
+    trash = trash_parent / f"{TRASH_PREFIX}{uuid.uuid4().hex[:12]}"
+    trash.mkdir(mode=0o700)
+    for path in paths:
+        path.rename(trash / path.name)
+    threading.Thread(target=_remove_quietly, args=(trash, owner), name="trash", daemon=True).start()
+
+
+def _remove_quietly(trash: Path, owner: CliUser | None, *, attempts: int = 5, pause_s: float = 0.5) -> None:
+    """The trash thread: retried while a writer adds entries (ENOTEMPTY); a last failure is logged."""
+    for attempt in range(1, attempts + 1):
+        try:
+            remove_tree(trash, owner=owner)
+            return
+        except (OSError, SlotFault) as err:
+            if attempt == attempts:
+                extra = {"path": str(trash), "error": str(err)}
+                log.warning("could not delete a discarded tree", extra=extra)
+            else:
+                time.sleep(pause_s)
+
+
 def _gone_is_fine(
     function: object, path: str, exc_info: tuple[type[BaseException], BaseException, object]
 ) -> None:
@@ -641,6 +687,19 @@ def _ns_depth(pid: int | str) -> int | None:
         if line.startswith("NSpid:"):
             return len(line.split()) - 1
     return None
+
+
+def _same_tree(path: Path, pristine: Path) -> bool:
+    """True if `path` holds what `pristine` holds (names, kinds, contents, link targets; a missing path
+    matches a missing pristine one); False too if `path` changes while it is read."""
+    try:
+        if not pristine.exists() and not pristine.is_symlink():
+            return not path.exists() and not path.is_symlink()
+        if not pristine.is_dir() or pristine.is_symlink():
+            return filecmp.cmp(path, pristine, shallow=False) if path.is_file() else False
+        return _without_modes(snapshot(path)) == _without_modes(snapshot(pristine))
+    except OSError:
+        return False
 
 
 def _without_modes(snap: dict[str, tuple[str, int, str]]) -> dict[str, tuple[str, str]]:

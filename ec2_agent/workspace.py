@@ -43,7 +43,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ec2_agent.faults import SlotFault
-from ec2_agent.sandbox import TRASH_PREFIX, CliUser, remove_tree
+from ec2_agent.sandbox import CliUser, discard, remove_tree
 from lambda_src.models import check_branch_name
 
 log = logging.getLogger(__name__)
@@ -549,19 +549,6 @@ def empty_directory(directory: Path, *, owner: CliUser | None = None) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     if owner is not None:
         owner.take_back_top(directory)
-    entries = list(os.scandir(directory))
-    if not entries:
-        return
-    trash = directory.parent / f"{TRASH_PREFIX}{uuid.uuid4().hex[:12]}"
-    trash.mkdir(mode=0o700)
-    for entry in entries:
-        Path(entry.path).rename(trash / entry.name)
-    threading.Thread(target=_remove_quietly, args=(trash, owner), name="trash", daemon=True).start()
-
-
-def _remove_quietly(trash: Path, owner: CliUser | None) -> None:
-    """The trash thread: a failure is logged (`Sandbox.start` retries what is left at the next start)."""
-    try:
-        remove_tree(trash, owner=owner)
-    except (OSError, SlotFault) as err:
-        log.warning("could not delete an emptied tree", extra={"path": str(trash), "error": str(err)})
+    entries = [Path(entry.path) for entry in os.scandir(directory)]
+    if entries:
+        discard(entries, directory.parent, owner=owner)

@@ -3,6 +3,8 @@ refused (the session then restarts with a fresh home); any other change is still
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,66 @@ def test_a_planted_link_is_refused_and_nothing_outside_is_touched(sandbox: Sandb
 def test_a_path_outside_the_home_is_refused(sandbox: Sandbox, path: str) -> None:
     with pytest.raises(SandboxFault, match="must be relative"):
         sandbox.restore_home([path])
+
+
+def test_a_cli_still_writing_there_does_not_fail_the_restore(sandbox: Sandbox) -> None:
+    """Seen with Codex 0.171.0: after start it unpacks its skills into ~/.codex/skills/.system in the
+    background, and a removal in place lost the race (ENOTEMPTY: 1 job in 3 restarted the CLI). Here a real
+    child process keeps creating files through a directory descriptor, as an unpacker does, while the
+    restore runs."""
+    target = sandbox.home / ".gemini" / "skills" / ".system"
+    target.mkdir(parents=True)
+    writer = subprocess.Popen(
+        [
+            sys.executable, "-c",
+            "import os, sys, itertools\n"
+            "fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)\n"
+            "print('ready', flush=True)\n"
+            "for n in itertools.count():\n"
+            "    try:\n"
+            "        os.close(os.open(f'f{n}', os.O_CREAT | os.O_WRONLY, dir_fd=fd))\n"
+            "    except FileNotFoundError:\n"
+            "        pass\n",
+            str(target),
+        ],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == b"ready\n"
+        for _ in range(5):
+            sandbox.restore_home([".gemini"])
+            assert (sandbox.home / ".gemini" / "settings.json").read_text() == '{"a": 1}'
+            assert not (sandbox.home / ".gemini" / "skills").exists()
+    finally:
+        writer.kill()
+        writer.wait()
+
+
+def _recreating_writer(directory: Path, seconds: float) -> subprocess.Popen[bytes]:
+    """A real child process that makes `directory` again by path and writes into it for `seconds`."""
+    code = (
+        "import os, sys, time, itertools\n"
+        "end = time.monotonic() + float(sys.argv[2])\n"
+        "print('ready', flush=True)\n"
+        "for n in itertools.count():\n"
+        "    if time.monotonic() > end:\n"
+        "        break\n"
+        "    os.makedirs(sys.argv[1], exist_ok=True)\n"
+        "    try:\n"
+        "        open(os.path.join(sys.argv[1], f'f{n}'), 'w').close()\n"
+        "    except FileNotFoundError:\n"
+        "        pass\n"
+    )
+    argv = [sys.executable, "-c", code, str(directory), str(seconds)]
+    writer = subprocess.Popen(argv, stdout=subprocess.PIPE)
+    assert writer.stdout is not None and writer.stdout.readline() == b"ready\n"
+    return writer
+
+
+def test_a_path_the_cli_makes_again_meanwhile_is_restored_once_it_settles(sandbox: Sandbox) -> None:
+    writer = _recreating_writer(sandbox.home / ".gemini" / "sessions", 0.3)
+    try:
+        sandbox.restore_home([".gemini"])
+    finally:
+        writer.wait()
+    assert not sandbox.home_changed()

@@ -42,8 +42,12 @@ def test_runs_a_line_and_sees_the_prompt_return(repl: TerminalSession) -> None:
 
 
 def test_timeout_interrupts_and_keeps_the_session(repl: TerminalSession) -> None:
+    """Short sleeps in a loop, not one `time.sleep(60)`: CPython runs its signal handlers between bytecodes
+    and when a sleep is interrupted, so a Ctrl-C that lands after the statement's last check and before the
+    sleep starts (the interrupt is sent as soon as readline hands the terminal back) is only acted on after
+    the whole sleep: 1 run in ~15 here was killed instead. A loop acts on it within one short sleep."""
     pid = repl.pid
-    outcome = repl.run_task("import time; time.sleep(60)", timeout_s=0.3)
+    outcome = repl.run_task("import time; [time.sleep(0.05) for _ in range(1200)]", timeout_s=0.3)
     assert outcome.kind == "timed_out"
     assert "KeyboardInterrupt" in outcome.output_tail
     assert repl.alive and repl.pid == pid

@@ -58,6 +58,38 @@ def home_seed(profile: CliProfile, settings: AgentSettings) -> Path | None:
     return seed
 
 
+def interpreter_dirs(command: Path) -> list[str]:
+    """What a script's interpreter needs besides its own folder: for a `#!` line naming an interpreter by
+    path (not through `env`), the interpreter's resolved folder, and when that folder is a Python virtual
+    environment's `bin` (a `pyvenv.cfg` beside it: PEP 405), the environment (its site-packages) and the
+    base installation it links to (the
+    `home` key's parent: pip's aider-chat venv runs `bin/python` → e.g. ~/.pyenv/versions/3.11.7, whose
+    standard library the venv does not copy). Unreadable or binary commands give nothing."""
+    try:
+        with command.open("rb") as f:
+            first = f.readline(512)
+    except OSError:
+        return []
+    if not first.startswith(b"#!"):
+        return []
+    words = first[2:].decode("utf-8", "replace").split()
+    if not words or not words[0].startswith("/") or Path(words[0]).name == "env":
+        return []
+    interpreter = Path(words[0])
+    found = [str(interpreter.parent), str(interpreter.resolve().parent)]
+    config = interpreter.parent.parent / "pyvenv.cfg"
+    try:
+        lines = config.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return found
+    found.append(str(interpreter.parent.parent))  # the venv itself: pyvenv.cfg and its site-packages
+    for line in lines:
+        key, _, value = line.partition("=")
+        if key.strip() == "home" and value.strip().startswith("/"):
+            found.append(str(Path(value.strip()).resolve().parent))
+    return found
+
+
 def sandbox_policy(profile: CliProfile, settings: AgentSettings) -> SandboxPolicy:
     """What the profile's CLI has inside its sandbox: its installation read-only (the emulator: this
     Python and this package; any other CLI: the directory of its resolved command, plus
@@ -78,7 +110,11 @@ def sandbox_policy(profile: CliProfile, settings: AgentSettings) -> SandboxPolic
     else:
         found = shutil.which(profile.argv[0])
         if found is not None:
-            binds += [str(Path(found).parent), str(Path(found).resolve().parent)]
+            binds += [
+                str(Path(found).parent),
+                str(Path(found).resolve().parent),
+                *interpreter_dirs(Path(found)),
+            ]
             path = f"{Path(found).parent}:{path}"  # the CLI's folder first (it may hold its own node)
     unique = [b for b in dict.fromkeys(binds) if not b.startswith(("/usr/", "/bin", "/lib"))]
     return SandboxPolicy(

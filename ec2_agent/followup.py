@@ -2,8 +2,16 @@
 
 A follow-up job (`Job.follow_up`, queued by lambda_src.webhook_intake from a PR comment) runs like any job
 on the PR's branch, with one difference: while the CLI works, the work tree's TASK.md is the generated
-brief (the request — who asked, the comment quoted as data, a review comment's file and line — then the
-branch's TASK.md), so the constant task prompt still points the CLI at everything it needs. Before the
+brief (the request — who asked, the comment quoted as data, a review comment's file and line —, the
+conversation so far, the diff so far, then the branch's TASK.md), so the constant task prompt still points
+a CLI that cannot resume the PR's earlier session at everything it needs.
+
+The conversation: for a review comment, its thread (the first comment and its replies); otherwise the PR's
+comments; the triggering comment left out, at most THREAD_MAX_COMMENTS of the latest, each body cut at
+COMMENT_MAX_CHARS, read through the agent's one GitHub client. The diff: the branch against its base from
+their merge base, at most DIFF_MAX_BYTES (ec2_agent.workspace.Workspace.branch_diff). Both are untrusted
+text, quoted as data with control and invisible characters shown as escapes (lambda_src.taskdoc.as_data).
+If either cannot be read, the brief says so and the job goes on (the comment is the instruction). Before the
 commit the branch's TASK.md is put back byte for byte, so the brief never reaches the branch and a CLI that
 changed nothing else ends `no_changes`. The tree is the CLI's: TASK.md is replaced by unlinking whatever is
 there (a link, a directory) and creating a new file without following links.
@@ -11,17 +19,86 @@ there (a link, a directory) and creating a new file without following links.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from lambda_src.records.models import Job, JobStatus
-from lambda_src.taskdoc import TASK_FILE, describe_comment, quoted_inline, render_follow_up_brief
+from lambda_src.github.client import GitHubClient
+from lambda_src.github.errors import GitHubError
+from lambda_src.records.models import FollowUp, Job, JobStatus
+from lambda_src.taskdoc import (
+    TASK_FILE,
+    BranchDiff,
+    ThreadComment,
+    describe_comment,
+    quoted_inline,
+    render_follow_up_brief,
+)
+
+log = logging.getLogger(__name__)
+
+DIFF_MAX_BYTES = 60_000
+THREAD_MAX_COMMENTS = 20
+COMMENT_MAX_CHARS = 2_000
 
 
-def show_brief(tree: Path, job: Job) -> bytes | None:
-    """For a follow-up job, replace `tree`/TASK.md by the brief and return the branch's TASK.md bytes (to
-    give to `put_back`); None for any other job. The caller has checked TASK.md is a regular file."""
+@dataclass(frozen=True)
+class Conversation:
+    """The earlier comments a follow-up's brief shows (oldest first), and a note when some are missing."""
+
+    comments: list[ThreadComment]
+    note: str = ""
+
+
+def read_conversation(github: GitHubClient, job: Job) -> Conversation:
+    """The conversation before `job`'s comment: a review comment's thread, or the PR's comments (see the
+    module docstring for the bounds). Never raises: a GitHub failure is the note."""
+    follow_up = job.follow_up
+    assert follow_up is not None
+    try:
+        if follow_up.event == "pull_request_review_comment":
+            listing = _review_thread(
+                github.review_comments(job.owner, job.repo_name, job.pr_number), follow_up
+            )
+        else:
+            listing = github.issue_comments(job.owner, job.repo_name, job.pr_number, per_page=100)
+    except GitHubError as err:
+        log.warning("could not read the conversation", extra={"job_id": job.job_id, "error": str(err)})
+        return Conversation([], f"The conversation could not be read from GitHub: {err}")
+    earlier = [c for c in listing if c.get("id") != follow_up.comment_id]
+    left_out = max(0, len(earlier) - THREAD_MAX_COMMENTS)
+    comments = [_thread_comment(c) for c in earlier[left_out:]]
+    note = f"{left_out} earlier comment(s) left out." if left_out else ""
+    if any(len(str(c.get("body") or "")) > COMMENT_MAX_CHARS for c in earlier[left_out:]):
+        note = f"{note} Comments longer than {COMMENT_MAX_CHARS} characters are cut.".strip()
+    return Conversation(comments, note)
+
+
+def _review_thread(listing: list[dict[str, Any]], follow_up: FollowUp) -> list[dict[str, Any]]:
+    """The thread of review comment `follow_up.comment_id`: its first comment and the replies to it."""
+    found = next((c for c in listing if c.get("id") == follow_up.comment_id), None)
+    root = (found.get("in_reply_to_id") or found.get("id")) if found else follow_up.comment_id
+    return [c for c in listing if root in (c.get("id"), c.get("in_reply_to_id"))]
+
+
+def _thread_comment(comment: dict[str, Any]) -> ThreadComment:
+    user = comment.get("user")
+    author = str(user.get("login") or "unknown") if isinstance(user, dict) else "unknown"
+    body = str(comment.get("body") or "")
+    if len(body) > COMMENT_MAX_CHARS:
+        body = body[:COMMENT_MAX_CHARS] + "\n… truncated"
+    return ThreadComment(author=author, body=body)
+
+
+def show_brief(
+    tree: Path, job: Job, *, conversation: Conversation | None = None, diff: BranchDiff | None = None
+) -> bytes | None:
+    """For a follow-up job, replace `tree`/TASK.md by the brief (with `conversation` and `diff`, the
+    branch's diff so far) and return the branch's TASK.md bytes (to give to `put_back`); None for any
+    other job. The caller has checked TASK.md is a regular file. Raises OSError."""
     follow_up = job.follow_up
     if follow_up is None:
         return None
@@ -35,6 +112,9 @@ def show_brief(tree: Path, job: Job) -> bytes | None:
         where=describe_comment(follow_up.event),
         path=follow_up.path,
         line=follow_up.line,
+        thread=conversation.comments if conversation else (),
+        thread_note=conversation.note if conversation else "",
+        diff=diff,
     )
     write_task_md(tree, brief.encode("utf-8"))
     return original

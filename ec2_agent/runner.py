@@ -35,7 +35,7 @@ from lambda_src.github.client import GitHubClient
 from lambda_src.github.errors import GitHubError
 from lambda_src.records.models import OUTPUT_TAIL_MAX_CHARS, Job, JobStatus
 from lambda_src.records.store import JobStore, LeaseLost, RecordError
-from lambda_src.taskdoc import quoted_inline
+from lambda_src.taskdoc import BranchDiff, quoted_inline
 
 log = logging.getLogger(__name__)
 
@@ -370,7 +370,13 @@ class JobRunner:
         if not (tree / "TASK.md").is_file() or (tree / "TASK.md").is_symlink():
             return self._finish(handle, JobStatus.FAILED, "TASK.md is missing from the branch")
         handle.task_original = (tree / "TASK.md").read_bytes()
-        handle.task_md = followup.show_brief(tree, job)
+        if job.follow_up is not None:
+            handle.task_md = followup.show_brief(
+                tree,
+                job,
+                conversation=followup.read_conversation(self._github, job),
+                diff=self._branch_diff(slot, checkout, job),
+            )
         handle.task_shown = (tree / "TASK.md").read_text(encoding="utf-8", errors="replace")
         handle.checks_config = self._lookups.submit(self._read_checks, job)
         try:
@@ -450,6 +456,17 @@ class JobRunner:
             reason = "the CLI finished without changing any file"
             return self._finish(handle, JobStatus.NO_CHANGES, reason, output_tail=tail)
         return Publication(handle=handle, checkout=checkout, commit=commit, tail=tail)
+
+    def _branch_diff(self, slot: SlotState, checkout: Checkout, job: Job) -> BranchDiff:
+        """The diff so far for a follow-up's brief; a note instead when git cannot make it."""
+        try:
+            text, cut = slot.workspace.branch_diff(
+                checkout, job.base_branch, max_bytes=followup.DIFF_MAX_BYTES
+            )
+        except (GitError, UnsafeReference) as err:
+            log.warning("could not diff the branch against its base", extra={"error": str(err)[:300]})
+            return BranchDiff("", note=f"The diff against {job.base_branch} could not be made: {err}")
+        return BranchDiff(text, truncated=cut)
 
     def _read_checks(self, job: Job) -> checks.ChecksConfig | None:
         """`.aipm.yml` of the job's base branch, from GitHub (never the CLI's tree). Raises

@@ -212,24 +212,7 @@ class Git:
         """Run `git <args>` on `git_dir` (and `work_tree`); returns stdout. Raises GitError (PushRejected
         for a push refused because the branch moved, PushRefused for one the remote's rules refuse),
         WorkspaceFault if the credential helper is not the shipped one."""
-        full_env = {
-            "PATH": "/usr/bin:/bin",
-            "HOME": str(self._home),
-            "XDG_CONFIG_HOME": str(self._home),
-            "LANG": "C",
-            "GIT_DIR": str(git_dir),
-            "GIT_CONFIG_GLOBAL": "/dev/null",
-            "GIT_CONFIG_NOSYSTEM": "1",
-            "GIT_ATTR_NOSYSTEM": "1",
-            "GIT_NO_REPLACE_OBJECTS": "1",
-            "GIT_TERMINAL_PROMPT": "0",
-            "GIT_ASKPASS": "",
-            "SSH_ASKPASS": "",
-            "GIT_PROTOCOL_FROM_USER": "0",
-        }
-        if work_tree is not None:
-            full_env["GIT_WORK_TREE"] = str(work_tree)
-        full_env.update(env or {})
+        full_env = self._env(git_dir, work_tree, env)
         token = ""
         if auth:
             self._check_helper()
@@ -258,6 +241,67 @@ class Git:
                 raise PushRejected(args, proc.returncode, stderr)
             raise GitError(args, proc.returncode, stderr)
         return proc.stdout
+
+    def output_head(self, args: Sequence[str], git_dir: Path, *, max_bytes: int) -> tuple[bytes, bool]:
+        """The first `max_bytes` bytes of what `git <args>` (local, no credentials) prints on `git_dir`, and
+        whether it printed more (git is then stopped: a huge output is never held in memory). Raises
+        GitError (a failure, or the timeout)."""
+        try:
+            proc = subprocess.Popen(
+                [self._executable, *self._config, *args],
+                cwd=git_dir,
+                env=self._env(git_dir, None, None),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        except OSError as err:
+            raise GitError(args, -1, f"cannot run {self._executable}: {err}") from err
+        out, err_out = proc.stdout, proc.stderr
+        assert out is not None and err_out is not None
+        timer = threading.Timer(self._timeout_s, proc.kill)
+        timer.start()
+        try:
+            head = out.read(max_bytes + 1)
+            more = len(head) > max_bytes
+            if more:
+                proc.kill()
+            stderr = err_out.read(64 * 1024).decode("utf-8", "replace")
+            returncode = proc.wait()
+        finally:
+            timer.cancel()
+            out.close()
+            err_out.close()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if more:
+            return head[:max_bytes], True
+        if returncode != 0:
+            killed = returncode == -9
+            raise GitError(args, returncode, f"timed out after {self._timeout_s} s" if killed else stderr)
+        return head, False
+
+    def _env(self, git_dir: Path, work_tree: Path | None, env: dict[str, str] | None) -> dict[str, str]:
+        full_env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(self._home),
+            "XDG_CONFIG_HOME": str(self._home),
+            "LANG": "C",
+            "GIT_DIR": str(git_dir),
+            "GIT_CONFIG_GLOBAL": "/dev/null",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_ATTR_NOSYSTEM": "1",
+            "GIT_NO_REPLACE_OBJECTS": "1",
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_ASKPASS": "",
+            "SSH_ASKPASS": "",
+            "GIT_PROTOCOL_FROM_USER": "0",
+        }
+        if work_tree is not None:
+            full_env["GIT_WORK_TREE"] = str(work_tree)
+        full_env.update(env or {})
+        return full_env
 
     def commit_env(self) -> dict[str, str]:
         name, email = self._author
@@ -494,6 +538,24 @@ class Workspace:
             git_dir,
             env=git.commit_env(),
         ).strip()
+
+    def branch_diff(self, checkout: Checkout, base_branch: str, *, max_bytes: int) -> tuple[str, bool]:
+        """The job branch (its tip when checked out) against `base_branch` from their merge base, as
+        `git diff` prints it, TASK.md left out; at most `max_bytes` bytes (True: it was cut, at a line end
+        when there is one). No external diff or textconv runs; binary files show as such. The text is
+        the branch's (untrusted). Raises UnsafeReference, GitError."""
+        base_tip = self.fetch(checkout.owner, checkout.repo, base_branch)
+        raw, cut = self._git.output_head(
+            [
+                "diff", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames",
+                f"{base_tip}...{checkout.base}", "--", ".", ":(exclude,top)TASK.md",
+            ],
+            checkout.git_dir,
+            max_bytes=max_bytes,
+        )  # fmt: skip
+        if cut and b"\n" in raw:
+            raw = raw[: raw.rindex(b"\n") + 1]
+        return raw.decode("utf-8", "replace"), cut
 
     def discard(self, checkout: Checkout) -> None:
         """Remove the job's private git directory (its tree is emptied by the next checkout)."""

@@ -206,6 +206,18 @@ class GitHubClient:
         listing = response.data if isinstance(response.data, list) else []
         return [comment for comment in listing if isinstance(comment, dict)]
 
+    def review_comments(
+        self, owner: str, repo: str, number: int, *, per_page: int = 100
+    ) -> list[dict[str, Any]]:
+        """The review comments (on lines of the diff) of pull request `number`, oldest first, as GitHub
+        lists them (GitHub Docs, "List review comments on a pull request": `in_reply_to_id` marks a reply
+        in a thread). Raises IssueNotFound (no such pull request), GitHubError."""
+        url = self._repo_url(owner, repo, "pulls", str(number), "comments")
+        response = self._transport.request("GET", f"{url}?{urlencode({'per_page': per_page})}")
+        _raise_for(response, f"list review comments of #{number} of {owner}/{repo}", not_found=IssueNotFound)
+        listing = response.data if isinstance(response.data, list) else []
+        return [comment for comment in listing if isinstance(comment, dict)]
+
     def file_text(self, owner: str, repo: str, path: str, ref: str) -> str | None:
         """The UTF-8 text of `path` at `ref` (a branch), or None if the file or branch is not there."""
         url = self._repo_url(owner, repo, "contents", path)

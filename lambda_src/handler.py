@@ -333,8 +333,11 @@ def list_jobs(
     tags=["jobs"],
 )
 def get_job(job_id: JobId) -> JobView:
-    """A job's status, timeline, attempts, worker, commit, error and output tail. Another's job: 404."""
-    return JobView.of(own_job(job_id))
+    """A job's status, timeline, attempts, worker, commit, error and output tail; a follow-up names its
+    parent (`followUp.parentJobId`), a PR's first job lists its follow-ups (`followUps`, oldest first).
+    Another's job: 404."""
+    job = own_job(job_id)
+    return JobView.of(job, follow_ups=services().store.follow_ups_of(job))
 
 
 TRANSITION_RESPONSES = responses(200, "The job after the change", 400, 401, 404, 409, 503)

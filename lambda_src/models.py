@@ -402,6 +402,40 @@ class DelegateStatus(ApiModel):
         )
 
 
+class FollowUpView(ApiModel):
+    """A follow-up job as its PR's first job lists it: enough to tell them apart and open one."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+    job_id: str
+    status: JobStatus
+    created_at: str
+    updated_at: str
+    author: str
+    event: str
+    comment_url: str
+    path: str | None
+    line: int | None
+    commit_sha: str | None
+
+    @classmethod
+    def of(cls, job: Job) -> FollowUpView:
+        follow_up = job.follow_up
+        assert follow_up is not None
+        return cls(
+            job_id=job.job_id,
+            status=job.status,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+            author=follow_up.author,
+            event=follow_up.event,
+            comment_url=follow_up.comment_url,
+            path=follow_up.path,
+            line=follow_up.line,
+            commit_sha=job.commit_sha,
+        )
+
+
 class JobView(ApiModel):
     """A job as the API shows it."""
 
@@ -434,10 +468,16 @@ class JobView(ApiModel):
     follow_up: FollowUp | None = None
     # A labelled-issue delegation: the issue its PR fixes.
     fixes_issue: int | None = None
+    # A PR's first job, read alone (GET /api/jobs/{id}): the PR's follow-up jobs, oldest first. None in
+    # lists and on the transitions (not read there).
+    follow_ups: list[FollowUpView] | None = None
 
     @classmethod
-    def of(cls, job: Job) -> JobView:
+    def of(cls, job: Job, follow_ups: list[Job] | None = None) -> JobView:
         return cls(
+            follow_ups=[FollowUpView.of(f) for f in follow_ups if f.follow_up]
+            if follow_ups is not None
+            else None,
             job_id=job.job_id,
             status=job.status,
             repo=job.repo,

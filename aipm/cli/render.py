@@ -196,9 +196,25 @@ def job_details(job: Mapping[str, Any]) -> list[str]:
         ("updated", _with_relative(job.get("updatedAt"))),
     ]
     lines = [f"{name + ':':<10} {value}" for name, value in rows if value not in (None, "")]
+    follow_ups = job.get("followUps")
+    if follow_ups:
+        lines.append("follow-ups:")
+        lines.extend(_follow_up_row(f) for f in follow_ups if isinstance(f, Mapping))
     lines.append("timeline:")
     lines.extend(timeline(job))
     return lines
+
+
+def _follow_up_row(follow_up: Mapping[str, Any]) -> str:
+    """`  <job id>  <status>  <author>'s <kind>[ on <path>:<line>][  <commit>]` for one of a PR's
+    follow-up jobs (GET /api/jobs/{id} `followUps`)."""
+    where = f" on {follow_up.get('path')}:{follow_up.get('line')}" if follow_up.get("path") else ""
+    kind = str(follow_up.get("event", "comment")).replace("_", " ")
+    commit = f"  {str(follow_up['commitSha'])[:12]}" if follow_up.get("commitSha") else ""
+    return (
+        f"  {follow_up.get('jobId')}  {follow_up.get('status')}  "
+        f"{follow_up.get('author')}'s {kind}{where}{commit}"
+    )
 
 
 def _follow_up(follow_up: object) -> str | None:

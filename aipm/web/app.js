@@ -25,6 +25,8 @@
     listSupported: true,      // false once GET /api/jobs answers "no such route"
     expanded: new Set(),      // job ids whose output is open
     openTimelines: new Set(), // job ids whose timeline is open
+    openFollowUps: new Set(), // first-job ids whose follow-up list is open (read with GET /api/jobs/{id})
+    followUps: new Map(),     // first-job id -> its followUps, as GET /api/jobs/{id} last gave them
     announced: new Map(),     // job id -> the status last announced (or first seen)
     filters: { status: "", repo: "", mine: false },
     loaded: false,            // the first page of the list (or the first refresh) has been read
@@ -373,6 +375,8 @@
       if (timeline.open) state.openTimelines.add(job.jobId); else state.openTimelines.delete(job.jobId);
     });
     card.append(timeline);
+    if (job.followUp) card.append(followUpOf(job.followUp));
+    else card.append(followUpList(job));
     if (job.reason && status !== "completed") card.append(el("div", { className: "problem", text: job.reason }));
     if (job.error) card.append(el("div", { className: "problem", text: "error: " + job.error }));
     if (job.changedFiles && job.changedFiles.length) {
@@ -400,6 +404,53 @@
     }
     if (actions.childElementCount) card.append(actions);
     return card;
+  }
+
+  // What a follow-up job answers: "follow-up of job <parent>: <author>'s review comment on <path>:<line>".
+  function commentText(followUp) {
+    const kind = String(followUp.event || "comment").replace(/_/g, " ");
+    const where = followUp.path ? " on " + followUp.path + ":" + followUp.line : "";
+    return (followUp.author || "someone") + "'s " + kind + where;
+  }
+
+  function followUpOf(followUp) {
+    return el("div", { className: "job-meta follow-up-of", "data-parent-job-id": followUp.parentJobId },
+      "follow-up of job " + followUp.parentJobId + ": ", link(followUp.commentUrl, commentText(followUp)));
+  }
+
+  // A PR's first job: its follow-up jobs (PR comments that asked for more), read when the list is opened.
+  function followUpList(job) {
+    const known = state.followUps.get(job.jobId);
+    const items = el("ul", { className: "follow-ups-list" });
+    if (known === undefined) items.append(el("li", { className: "muted", text: "Loading…" }));
+    else if (!known.length) items.append(el("li", { className: "muted", text: "None: no PR comment asked for more." }));
+    for (const f of known || []) {
+      const item = el("li", { "data-follow-up-id": f.jobId, "data-status": f.status },
+        el("span", { className: "status status-" + f.status, text: f.status }), " ",
+        link(f.commentUrl, commentText(f)),
+        el("span", { className: "muted", text: " · job " + f.jobId + (f.commitSha ? " · commit " + String(f.commitSha).slice(0, 12) : "") }));
+      items.append(item);
+    }
+    const label = "Follow-ups" + (known && known.length ? " (" + known.length + ")" : "");
+    const details = el("details", { className: "follow-ups", open: state.openFollowUps.has(job.jobId) },
+      el("summary", { text: label }), items);
+    details.addEventListener("toggle", () => {
+      if (!details.open) { state.openFollowUps.delete(job.jobId); return; }
+      state.openFollowUps.add(job.jobId);
+      readFollowUps(job.jobId).then(renderJobs);
+    });
+    return details;
+  }
+
+  async function readFollowUps(jobId) {
+    try {
+      const job = await api("GET", "/api/jobs/" + jobId);
+      state.followUps.set(jobId, job.followUps || []);
+      state.jobs.set(jobId, job);
+    } catch (err) {
+      if (err.status === 404) state.jobs.delete(jobId);
+      else $("jobs-note").textContent = err.message;
+    }
   }
 
   function actionButton(label, jobId, action) {
@@ -448,7 +499,8 @@
     const existing = new Map();
     for (const card of list.querySelectorAll(":scope > li.job")) existing.set(card.dataset.jobId, card);
     const wanted = jobs.map((job) => {
-      const key = JSON.stringify(job) + "|" + state.expanded.has(job.jobId);
+      const key = JSON.stringify(job) + "|" + state.expanded.has(job.jobId) + "|" +
+        JSON.stringify(state.followUps.get(job.jobId) ?? null);
       const old = existing.get(job.jobId);
       if (old && old.dataset.key === key) return old;
       const card = jobCard(job);
@@ -534,6 +586,7 @@
         }
       }
     }
+    await Promise.all([...state.openFollowUps].filter((id) => state.jobs.has(id)).map(readFollowUps));
     // Jobs the first page did not bring that may have moved on: submitted from this tab, or still running.
     for (const id of new Set([...tracked(), ...state.jobs.keys()])) {
       const known = state.jobs.get(id);

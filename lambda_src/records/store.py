@@ -426,6 +426,31 @@ class JobStore:
             raise JobNotFound(job_id)
         return Job.model_validate(_deserialize(resp["Item"]))
 
+    def follow_ups_of(self, job: Job) -> list[Job]:
+        """The follow-up jobs of `job`'s PR, oldest first, when `job` is the PR's first job (the one its PR
+        record names); [] for any other job (a follow-up names its parent in `followUp.parentJobId`).
+        Reads the PR record and the jobs (BatchGetItem, strongly consistent, 100 keys a call, unprocessed
+        keys asked again); a listed job that is gone is left out."""
+        if job.follow_up is not None:
+            return []
+        pr = self.get_pr_record(job.owner, job.repo_name, job.pr_number)
+        if pr is None or pr.job_id != job.job_id or not pr.follow_up_job_ids:
+            return []
+        found: dict[str, Job] = {}
+        ids = list(dict.fromkeys(pr.follow_up_job_ids))
+        for start in range(0, len(ids), 100):
+            keys: list[dict[str, Any]] = [job_key(job_id) for job_id in ids[start : start + 100]]
+            while keys:
+                resp = self._ddb.batch_get_item(
+                    RequestItems={self.table_name: {"Keys": keys, "ConsistentRead": True}}
+                )
+                for item in resp.get("Responses", {}).get(self.table_name, []):
+                    follow_up = Job.model_validate(_deserialize(item))
+                    found[follow_up.job_id] = follow_up
+                unprocessed = resp.get("UnprocessedKeys", {})
+                keys = list(unprocessed[self.table_name]["Keys"]) if self.table_name in unprocessed else []
+        return [found[job_id] for job_id in ids if job_id in found]
+
     def list_jobs(
         self,
         *,

@@ -132,6 +132,26 @@ def test_a_collaborators_mention_queues_a_follow_up_on_the_same_branch(hooked: A
     assert status == 200 and view["followUp"]["parentJobId"] == pr["jobId"]
     assert view["followUp"]["author"] == "rita" and view["source"] == "github:issue_comment"
     assert hooked.call("GET", f"/api/jobs/{job.job_id}", claims=USER)[0] == 404  # rita's job, not ada's
+    assert view["followUps"] == []  # a follow-up names its parent; the first job lists the follow-ups
+    # The PR's first job (ada's) lists its follow-ups, oldest first; a list of jobs does not read them.
+    status, first = hooked.call("GET", f"/api/jobs/{pr['jobId']}", claims=USER)
+    assert status == 200 and first["followUp"] is None
+    assert first["followUps"] == [
+        {
+            "jobId": job.job_id,
+            "status": "queued",
+            "createdAt": job.created_at,
+            "updatedAt": job.updated_at,
+            "author": "rita",
+            "event": "issue_comment",
+            "commentUrl": job.follow_up.comment_url,
+            "path": None,
+            "line": None,
+            "commitSha": None,
+        }
+    ]
+    listed = hooked.call("GET", "/api/jobs", claims=USER)[1]["jobs"]
+    assert [j["followUps"] for j in listed if j["jobId"] == pr["jobId"]] == [None]
     assert hooked.store.delivery_exists(delivery.guid)
 
 

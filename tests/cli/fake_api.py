@@ -317,7 +317,8 @@ class FakeApi:
             jobs = [j for j in jobs if j["requestedBy"] == caller]
         limit = int(query.get("limit", ["25"])[0])
         start = int(query.get("cursor", ["0"])[0])
-        page = jobs[start : start + limit]
+        # As the API: a PR's follow-ups (`followUps`) only in GET /api/jobs/{id}, never in a list.
+        page = [{k: v for k, v in j.items() if k != "followUps"} for j in jobs[start : start + limit]]
         more = start + limit < len(jobs)
         return 200, {"jobs": page, "nextCursor": str(start + limit) if more else None}
 

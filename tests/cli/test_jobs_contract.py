@@ -311,3 +311,21 @@ def test_ctrl_c_while_following_says_the_job_goes_on(
     job_id = next(iter(fake_api.jobs))
     assert result.code == Exit.INTERRUPTED
     assert "stopped following" in result.err and f"aipm jobs show {job_id} --follow" in result.err
+
+
+def test_show_lists_a_prs_follow_ups_on_its_first_job(aipm: Runner, fake_api: FakeApi) -> None:
+    """GET /api/jobs/{id} `followUps` (lambda_src.models.FollowUpView), one line each in `aipm jobs show`."""
+    first = fake_api.add_job("Add export", status="completed")
+    first["followUps"] = [
+        {"jobId": "f" * 32, "status": "completed", "author": "rita", "event": "issue_comment",
+         "commentUrl": "", "path": None, "line": None, "commitSha": "c" * 40},
+        {"jobId": "e" * 32, "status": "queued", "author": "sam", "event": "pull_request_review_comment",
+         "commentUrl": "", "path": "src/app.py", "line": 3, "commitSha": None},
+    ]  # fmt: skip
+    lines = aipm("jobs", "show", first["jobId"]).out.splitlines()
+    at = lines.index("follow-ups:")
+    assert lines[at + 1 : at + 3] == [
+        f"  {'f' * 32}  completed  rita's issue comment  cccccccccccc",
+        f"  {'e' * 32}  queued  sam's pull request review comment on src/app.py:3",
+    ]
+    assert lines[at + 3] == "timeline:"

@@ -6,6 +6,7 @@ PR's branch and replies on the comment."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import urllib.error
@@ -19,6 +20,7 @@ from aipm.local.forge.webhooks import Delivery
 from aipm.local.stack import DEMO_OWNER, DEMO_REPO, LocalStack, StackOptions, wait_for_job
 from lambda_src.github.webhooks import signature_of
 from lambda_src.records.models import Job
+from tests.cli.test_cli_e2e import console_script
 
 pytestmark = pytest.mark.e2e
 
@@ -161,6 +163,27 @@ def test_a_mention_becomes_a_second_agent_commit_and_a_reply(stack: LocalStack, 
     assert "@aipm" not in reply["body"]  # a reply never starts another job
     record = stack.store().get_pr_record(DEMO_OWNER, DEMO_REPO, pr["number"])
     assert record is not None and job.job_id in (record.follow_up_job_ids or [])
+
+
+def test_aipm_jobs_show_lists_the_prs_follow_ups_on_its_first_job(
+    stack: LocalStack, pr: dict[str, Any]
+) -> None:
+    """The `aipm` console script against the stack's API: the PR's first job lists its follow-ups (the
+    mention above made one), the record's order and statuses."""
+    record = stack.store().get_pr_record(DEMO_OWNER, DEMO_REPO, pr["number"])
+    assert record is not None and record.follow_up_job_ids
+    env = {**os.environ, "AIPM_API_URL": stack.api_url, "AIPM_API_TOKEN": stack.api_token}
+
+    shown = console_script("jobs", "show", pr["jobId"], env=env)
+    as_json = json.loads(console_script("jobs", "show", pr["jobId"], "--json", env=env).out)
+
+    assert shown.code == 0, shown.err
+    assert [f["jobId"] for f in as_json["followUps"]] == record.follow_up_job_ids
+    lines = shown.out.splitlines()
+    at = lines.index("follow-ups:")
+    for n, job_id in enumerate(record.follow_up_job_ids, start=1):
+        job = stack.store().get_job(job_id)
+        assert lines[at + n].split()[:3] == [job_id, job.status.value, "rita's"]
 
 
 def test_a_redelivery_does_nothing_new(stack: LocalStack, pr: dict[str, Any]) -> None:

@@ -157,3 +157,45 @@ def test_the_footer_links_the_readme(fake: tuple[FakeApi, ConsoleServer], page: 
     with urllib.request.urlopen(href, timeout=5) as resp:
         assert resp.headers["Content-Type"] == "text/plain; charset=utf-8"
         assert "\n## API" in resp.read().decode()
+
+
+def test_a_prs_follow_ups_are_listed_on_its_first_job_and_name_their_parent(
+    fake: tuple[FakeApi, ConsoleServer], page: Page
+) -> None:
+    """GET /api/jobs/{id} `followUps` (only there, as the API: not in the list), read when the card's
+    Follow-ups list is opened, kept fresh while it is open; a follow-up's card names its parent."""
+    api, console = fake
+    first = api.add_job("Add export", status="completed")
+    url = "https://github.example/acme/tools/pull/1#discussion_r5"
+    answer = {"parentJobId": first["jobId"], "event": "pull_request_review_comment", "commentId": 5,
+              "commentUrl": url, "author": "rita", "body": "@aipm use a constant", "path": "src/app.py",
+              "line": 12}  # fmt: skip
+    follow = api.add_job("Add export", status="generating", followUp=answer)
+    summary = {"jobId": follow["jobId"], "status": "generating", "createdAt": follow["createdAt"],
+               "updatedAt": follow["updatedAt"], "author": "rita", "event": "pull_request_review_comment",
+               "commentUrl": url, "path": "src/app.py", "line": 12, "commitSha": None}  # fmt: skip
+    first["followUps"] = [summary]
+
+    page.open(console.url)
+    sign_in(page, api)
+    card = f'li.job[data-job-id="{first["jobId"]}"]'
+    page.wait(lambda: page.css(f"{card} details.follow-ups"), what="the first job's Follow-ups")
+    assert not api.seen("GET", f"/api/jobs/{first['jobId']}")  # read only when opened
+    of = f'li.job[data-job-id="{follow["jobId"]}"] .follow-up-of'
+    assert (
+        page.text(of)
+        == f"follow-up of job {first['jobId']}: rita's pull request review comment on src/app.py:12"
+    )
+    assert page.attrs(f"{of} a", "href") == [url]
+    assert not page.css(f'li.job[data-job-id="{follow["jobId"]}"] details.follow-ups')
+
+    page.click(f"{card} details.follow-ups summary")
+    item = f'{card} li[data-follow-up-id="{follow["jobId"]}"]'
+    page.wait(lambda: page.css(item), what="the follow-up listed")
+    assert page.texts(f"{card} details.follow-ups summary") == ["Follow-ups (1)"]
+    assert "rita's pull request review comment on src/app.py:12" in page.text(item)
+    assert page.attrs(f"{item} a", "href") == [url]
+
+    first["followUps"] = [{**summary, "status": "completed", "commitSha": "c" * 40}]  # the job moved on
+    page.wait(lambda: page.attrs(item, "data-status") == ["completed"], what="the follow-up's new status")
+    assert "commit cccccccccccc" in page.text(item)

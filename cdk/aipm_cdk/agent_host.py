@@ -292,7 +292,7 @@ class AgentHost(Construct):
             "forwarding are the only way in: no SSH, no key pair, no inbound rule).",
             "Policy::arn:<AWS::Partition>:iam::aws:policy/AmazonSSMManagedInstanceCore",
         )
-        storage.records.grant_read_write_data(role)
+        storage.grant_records_to_agent(role)
         acknowledge(
             role,
             "IAM5",

@@ -73,6 +73,30 @@ class Storage(Construct):
             )
         )
 
+    def grant_records_to_agent(self, role: iam.IGrantable) -> None:
+        """Read and write the records table; of the agents' own items only the caller's: an explicit Deny on
+        every item-writing action whose leading keys include an `AGENT#...` key other than
+        `AGENT#${aws:userid}` (`ForAnyValue:StringLike` and `ForAnyValue:StringNotEquals` on
+        `dynamodb:LeadingKeys`, both must hold). For a role assigned to an EC2 instance, `aws:userid` is
+        `<role id>:<instance id>` (IAM User Guide, "IAM policy elements: Variables and tags"), the agent's
+        id on the host (cdk/host/bootstrap.sh, host-facts): a host writes its own heartbeat, never another's,
+        though all hosts share the role. Policy variables in `dynamodb:LeadingKeys` values: DynamoDB developer
+        guide, "Using IAM policy conditions for fine-grained access control"."""
+        self.records.grant_read_write_data(role)
+        role.grant_principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                effect=iam.Effect.DENY,
+                actions=list(RECORD_WRITE_ACTIONS),
+                resources=[self.records.table_arn],
+                conditions={
+                    "ForAnyValue:StringLike": {"dynamodb:LeadingKeys": [f"{c.AGENT_PK_PREFIX}*"]},
+                    "ForAnyValue:StringNotEquals": {
+                        "dynamodb:LeadingKeys": [f"{c.AGENT_PK_PREFIX}${{aws:userid}}"]
+                    },
+                },
+            )
+        )
+
 
 # Every DynamoDB action that writes items (PartiQL ones included, though no grant here gives them).
 RECORD_WRITE_ACTIONS = (

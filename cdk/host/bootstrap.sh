@@ -209,10 +209,13 @@ if [[ "${FIREWALL}" == 1 ]]; then
 fi
 
 step host-facts
-AGENT_ID="${BOOTSTRAP_INSTANCE_ID:-}"
+INSTANCE_ID="${BOOTSTRAP_INSTANCE_ID:-}"
 BIND_HOST="${BOOTSTRAP_PRIVATE_IP:-}"
-[[ -n "${AGENT_ID}" ]] || AGENT_ID="$(imds instance-id)"
+[[ -n "${INSTANCE_ID}" ]] || INSTANCE_ID="$(imds instance-id)"
 [[ -n "${BIND_HOST}" ]] || BIND_HOST="$(imds local-ipv4)"
+# Agent id = aws:userid (<role id>:<instance id>): the one heartbeat key the role lets this host write.
+AGENT_ID="$(aws sts get-caller-identity "${REGION_ARGS[@]}" --query UserId --output text)"
+[[ "${AGENT_ID}" == AROA*":${INSTANCE_ID}" ]]
 touch "${AGENT_ENV}"
 sed -i -e '/^AIPM_AGENT_ID=/d' -e '/^AIPM_BIND_HOST=/d' -e '/^AIPM_SANDBOX_CLI_USER=/d' "${AGENT_ENV}"
 # The agent starts every sandbox as the CLI's own user, whose uid the firewall rules above confine.

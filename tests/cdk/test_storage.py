@@ -95,9 +95,9 @@ def _records_writers(template: dict[str, Any]) -> tuple[str, dict[str, list[dict
 
 
 def test_only_the_agent_role_may_write_the_agents_items(full_stack: Any) -> None:
-    """docs/threat-model.md: heartbeat items (pk `AGENT#<id>`) are written by the agent role alone, so the
-    dispatcher can trust their endpoint. Every other role that may write the records table carries an
-    explicit Deny of every item-writing action whose leading keys include `AGENT#*` (IAM's
+    """docs/threat-model.md: heartbeat items (pk `AGENT#<id>`) are written by the agent role alone, each
+    host its own, so the dispatcher can trust their endpoint. Every other role that may write the records
+    table carries an explicit Deny of every item-writing action whose leading keys include `AGENT#*` (IAM's
     `dynamodb:LeadingKeys`; an explicit Deny overrides any Allow)."""
     records, writers = _records_writers(full_stack.json)
     agent_roles = {role for role in writers if role.startswith("AgentRole")}
@@ -114,5 +114,13 @@ def test_only_the_agent_role_may_write_the_agents_items(full_stack: Any) -> None
         ]
         if role in agent_roles:
             assert not denies, role
+            (own,) = [s for s in writers[role] if s["Effect"] == "Deny"]
+            assert own["Resource"] == {"Fn::GetAtt": [records, "Arn"]} and set(own["Action"]) >= WRITES
+            # Denied: any AGENT# key that is not the caller's own (both operators must hold). For a role
+            # assigned to an EC2 instance aws:userid is <role id>:<instance id>, the agent's id on the host.
+            assert own["Condition"] == {
+                "ForAnyValue:StringLike": {"dynamodb:LeadingKeys": ["AGENT#*"]},
+                "ForAnyValue:StringNotEquals": {"dynamodb:LeadingKeys": ["AGENT#${aws:userid}"]},
+            }
         else:
             assert len(denies) == 1 and set(denies[0]["Action"]) >= WRITES, (role, writers[role])

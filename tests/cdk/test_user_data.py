@@ -36,6 +36,7 @@ pytestmark = pytest.mark.skipif(
 
 SYSTEMD_UNITS = Path("/lib/systemd/system")
 KIRO_KEY = "kiro-key-for-the-user-data-test"
+CALLER_ID = "AROA3XFRBF535PLBIFPI4:i-0123456789abcdef0"
 KIRO_STUB = (
     "mkdir -p .local/bin && printf '#!/bin/sh\\n' > .local/bin/kiro-cli && chmod +x .local/bin/kiro-cli"
     " && echo x >> kiro-installs\n"
@@ -74,11 +75,11 @@ class Host:
     calls: Path
     env: dict[str, str]
 
-    def boot(self, source: Path) -> subprocess.CompletedProcess[str]:
+    def boot(self, source: Path, **env: str) -> subprocess.CompletedProcess[str]:
         self.calls.write_text("")
         return subprocess.run(
             ["bash", str(self.script)],
-            env={**self.env, "BOOTSTRAP_SOURCE": str(source)},
+            env={**self.env, "BOOTSTRAP_SOURCE": str(source), **env},
             capture_output=True,
             text=True,
             timeout=600,
@@ -127,7 +128,13 @@ def scratch(agent_host: AgentHost, user_data: str, tmp_path_factory: pytest.Temp
         (shims / name).write_text(RECORDER.format(root=root, log=calls))
         (shims / name).chmod(0o755)
     # The aws CLI's answer to `secretsmanager get-secret-value --query SecretString --output text`.
-    (shims / "aws").write_text(f'#!/bin/sh\necho "aws $*" >> {calls}\necho \'{{"apiKey": "{KIRO_KEY}"}}\'\n')
+    (shims / "aws").write_text(
+        f'#!/bin/sh\necho "aws $*" >> {calls}\n'
+        # STS's answer for instance-role credentials: UserId is <role id>:<instance id>.
+        f'if [ "$1 $2" = "sts get-caller-identity" ]; then\n'
+        f'  echo "${{SHIM_CALLER_ID:-{CALLER_ID}}}"; exit 0\nfi\n'
+        f'echo \'{{"apiKey": "{KIRO_KEY}"}}\'\n'
+    )
     (shims / "aws").chmod(0o755)
     kiro = work / "install-kiro.sh"
     kiro.write_text(KIRO_STUB)
@@ -245,7 +252,7 @@ def test_a_changed_asset_switches_with_the_unit_stopped_and_reset(
 def test_agent_environment_file(scratch: Host, runs: dict[str, Any]) -> None:
     env_file = scratch.root / "etc/aipm/agent.env"
     lines = env_file.read_text().splitlines()
-    assert "AIPM_AGENT_ID='i-0123456789abcdef0'" in lines
+    assert f"AIPM_AGENT_ID='{CALLER_ID}'" in lines  # the heartbeat key the role's policy lets it write
     assert "AIPM_BIND_HOST='10.0.0.10'" in lines
     assert "AIPM_POOL_PORT='8081'" in lines and "AIPM_PROCESSOR_PORT='8082'" in lines
     assert "AIPM_CLI_PROFILE='kiro-acp'" in lines
@@ -254,6 +261,19 @@ def test_agent_environment_file(scratch: Host, runs: dict[str, Any]) -> None:
     assert "AIPM_SANDBOX_CLI_USER='root'" in lines
     assert sum(line.startswith("AIPM_BIND_HOST=") for line in lines) == 1  # re-runs replace, not append
     assert oct(env_file.stat().st_mode & 0o777) == "0o640"
+
+
+def test_credentials_of_another_instance_fail_the_host_facts_step(
+    agent_host: AgentHost, scratch: Host, runs: dict[str, Any]
+) -> None:
+    """The agent id must be the instance role's aws:userid for this very instance (<role id>:<instance id>),
+    the one heartbeat key the records table's policy lets the host write."""
+    source = source_copy(agent_host, scratch.work / "src-other-caller")
+    result = scratch.boot(source, SHIM_CALLER_ID="AROA3XFRBF535PLBIFPI4:i-0fffffffffffffff0")
+    assert result.returncode != 0
+    assert "FAILED at step 'host-facts'" in result.stderr
+    assert "AIPM_AGENT_ID=" not in (scratch.root / "etc/aipm/agent.env").read_text()
+    assert not any("systemctl start" in call for call in scratch.recorded())
 
 
 def test_kiro_cli_installed_once_as_the_service_user(scratch: Host, runs: dict[str, Any]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
@@ -63,15 +65,7 @@ class Storage(Construct):
         role (granted without it) may then write a heartbeat the dispatcher would trust. Source: DynamoDB
         developer guide, "Using IAM policy conditions for fine-grained access control" (dynamodb:LeadingKeys;
         TransactWriteItems is authorised per underlying PutItem/UpdateItem/DeleteItem)."""
-        self.records.grant_read_write_data(grantee)
-        grantee.grant_principal.add_to_principal_policy(
-            iam.PolicyStatement(
-                effect=iam.Effect.DENY,
-                actions=list(RECORD_WRITE_ACTIONS),
-                resources=[self.records.table_arn],
-                conditions={"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": [f"{c.AGENT_PK_PREFIX}*"]}},
-            )
-        )
+        self._grant_records_denying(grantee, {})
 
     def grant_records_to_agent(self, role: iam.IGrantable) -> None:
         """Read and write the records table; of the agents' own items only the caller's: an explicit Deny on
@@ -82,18 +76,20 @@ class Storage(Construct):
         id on the host (cdk/host/bootstrap.sh, host-facts): a host writes its own heartbeat, never another's,
         though all hosts share the role. Policy variables in `dynamodb:LeadingKeys` values: DynamoDB developer
         guide, "Using IAM policy conditions for fine-grained access control"."""
-        self.records.grant_read_write_data(role)
-        role.grant_principal.add_to_principal_policy(
+        own = {"dynamodb:LeadingKeys": [f"{c.AGENT_PK_PREFIX}${{aws:userid}}"]}
+        self._grant_records_denying(role, {"ForAnyValue:StringNotEquals": own})
+
+    def _grant_records_denying(self, grantee: iam.IGrantable, unless: dict[str, Any]) -> None:
+        """Read and write on the records table, with an explicit Deny of item writes to `AGENT#` keys,
+        narrowed by the further conditions `unless` (all must hold for the Deny to apply)."""
+        self.records.grant_read_write_data(grantee)
+        agents = {"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": [f"{c.AGENT_PK_PREFIX}*"]}}
+        grantee.grant_principal.add_to_principal_policy(
             iam.PolicyStatement(
                 effect=iam.Effect.DENY,
                 actions=list(RECORD_WRITE_ACTIONS),
                 resources=[self.records.table_arn],
-                conditions={
-                    "ForAnyValue:StringLike": {"dynamodb:LeadingKeys": [f"{c.AGENT_PK_PREFIX}*"]},
-                    "ForAnyValue:StringNotEquals": {
-                        "dynamodb:LeadingKeys": [f"{c.AGENT_PK_PREFIX}${{aws:userid}}"]
-                    },
-                },
+                conditions={**agents, **unless},
             )
         )
 

@@ -10,7 +10,6 @@ from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
-from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
 from cdk.aipm_cdk import constants as c
@@ -50,17 +49,6 @@ GATEWAY_ERRORS: dict[str, tuple[apigw.ResponseType, str, str | None]] = {
     "Default4xx": (apigw.ResponseType.DEFAULT_4_XX, "bad_request", None),
     "Default5xx": (apigw.ResponseType.DEFAULT_5_XX, "gateway_error", None),
 }
-# Body rules of the AWS managed rule groups (AWS WAF developer guide, "Baseline rule groups" / "Known bad
-# inputs"): they match ordinary coding-task text (HTML, <script>, URLs, ../ paths, the metadata address,
-# ${jndi:…}), so they count instead of block. Task text is data to the API: quoted in TASK.md and the PR.
-COMMON_BODY_RULES = (
-    "SizeRestrictions_BODY",
-    "CrossSiteScripting_BODY",
-    "GenericRFI_BODY",
-    "GenericLFI_BODY",
-    "EC2MetaDataSSRF_BODY",
-)
-KNOWN_BAD_INPUTS_BODY_RULES = ("JavaDeserializationRCE_BODY", "Log4JRCE_BODY")
 # The CLI's loopback redirect (aipm login; Cognito allows plain http only for localhost).
 CLI_CALLBACK_URL = "http://localhost:8976/callback"
 
@@ -72,7 +60,8 @@ def gateway_template(code: str, message: str | None) -> str:
 
 
 class Api(Construct):
-    """REST API (Cognito authorizer, validation, throttling, access logs, tracing, CORS, WAF) → Lambda."""
+    """REST API (Cognito authorizer, validation, throttling, access logs, tracing, CORS) → Lambda; the stack
+    puts its stage behind the web ACL of `ApiFirewall` (firewall.py)."""
 
     def __init__(
         self,
@@ -124,16 +113,6 @@ class Api(Construct):
             f"Resource::<{logical_id(storage.records)}.Arn>/index/*",
         )
         self._rest_api(config)
-        if config.api_waf:
-            self._waf(config)
-        else:
-            acknowledge(
-                self.rest_api.deployment_stage,
-                "APIG3",
-                "WAF turned off by the operator (context apiWaf=false), for accounts where an "
-                "organisation-wide WAF policy (Firewall Manager) attaches its own web ACL; every route but "
-                "health still needs a Cognito token and the stage is throttled.",
-            )
 
     def _users(self, config: AipmConfig) -> None:
         self.user_pool = cognito.UserPool(
@@ -318,62 +297,4 @@ class Api(Construct):
             authorizer=authorizer,
             authorization_type=apigw.AuthorizationType.COGNITO,
             request_validator=params_validator,
-        )
-
-    def _waf(self, config: AipmConfig) -> None:
-        def visibility(name: str) -> wafv2.CfnWebACL.VisibilityConfigProperty:
-            return wafv2.CfnWebACL.VisibilityConfigProperty(
-                cloud_watch_metrics_enabled=True, metric_name=name, sampled_requests_enabled=True
-            )
-
-        def managed(
-            priority: int, name: str, count_rules: tuple[str, ...] = ()
-        ) -> wafv2.CfnWebACL.RuleProperty:
-            return wafv2.CfnWebACL.RuleProperty(
-                name=name,
-                priority=priority,
-                override_action=wafv2.CfnWebACL.OverrideActionProperty(none={}),
-                statement=wafv2.CfnWebACL.StatementProperty(
-                    managed_rule_group_statement=wafv2.CfnWebACL.ManagedRuleGroupStatementProperty(
-                        vendor_name="AWS",
-                        name=name,
-                        rule_action_overrides=[
-                            wafv2.CfnWebACL.RuleActionOverrideProperty(
-                                name=rule, action_to_use=wafv2.CfnWebACL.RuleActionProperty(count={})
-                            )
-                            for rule in count_rules
-                        ]
-                        or None,
-                    )
-                ),
-                visibility_config=visibility(name),
-            )
-
-        self.web_acl = wafv2.CfnWebACL(
-            self,
-            "WebAcl",
-            scope="REGIONAL",
-            default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
-            visibility_config=visibility(f"{c.PROJECT}-{config.stage}-api"),
-            rules=[
-                managed(0, "AWSManagedRulesCommonRuleSet", COMMON_BODY_RULES),
-                managed(1, "AWSManagedRulesKnownBadInputsRuleSet", KNOWN_BAD_INPUTS_BODY_RULES),
-                wafv2.CfnWebACL.RuleProperty(
-                    name="RateLimitPerIp",
-                    priority=2,
-                    action=wafv2.CfnWebACL.RuleActionProperty(block={}),
-                    statement=wafv2.CfnWebACL.StatementProperty(
-                        rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
-                            limit=c.WAF_RATE_LIMIT_PER_5_MIN, aggregate_key_type="IP"
-                        )
-                    ),
-                    visibility_config=visibility("RateLimitPerIp"),
-                ),
-            ],
-        )
-        wafv2.CfnWebACLAssociation(
-            self,
-            "WebAclAssociation",
-            resource_arn=self.rest_api.deployment_stage.stage_arn,
-            web_acl_arn=self.web_acl.attr_arn,
         )

@@ -73,6 +73,7 @@ DEFAULTS: dict[str, Any] = {
     "powertoolsLayerVersion": c.POWERTOOLS_LAYER_VERSION,
     "powertoolsLayerArn": "",
     "apiWaf": True,
+    "wafRateLimitPer5Min": c.WAF_RATE_LIMIT_PER_5_MIN,
     "apiCloudWatchRole": True,
     "alarmEmail": "",
     "logRetentionDays": c.LOG_RETENTION_DAYS,
@@ -117,6 +118,7 @@ class AipmConfig:
     powertools_layer_version: int = DEFAULTS["powertoolsLayerVersion"]
     powertools_layer_arn: str = DEFAULTS["powertoolsLayerArn"]
     api_waf: bool = DEFAULTS["apiWaf"]
+    waf_rate_limit_per_5_min: int = DEFAULTS["wafRateLimitPer5Min"]
     api_cloudwatch_role: bool = DEFAULTS["apiCloudWatchRole"]
     alarm_email: str = DEFAULTS["alarmEmail"]
     log_retention_days: int = DEFAULTS["logRetentionDays"]
@@ -167,6 +169,11 @@ class AipmConfig:
                 "cliDomains: domain names (a leading '.' takes the subdomains)",
             ),
             (self.powertools_layer_version > 0, "powertoolsLayerVersion: > 0"),
+            (
+                c.WAF_RATE_LIMIT_MIN <= self.waf_rate_limit_per_5_min <= c.WAF_RATE_LIMIT_MAX,
+                f"wafRateLimitPer5Min: {c.WAF_RATE_LIMIT_MIN}..{c.WAF_RATE_LIMIT_MAX} requests per IP in 5 "
+                "minutes (AWS WAF's range)",
+            ),
             (not self.alarm_email or bool(_EMAIL.match(self.alarm_email)), "alarmEmail: an e-mail address"),
             (self.log_retention_days in RETENTION, f"logRetentionDays: one of {sorted(RETENTION)}"),
         ]
@@ -217,6 +224,7 @@ class AipmConfig:
             powertools_layer_version=_as_int("powertoolsLayerVersion", get("powertoolsLayerVersion")),
             powertools_layer_arn=str(get("powertoolsLayerArn")),
             api_waf=_as_bool("apiWaf", get("apiWaf")),
+            waf_rate_limit_per_5_min=_as_int("wafRateLimitPer5Min", get("wafRateLimitPer5Min")),
             api_cloudwatch_role=_as_bool("apiCloudWatchRole", get("apiCloudWatchRole")),
             alarm_email=str(get("alarmEmail")),
             log_retention_days=_as_int("logRetentionDays", get("logRetentionDays")),

@@ -102,7 +102,11 @@ SIGNED_IN_ROUTES: Final = (
 )
 API_THROTTLE_RATE: Final = 20
 API_THROTTLE_BURST: Final = 40
+# WAF's per-IP rate limit (context wafRateLimitPer5Min): default, the range AWS WAF accepts, its window.
 WAF_RATE_LIMIT_PER_5_MIN: Final = 1000
+WAF_RATE_LIMIT_MIN: Final = 10
+WAF_RATE_LIMIT_MAX: Final = 2_000_000_000
+WAF_RATE_WINDOW_S: Final = 300
 JOB_MAX_ATTEMPTS: Final = 3
 RECORD_TTL_DAYS: Final = 90
 # The CORS origin when neither frontendOrigin nor the web console gives one (no browser client deployed).

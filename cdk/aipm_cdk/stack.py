@@ -1,4 +1,5 @@
-"""The one stack: composes network, storage, configuration, console, API, agent host, dispatch, monitoring."""
+"""The one stack: composes network, storage, configuration, console, API and its firewall, agent host,
+dispatch, monitoring."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from cdk.aipm_cdk.config import AipmConfig
 from cdk.aipm_cdk.configuration import Configuration
 from cdk.aipm_cdk.console import Console
 from cdk.aipm_cdk.dispatch import Dispatch
+from cdk.aipm_cdk.firewall import NO_WAF_REASON, ApiFirewall
 from cdk.aipm_cdk.functions import powertools_layer_arn
 from cdk.aipm_cdk.monitoring import Monitoring
+from cdk.aipm_cdk.nag import acknowledge
 from cdk.aipm_cdk.network import Network
 from cdk.aipm_cdk.reconcile import Reconcile
 from cdk.aipm_cdk.shared_api import SharedApiRoutes
@@ -51,6 +54,12 @@ class AipmStack(Stack):
             layer=layer,
             allowed_origins=cors_origins(config, self.console),
         )
+        stage = self.api.rest_api.deployment_stage
+        self.firewall: ApiFirewall | None = None
+        if config.api_waf:
+            self.firewall = ApiFirewall(self, "ApiFirewall", config=config, stage=stage)
+        else:
+            acknowledge(stage, "APIG3", NO_WAF_REASON)
         if self.console is not None:
             self.console.publish(
                 self.api.rest_api.url,

@@ -1,4 +1,4 @@
-"""API: authorizer on every method but health and CORS preflight, validation, stage settings, Lambda, WAF."""
+"""API: authorizer on every method but health and CORS preflight, validation, stage settings, Lambda."""
 
 from __future__ import annotations
 
@@ -11,13 +11,7 @@ from aws_cdk import Stack
 from aws_cdk.assertions import Template
 
 from cdk.aipm_cdk import constants as c
-from cdk.aipm_cdk.api import (
-    CLI_CALLBACK_URL,
-    COMMON_BODY_RULES,
-    GATEWAY_ERRORS,
-    KNOWN_BAD_INPUTS_BODY_RULES,
-    Api,
-)
+from cdk.aipm_cdk.api import CLI_CALLBACK_URL, GATEWAY_ERRORS, Api
 from cdk.aipm_cdk.config import AipmConfig
 from lambda_src.errors import InvalidBody, http_error
 from tests.cdk.builders import as_list, parts, policy_statements, resources
@@ -134,26 +128,6 @@ def test_gateway_responses_are_valid_json_in_the_apis_error_shape() -> None:
             assert body["error"] == "unauthenticated" and "sign in" in body["message"]
         elif props["ResponseType"] == "BAD_REQUEST_BODY":
             assert body == {"error": "invalid_request", "message": 'Invalid "request" body'}
-
-
-def test_waf_body_rules_do_not_block_task_text() -> None:
-    """The managed rule groups' body rules (XSS, RFI, LFI, SSRF, size; Log4j, Java deserialization) match
-    ordinary coding tasks (HTML, <script>, URLs, ../, the metadata address): every *_BODY rule counts."""
-    template, _ = api_template()
-    acl = next(iter(resources(template, "AWS::WAFv2::WebACL").values()))["Properties"]
-    documented = {
-        "AWSManagedRulesCommonRuleSet": set(COMMON_BODY_RULES),
-        "AWSManagedRulesKnownBadInputsRuleSet": set(KNOWN_BAD_INPUTS_BODY_RULES),
-    }
-    for rule in acl["Rules"]:
-        group = rule["Statement"].get("ManagedRuleGroupStatement")
-        if group is None:
-            continue
-        overrides = {o["Name"]: o["ActionToUse"] for o in group.get("RuleActionOverrides", [])}
-        assert set(overrides) == documented[group["Name"]]
-        assert all(action == {"Count": {}} for action in overrides.values())
-        assert all(name.endswith("_BODY") for name in overrides)
-    assert {"CrossSiteScripting_BODY", "GenericRFI_BODY"} <= documented["AWSManagedRulesCommonRuleSet"]
 
 
 def test_sign_in_is_cognito_managed_login_with_code_and_pkce() -> None:
@@ -290,18 +264,6 @@ def test_user_pool_requires_mfa_and_admin_created_users() -> None:
         },
     )
     template.has_resource_properties("AWS::Cognito::UserPoolClient", {"GenerateSecret": False})
-
-
-def test_waf_protects_the_stage() -> None:
-    template, _ = api_template()
-    acl = next(iter(resources(template, "AWS::WAFv2::WebACL").values()))["Properties"]
-    assert acl["Scope"] == "REGIONAL"
-    assert [r["Name"] for r in acl["Rules"]] == [
-        "AWSManagedRulesCommonRuleSet",
-        "AWSManagedRulesKnownBadInputsRuleSet",
-        "RateLimitPerIp",
-    ]
-    template.resource_count_is("AWS::WAFv2::WebACLAssociation", 1)
 
 
 def test_the_github_webhook_route_has_no_authorizer_and_its_secret_is_read_only_by_the_api() -> None:

@@ -46,6 +46,14 @@ def test_cli_strings_are_parsed() -> None:
     assert from_context(natGateways="1", vpcEndpoints="false").vpc_endpoints == "none"
 
 
+def test_the_waf_rate_limit_takes_aws_wafs_whole_range() -> None:
+    """AWS WAF accepts 10 requests per evaluation window at least (WAF Developer Guide, "Rate-based rule
+    high-level settings") and 2,000,000,000 at most (CloudFormation RateBasedStatement.Limit)."""
+    assert from_context().waf_rate_limit_per_5_min == c.WAF_RATE_LIMIT_PER_5_MIN == 1000
+    assert from_context(wafRateLimitPer5Min="10").waf_rate_limit_per_5_min == 10
+    assert from_context(wafRateLimitPer5Min=2_000_000_000).waf_rate_limit_per_5_min == 2_000_000_000
+
+
 def test_json_types_from_cdk_json() -> None:
     config = from_context(githubOwners=["acme"], poolSize=3, retainData=False)
     assert config.github_owners == ("acme",)
@@ -74,6 +82,9 @@ def test_json_types_from_cdk_json() -> None:
         ({"logRetentionDays": "10"}, "logRetentionDays"),
         ({"alarmEmail": "ops"}, "alarmEmail"),
         ({"apiWaf": "maybe"}, "apiWaf"),
+        ({"wafRateLimitPer5Min": "9"}, "wafRateLimitPer5Min"),
+        ({"wafRateLimitPer5Min": "2000000001"}, "wafRateLimitPer5Min"),
+        ({"wafRateLimitPer5Min": "lots"}, "wafRateLimitPer5Min"),
         ({"console": "maybe"}, "console"),
     ],
 )
@@ -104,6 +115,6 @@ def test_every_context_key_is_documented() -> None:
         key
         for line in table.splitlines()
         if line.startswith("| `")
-        for key in re.findall(r"`([A-Za-z]+)`", line.split("|")[1])
+        for key in re.findall(r"`([A-Za-z][A-Za-z0-9]*)`", line.split("|")[1])
     }
     assert documented == set(DEFAULTS)

@@ -14,6 +14,13 @@ The forge adds BENCH_GITHUB_DELAY_MS (default 200 ms) to every GitHub call, as b
 delegation needs GitHub (two round trips) before its job is queued, a follow-up does not.
 webhook_vs_delegate_queued_ratio = webhook p99 / delegate p99 in this run (target ≤ 1.5). Each webhook
 answer is checked (202, kind follow_up, the job stored as queued).
+
+Follow-up overhead (a second run, on the whole local stack: agent, emulator profile, forge webhooks to the
+gateway): BENCH_FOLLOWUP_SAMPLES pairs, one at a time, each a delegated PR's first job and then the follow-up
+a collaborator's `@aipm` comment on that PR queues on the same branch. Overhead = the job's wall time
+(queued → completed) minus the emulator's fixed working time, as bench.agent's overhead_p50_ms;
+followup_vs_first_overhead_ratio = follow-up p50 / first-job p50 in this run (what the follow-up adds:
+the webhook, reading the conversation and the diff for its brief, the reply). One pair warms the pool first.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import statistics
 import tempfile
 import threading
 import time
@@ -39,10 +47,15 @@ from aipm.local.bootstrap import create_idempotency_table, create_records_table,
 from aipm.local.forge import Forge
 from aipm.local.moto_server import MotoServer
 from aipm.local.signin import LocalSignIn
+from aipm.local.stack import DEMO_OWNER, DEMO_REPO, LocalStack, StackOptions
+from bench import agent as bench_agent
 from bench.delegate import GITHUB_DELAY_S, OWNER, REGION, REPO, gateway, percentile, task
+from lambda_src.records.models import Job
 from lambda_src.records.store import JobStore
 
 SAMPLES = int(os.environ.get("BENCH_WEBHOOK_SAMPLES", "40"))
+FOLLOWUP_SAMPLES = int(os.environ.get("BENCH_FOLLOWUP_SAMPLES", "10"))
+FOLLOWUP_WORK_S = 0.3
 WARMUP = 3
 REVIEWER = ("rita", secrets.token_urlsafe(16))
 
@@ -168,9 +181,84 @@ def measure(root: Path) -> dict[str, float | int]:
     }
 
 
+def followup_overhead(root: Path) -> dict[str, float | int]:
+    """First-job and follow-up overheads on the same branches, one pair at a time (module docstring)."""
+    first_ms: list[float] = []
+    followup_ms: list[float] = []
+    with LocalStack(root, StackOptions(emulator_work_s=FOLLOWUP_WORK_S)) as stack:
+        stack.forge.add_user(*REVIEWER)
+        stack.forge.add_collaborator(DEMO_OWNER, DEMO_REPO, REVIEWER[0])
+        for n in range(1 + FOLLOWUP_SAMPLES):
+            first, followup = one_pair(stack, n)
+            if n:
+                first_ms.append(first)
+                followup_ms.append(followup)
+    first_p50, followup_p50 = statistics.median(first_ms), statistics.median(followup_ms)
+    return {
+        "first_job_overhead_p50_ms": round(first_p50, 1),
+        "followup_overhead_ms": round(followup_p50, 1),
+        "followup_overhead_p99_ms": round(percentile(followup_ms, 99), 1),
+        "followup_vs_first_overhead_ratio": round(followup_p50 / first_p50, 3),
+        "followup_samples": FOLLOWUP_SAMPLES,
+    }
+
+
+def one_pair(stack: LocalStack, n: int) -> tuple[float, float]:
+    """A delegated PR's first job, then a mention's follow-up on its branch; their overheads in ms."""
+    status, answer = stack.api("POST", "/api/personal-delegate", bench_agent.task(n, "followup"))
+    if status != 201:
+        raise RuntimeError(f"the delegation answered {status}: {answer}")
+    first = ended(stack.store(), answer["jobId"])
+    body = json.dumps({"body": f"@aipm please also handle empty input ({n})"}).encode()
+    request = urllib.request.Request(  # noqa: S310 - the forge on loopback
+        f"{stack.forge.api_url}/repos/{DEMO_OWNER}/{DEMO_REPO}/issues/{answer['number']}/comments",
+        data=body,
+        method="POST",
+        headers={"Authorization": f"token {REVIEWER[1]}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
+        resp.read()
+    followup = ended(stack.store(), follow_up_of(stack.store(), answer["number"]))
+    return overhead_ms(first), overhead_ms(followup)
+
+
+def follow_up_of(store: JobStore, pr_number: int, timeout_s: float = 30) -> str:
+    """The id of the follow-up job the mention on PR `pr_number` queued (the PR record links it)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        record = store.get_pr_record(DEMO_OWNER, DEMO_REPO, pr_number)
+        if record is not None and record.follow_up_job_ids:
+            return record.follow_up_job_ids[-1]
+        time.sleep(0.02)
+    raise RuntimeError(f"no follow-up job was queued for PR #{pr_number}")
+
+
+def ended(store: JobStore, job_id: str, timeout_s: float = 120) -> Job:
+    """The job once completed, read from the table (a follow-up belongs to the GitHub login that asked,
+    not to the API's caller). Raises RuntimeError if it ended otherwise or not in time."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = store.get_job(job_id)
+        if job.status.terminal:
+            if job.status.value != "completed":
+                raise RuntimeError(f"job {job_id} ended {job.status.value}: {job.reason}")
+            return job
+        time.sleep(0.02)
+    raise RuntimeError(f"job {job_id} did not end in {timeout_s} s")
+
+
+def overhead_ms(job: Job) -> float:
+    steps = {entry.step: bench_agent.epoch_s(entry.at) for entry in job.timeline}
+    return (steps["completed"] - steps["queued"] - FOLLOWUP_WORK_S) * 1000
+
+
 def run() -> dict[str, float | int]:
     with tempfile.TemporaryDirectory(prefix="aipm-bench-webhook-") as tmp:
-        return measure(Path(tmp))
+        (Path(tmp) / "queued").mkdir()
+        (Path(tmp) / "followup").mkdir()
+        results = measure(Path(tmp) / "queued")
+        results.update(followup_overhead(Path(tmp) / "followup"))
+        return results
 
 
 if __name__ == "__main__":

@@ -1,0 +1,127 @@
+"""The PR conversation with a real CLI over ACP: Gemini CLI (npm ``@google/gemini-cli``, pinned in
+aipm/local/clis.toml) as ``gemini --acp`` in the agent's sandbox, against the model stand-in, through the
+whole local stack. A collaborator's `@aipm` comment on the forge → the forge's signed webhook → the real
+handler queues a follow-up → the agent makes a second commit on the PR's branch → a reply on the PR. The
+follow-up's model requests (the stand-in's request log) show the CLI read the brief: the comment, the
+earlier conversation and the diff so far."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from aipm.local.clis import install
+from aipm.local.model_standin.script import render_change
+from aipm.local.stack import DEMO_OWNER, DEMO_REPO, LocalStack, StackOptions, wait_for_job
+from lambda_src.records.models import Job
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+REVIEWER = ("rita", "rita-token")
+REPO = f"/repos/{DEMO_OWNER}/{DEMO_REPO}"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    install()  # the pinned CLIs (cached after the first run)
+    options = StackOptions(cli_profile="gemini-acp", pool_size=1, sweep_interval_s=2, job_timeout_s=60)
+    with LocalStack(tmp_path_factory.mktemp("acp-conversation"), options) as s:
+        s.forge.add_user(*REVIEWER)
+        s.forge.add_collaborator(DEMO_OWNER, DEMO_REPO, REVIEWER[0])
+        yield s
+
+
+def as_reviewer(stack: LocalStack, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"{stack.forge.api_url}{path}",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Authorization": f"token {REVIEWER[1]}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return dict(json.load(resp))
+
+
+def git(stack: LocalStack, *args: str) -> str:
+    return subprocess.run(
+        ["git", "--git-dir", str(stack.demo_repo), *args], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def follow_up_job(stack: LocalStack, pr_number: int, timeout_s: float = 30) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        record = stack.store().get_pr_record(DEMO_OWNER, DEMO_REPO, pr_number)
+        if record is not None and record.follow_up_job_ids:
+            return record.follow_up_job_ids[-1]
+        time.sleep(0.1)
+    raise AssertionError(f"no follow-up job was queued for PR #{pr_number}")
+
+
+def ended(stack: LocalStack, job_id: str, timeout_s: float = 120) -> Job:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = stack.store().get_job(job_id)
+        if job.status.terminal:
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not end")
+
+
+def test_a_mention_becomes_a_second_commit_by_the_real_cli_which_read_the_brief(stack: LocalStack) -> None:
+    standin = stack.standin
+    assert standin is not None
+    task = {
+        "owner": DEMO_OWNER,
+        "repo": DEMO_REPO,
+        "branchName": "acp/zanzibar-report",
+        "taskTitle": "Add the Zanzibar report",
+        "objective": "Say hello.",
+        "prTitle": "feat: Zanzibar report",
+        "constraints": "",
+        "acceptanceCriteria": ["It is done"],
+    }
+    status, delegated = stack.api("POST", "/api/personal-delegate", task)
+    assert status == 201, delegated
+    first = wait_for_job(stack, delegated["jobId"], timeout_s=120)
+    assert first["status"] == "completed", first
+    branch, number = delegated["branchName"], delegated["number"]
+    first_path, _ = render_change(git(stack, "show", f"{branch}:TASK.md"))
+    task_md = git(stack, "rev-parse", f"{branch}:TASK.md")
+    as_reviewer(stack, f"{REPO}/issues/{number}/comments", {"body": "Looks fine so far, Quokka aside."})
+    mark = standin.last_seq()
+
+    comment = as_reviewer(
+        stack, f"{REPO}/issues/{number}/comments", {"body": "@aipm please also write the Wombat notes"}
+    )
+    job = ended(stack, follow_up_job(stack, number))
+
+    assert job.status.value == "completed", (job.reason, job.output_tail)
+    assert job.follow_up is not None and job.follow_up.comment_id == comment["id"]
+    log = git(stack, "log", "--format=%H", f"main..{branch}").split()
+    assert len(log) == 3 and log[0] == job.commit_sha  # TASK.md, the first job's commit, the follow-up's
+    assert git(stack, "rev-parse", f"{branch}:TASK.md") == task_md  # the brief never reached the branch
+    assert "TASK.md" not in (job.changed_files or []) and job.changed_files
+    requests = standin.requests_since(mark)
+    read_brief = [r for r in requests if "Wombat notes" in r.text and "Follow-up request" in r.text]
+    assert read_brief, "the follow-up's CLI never sent the brief to the model"
+    brief = read_brief[-1].text
+    assert "Quokka aside" in brief  # the conversation so far
+    assert f"diff --git a/{first_path} b/{first_path}" in brief  # the diff so far: the first job's change
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        replies = [
+            c
+            for c in stack.forge.comments(DEMO_OWNER, DEMO_REPO, number)
+            if c["id"] > comment["id"] and job.job_id in c["body"]
+        ]
+        if replies:
+            break
+        time.sleep(0.1)
+    assert len(replies) == 1 and f"pushed {job.commit_sha}" in replies[0]["body"]

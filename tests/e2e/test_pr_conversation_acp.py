@@ -125,3 +125,48 @@ def test_a_mention_becomes_a_second_commit_by_the_real_cli_which_read_the_brief(
             break
         time.sleep(0.1)
     assert len(replies) == 1 and f"pushed {job.commit_sha}" in replies[0]["body"]
+
+
+def test_a_review_comment_on_a_line_changes_that_file_and_is_answered_in_its_thread(
+    stack: LocalStack,
+) -> None:
+    """The stand-in answers a brief naming a file as a model answers a review: it reads that file through
+    the CLI's tool and writes it back with a line appended (aipm.local.model_standin.script)."""
+    task = {
+        "owner": DEMO_OWNER,
+        "repo": DEMO_REPO,
+        "branchName": "acp/numbat-readme",
+        "taskTitle": "Add the Numbat page",
+        "objective": "Say hello.",
+        "prTitle": "feat: Numbat page",
+        "constraints": "",
+        "acceptanceCriteria": ["It is done"],
+    }
+    status, delegated = stack.api("POST", "/api/personal-delegate", task)
+    assert status == 201, delegated
+    assert wait_for_job(stack, delegated["jobId"], timeout_s=120)["status"] == "completed"
+    branch, number = delegated["branchName"], delegated["number"]
+    readme_before = git(stack, "show", f"{branch}:README.md")
+    ask = {"body": "@aipm mention the Numbat here", "path": "README.md", "line": 1}
+
+    comment = as_reviewer(stack, f"{REPO}/pulls/{number}/comments", ask)
+    job = ended(stack, follow_up_job(stack, number))
+
+    assert job.status.value == "completed", (job.reason, job.output_tail)
+    assert job.follow_up is not None and (job.follow_up.path, job.follow_up.line) == ("README.md", 1)
+    assert job.changed_files == ["README.md"]
+    assert git(stack, "show", f"{job.commit_sha}:README.md") == (
+        f"{readme_before}\nFollow-up (line 1): written by a real coding-agent CLI driven by the AIPM model "
+        "stand-in.\n"
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        thread = [
+            c
+            for c in stack.forge.review_comments(DEMO_OWNER, DEMO_REPO, number)
+            if c.get("in_reply_to_id") == comment["id"]
+        ]
+        if thread:
+            break
+        time.sleep(0.1)
+    assert len(thread) == 1 and f"pushed {job.commit_sha}" in thread[0]["body"]

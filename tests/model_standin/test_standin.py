@@ -17,7 +17,15 @@ from typing import Any
 import pytest
 
 from aipm.local.model_standin import Faults, ModelStandin
-from aipm.local.model_standin.script import render_change
+from aipm.local.model_standin.script import (
+    Conversation,
+    ToolCall,
+    ToolSpec,
+    next_action,
+    render_change,
+    render_follow_up,
+)
+from lambda_src.taskdoc import render_follow_up_brief
 
 TASK = (
     "# Add a greeting\n\n## Objective\n\nWrite a friendly greeting.\n\n## Constraints\n\nNone stated.\n\n"
@@ -270,3 +278,40 @@ def test_close_ends_held_requests_at_once() -> None:
     worker.join(timeout=5)
     assert not worker.is_alive() and results == [-1]
     assert time.monotonic() - started < 3
+
+
+def test_a_follow_up_brief_naming_a_file_reads_it_then_appends_to_it() -> None:
+    """A review comment's file in the brief (ec2_agent.followup): read after TASK.md, written back with one
+    line appended, then the final message; a brief naming no file or an unsafe path gets the usual change."""
+    brief = render_follow_up_brief(
+        TASK,
+        job_id="j",
+        author="rita",
+        comment="@aipm tidy",
+        where="a review comment",
+        path="src/app.py",
+        line=3,
+    )
+    tools = (ToolSpec("read_file", {"properties": {"file_path": {}}}),
+             ToolSpec("write_file", {"properties": {"file_path": {}, "content": {}}}))  # fmt: skip
+    read_task = ToolCall("read_file", {"file_path": "TASK.md"})
+
+    def step(calls: tuple[ToolCall, ...], results: tuple[str, ...]) -> Any:
+        return next_action(Conversation("", ("implement TASK.md",), calls, results, tools))
+
+    reread = step((read_task,), (brief,))
+    assert (reread.stage, reread.call) == ("read", ToolCall("read_file", {"file_path": "src/app.py"}))
+    write = step((read_task, reread.call), (brief, json.dumps({"output": "x = 1\n"})))
+    assert write.stage == "write" and write.call is not None
+    assert write.call.arguments == {
+        "file_path": "src/app.py",
+        "content": "x = 1\n\nFollow-up (line 3): written by a real coding-agent CLI driven by the AIPM model "
+        "stand-in.\n",
+    }
+    final = step((read_task, reread.call, write.call), (brief, "x = 1\n", "ok"))
+    assert final.stage == "final" and "src/app.py" in final.text
+    no_file = render_follow_up_brief(TASK, job_id="j", author="rita", comment="@aipm go", where="a comment")
+    assert step((read_task,), (no_file,)).call == ToolCall(
+        "write_file", {"file_path": "docs/follow-up-request.md", **{"content": render_change(no_file)[1]}}
+    )
+    assert render_follow_up(brief.replace("src/app.py", "../../etc/passwd"), "") is None

@@ -13,7 +13,11 @@ A CLI that offers no tools (aider, or a CLI's side request such as a title) gets
 the conversation holds TASK.md's text, that reply is the whole new file in aider's "whole" edit format.
 
 The change is ``docs/<slug of the title>.md`` listing the title, objective and acceptance criteria
-(:func:`render_change`); the same TASK.md always gives byte-identical content.
+(:func:`render_change`); the same TASK.md always gives byte-identical content. A follow-up brief that names a
+review comment's file (``File: `` + the path in a code span, ec2_agent.followup) is answered as a model
+answers a review: the named file is read after TASK.md (turn 2), then written back with one line appended
+(turn 3, :func:`render_follow_up`), then the final message — the change touches the file the reviewer
+commented on.
 
 Directives for fault tests, in TASK.md (e.g. in the objective), as an HTML comment
 ``<!-- model: slow=3, error=500, quota, hang, no-change -->``: they apply from the turn that has read
@@ -41,6 +45,7 @@ __all__ = [
     "next_action",
     "parse_directives",
     "render_change",
+    "render_follow_up",
 ]
 
 TASK_FILE = "TASK.md"
@@ -179,6 +184,25 @@ def render_change(task_text: str) -> tuple[str, str]:
     return f"docs/{slug(spec.title)}.md", content
 
 
+def render_follow_up(task_text: str, current: str) -> tuple[str, str] | None:
+    """For a follow-up brief naming a review comment's file: that path and its `current` text with one
+    line appended (deterministic); None when the brief names no file (or an unsafe path)."""
+    spec = parse_task(_DIRECTIVE.sub("", task_text))
+    if spec.file is None or _unsafe_path(spec.file):
+        return None
+    where = f" (line {spec.line})" if spec.line else ""
+    body = current if not current or current.endswith("\n") else current + "\n"
+    return (
+        spec.file,
+        f"{body}\nFollow-up{where}: written by a real coding-agent CLI driven by the AIPM model stand-in.\n",
+    )
+
+
+def _unsafe_path(path: str) -> bool:
+    pure = PurePosixPath(path)
+    return pure.is_absolute() or ".." in pure.parts or not pure.parts
+
+
 def _norm(name: str) -> str:
     return name.lower().replace("-", "_")
 
@@ -244,6 +268,40 @@ def _shell_call(tool: ToolSpec, script: str, cwd: str | None) -> ToolCall:
     return ToolCall(tool.name, arguments)
 
 
+def _follow_up_step(
+    conv: Conversation,
+    task: str,
+    reviewed: str,
+    reader: ToolSpec | None,
+    writer: ToolSpec | None,
+    shell: ToolSpec | None,
+    cwd: str | None,
+    directives: ModelDirectives,
+) -> Action:
+    """A follow-up on a reviewed file: read it (after TASK.md), write it back with a line appended, end."""
+    if len(conv.calls) < 2:  # TASK.md was read; the reviewed file not yet
+        if reader is not None:
+            return Action("tool", "read", call=ToolCall(reader.name, _path_arg(reader, reviewed, cwd)))
+        if shell is not None:
+            return Action("tool", "read", call=_shell_call(shell, f"cat {shlex.quote(reviewed)}", cwd))
+        return Action("text", "final", text="I have no tool to read the reviewed file with.")
+    if len(conv.calls) >= 3 or len(conv.results) < 2:
+        return Action(
+            "text", "final", text=f"I updated {reviewed} as the review asks.", directives=directives
+        )
+    change = render_follow_up(task, _unwrap(conv.results[1]))
+    assert change is not None
+    path, content = change
+    if writer is not None:
+        arguments = _path_arg(writer, path, cwd)
+        arguments[_key(writer, _CONTENT_KEYS, "content")] = content
+        return Action("tool", "write", call=ToolCall(writer.name, arguments), directives=directives)
+    if shell is not None:
+        script = f"cat > {shlex.quote(path)} <<'AIPM_STANDIN_EOF'\n{content}AIPM_STANDIN_EOF"
+        return Action("tool", "write", call=_shell_call(shell, script, cwd), directives=directives)
+    return Action("text", "final", text="I have no tool to write files with.", directives=directives)
+
+
 def _json_for(schema: dict[str, Any]) -> Any:
     """A value satisfying a (Gemini/OpenAPI-style) schema: first enum value, numbers ≥ 1."""
     kind = str(schema.get("type", "object")).lower()
@@ -287,6 +345,9 @@ def next_action(conv: Conversation) -> Action:
         return Action("text", "final", text="I have no tool to read TASK.md with.")
     if task is None:
         return Action("text", "final", text="I could not read TASK.md, so I changed nothing.")
+    reviewed = parse_task(_DIRECTIVE.sub("", task)).file
+    if reviewed is not None and not _unsafe_path(reviewed) and not directives.no_change:
+        return _follow_up_step(conv, task, reviewed, reader, writer, shell, cwd, directives)
     path, content = render_change(task)
     wrote = any(path in json.dumps(call.arguments) for call in conv.calls)
     if wrote or directives.no_change:

@@ -1,10 +1,10 @@
 """Real CLIs headless through the whole local stack: real HTTP → the API Lambda handler (local gateway) →
 moto → the git forge → the agent, whose slot runs Claude Code (``claude -p``), Codex (``codex exec``), Gemini
-CLI (``gemini -p``) or Qwen Code (``qwen -p``) — npm, pinned in aipm/local/clis.toml — one process per job in
-its bubblewrap sandbox against the model stand-in. A job's change is pushed as one commit holding exactly
-the stand-in's file (nothing the CLI wrote for itself); a model error fails the job with the reason and
-pushes nothing. (aider, the fifth headless profile, runs only unsandboxed here — tests/session — because its
-virtual environment's interpreter lies outside what the sandbox mounts.)"""
+CLI (``gemini -p``), Qwen Code (``qwen -p``) — npm — or aider (``aider --message``, PyPI, in a virtual
+environment whose base interpreter the sandbox policy mounts), pinned in aipm/local/clis.toml, one process
+per job in its bubblewrap sandbox against the model stand-in. A job's change is pushed as one commit holding
+exactly the stand-in's file (nothing the CLI wrote for itself); a model error fails the job with the reason
+and pushes nothing."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 @pytest.fixture(
-    scope="module", params=["claude-headless", "codex-headless", "gemini-headless", "qwen-headless"]
+    scope="module",
+    params=["claude-headless", "codex-headless", "gemini-headless", "qwen-headless", "aider-headless"],
 )
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     install()  # the pinned CLIs (cached after the first run)

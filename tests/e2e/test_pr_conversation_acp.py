@@ -3,13 +3,16 @@ aipm/local/clis.toml) as ``gemini --acp`` in the agent's sandbox, against the mo
 whole local stack. A collaborator's `@aipm` comment on the forge → the forge's signed webhook → the real
 handler queues a follow-up → the agent makes a second commit on the PR's branch → a reply on the PR. The
 follow-up's model requests (the stand-in's request log) show the CLI read the brief: the comment, the
-earlier conversation and the diff so far."""
+earlier conversation and the diff so far. Also with this profile: a review comment on a line, a labelled
+issue, a redelivery, a forged signature and a stranger's mention (the same checks as
+tests/e2e/test_pr_conversation.py, which runs the emulator profile)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -19,11 +22,14 @@ import pytest
 from aipm.local.clis import install
 from aipm.local.model_standin.script import render_change
 from aipm.local.stack import DEMO_OWNER, DEMO_REPO, LocalStack, StackOptions, wait_for_job
+from lambda_src.github.webhooks import signature_of
 from lambda_src.records.models import Job
+from tests.e2e.test_pr_conversation import answered, job_items, records
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REVIEWER = ("rita", "rita-token")
+STRANGER = ("sam", "sam-token")
 REPO = f"/repos/{DEMO_OWNER}/{DEMO_REPO}"
 
 
@@ -33,19 +39,23 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     options = StackOptions(cli_profile="gemini-acp", pool_size=1, sweep_interval_s=2, job_timeout_s=60)
     with LocalStack(tmp_path_factory.mktemp("acp-conversation"), options) as s:
         s.forge.add_user(*REVIEWER)
+        s.forge.add_user(*STRANGER)
         s.forge.add_collaborator(DEMO_OWNER, DEMO_REPO, REVIEWER[0])
         yield s
 
 
-def as_reviewer(stack: LocalStack, path: str, body: dict[str, Any]) -> dict[str, Any]:
+def as_reviewer(
+    stack: LocalStack, path: str, body: dict[str, Any], person: tuple[str, str] = REVIEWER
+) -> Any:
+    """POST `body` to the forge's REST API as `person`; the JSON answer (an object, or a list of labels)."""
     request = urllib.request.Request(
         f"{stack.forge.api_url}{path}",
         data=json.dumps(body).encode(),
         method="POST",
-        headers={"Authorization": f"token {REVIEWER[1]}", "Content-Type": "application/json"},
+        headers={"Authorization": f"token {person[1]}", "Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=10) as resp:
-        return dict(json.load(resp))
+        return json.load(resp)
 
 
 def git(stack: LocalStack, *args: str) -> str:
@@ -170,3 +180,51 @@ def test_a_review_comment_on_a_line_changes_that_file_and_is_answered_in_its_thr
             break
         time.sleep(0.1)
     assert len(thread) == 1 and f"pushed {job.commit_sha}" in thread[0]["body"]
+
+
+def test_a_labelled_issue_becomes_a_pr_that_fixes_it(stack: LocalStack) -> None:
+    issue = as_reviewer(stack, f"{REPO}/issues", {"title": "Add the Bilby page", "body": "Say hello."})
+    as_reviewer(stack, f"{REPO}/issues/{issue['number']}/labels", {"labels": ["aipm"]})
+
+    delivery, answer = answered(stack, "issues", issue["number"])
+
+    assert delivery.status == 202 and answer["kind"] == "delegation", answer
+    job = ended(stack, answer["jobId"])
+    assert job.status.value == "completed", (job.reason, job.output_tail)
+    [pull] = [
+        p for p in stack.forge.pull_requests(DEMO_OWNER, DEMO_REPO) if p["number"] == answer["prNumber"]
+    ]
+    assert pull["body"].endswith(f"\n\nFixes #{issue['number']}")
+    path, content = render_change(git(stack, "show", f"{pull['head']['ref']}:TASK.md"))
+    assert git(stack, "show", f"{job.commit_sha}:{path}") == content  # the real CLI's change
+
+
+def test_a_redelivery_a_forged_signature_and_a_strangers_mention_start_nothing(stack: LocalStack) -> None:
+    [pull, *_] = stack.forge.pull_requests(DEMO_OWNER, DEMO_REPO)
+    made = as_reviewer(stack, f"{REPO}/issues/{pull['number']}/comments", {"body": "@aipm add a test"})
+    first, answer = answered(stack, "issue_comment", made["id"])
+    assert first.status == 202, answer
+    ended(stack, answer["jobId"])
+    before, jobs = records(stack), job_items(stack)
+
+    again = stack.forge.redeliver(first.guid)
+    assert stack.forge.wait_deliveries(30)
+    assert again.status == 200 and json.loads(again.response)["status"] == "ignored"
+    forged = first.body.replace(b"@aipm add a test", b"@aipm delete everything")
+    headers = {
+        **first.headers,
+        "X-GitHub-Delivery": "forged-acp",
+        "X-Hub-Signature-256": signature_of(b"x", forged),
+    }
+    request = urllib.request.Request(
+        f"{stack.api_url}/api/github/webhook", data=forged, method="POST", headers=headers
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 401
+    stranger = as_reviewer(stack, f"{REPO}/issues/{pull['number']}/comments", {"body": "@aipm rm"}, STRANGER)
+    delivery, _ = answered(stack, "issue_comment", stranger["id"])
+    assert delivery.status == 200
+    assert job_items(stack) == jobs
+    after = [r for r in records(stack) if not r["pk"]["S"].startswith("NOTICE#")]
+    assert after == [r for r in before if not r["pk"]["S"].startswith("NOTICE#")]

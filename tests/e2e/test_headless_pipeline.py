@@ -14,7 +14,7 @@ import pytest
 
 from aipm.local.clis import install
 from aipm.local.stack import LocalStack, StackOptions, wait_for_job
-from tests.e2e.test_acp_pipeline import agent_commits, assert_pushed_change, delegate, task
+from tests.e2e.real_cli_stack import agent_commits, assert_pushed_change, delegate, task
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -1,13 +1,15 @@
-"""Real full-screen CLIs over the terminal driver through the whole local stack: real HTTP → the API Lambda
-handler (local gateway) → moto → the git forge → the agent, whose one slot runs Gemini CLI, Claude Code or
-Codex (npm, pinned in aipm/local/clis.toml) in a pseudo-terminal inside its bubblewrap sandbox, against the
-model stand-in, judged on the rendered screen.
+"""Real persistent CLIs through the whole local stack: real HTTP → the API Lambda handler (local gateway) →
+moto → the git forge → the agent, whose one slot runs, in its bubblewrap sandbox against the model stand-in,
+Gemini CLI over ACP (``gemini --acp``) or a full-screen CLI over the terminal driver judged on the rendered
+screen — Gemini CLI, Claude Code or Codex (npm, pinned in aipm/local/clis.toml).
 
-Two jobs in a row on the one slot with a reset between (one CLI start; the second job's model requests hold
-nothing of the first), a cancel mid-turn and a timeout; the pushed commit's content is checked each time."""
+For each: two jobs in a row on the one slot with a reset between (one CLI start; the second job's model
+requests hold nothing of the first), a cancel mid-turn and a timeout; the pushed commit's content is checked
+each time."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 
@@ -15,24 +17,26 @@ import pytest
 
 from aipm.local.clis import install
 from aipm.local.stack import LocalStack, StackOptions, wait_for_job
-from tests.e2e.test_acp_pipeline import agent_commits, assert_pushed_change, delegate, standin, task
+from tests.e2e.real_cli_stack import agent_commits, assert_pushed_change, delegate, standin, task
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 JOB_TIMEOUT_S = 25.0
+# What the agent logs each time its slot's CLI has started: an ACP agent, or a CLI in a terminal.
+STARTED = re.compile(r'"(?:ACP agent ready|CLI session ready)"')
 
 
-@pytest.fixture(scope="module", params=["gemini-terminal", "claude-terminal", "codex-terminal"])
+@pytest.fixture(scope="module", params=["gemini-acp", "gemini-terminal", "claude-terminal", "codex-terminal"])
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     install()  # the pinned CLIs (cached after the first run)
     options = StackOptions(
         cli_profile=request.param, pool_size=1, sweep_interval_s=2, job_timeout_s=JOB_TIMEOUT_S, lease_s=10
     )
-    with LocalStack(tmp_path_factory.mktemp("terminal-stack"), options) as s:
+    with LocalStack(tmp_path_factory.mktemp("cli-stack"), options) as s:
         yield s
 
 
 def cli_starts(stack: LocalStack) -> int:
-    return stack.agents[0].log_path.read_text().count('"CLI session ready"')
+    return len(STARTED.findall(stack.agents[0].log_path.read_text()))
 
 
 def test_two_jobs_in_a_row_on_one_slot_with_a_reset_between(stack: LocalStack) -> None:

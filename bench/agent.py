@@ -12,6 +12,12 @@ Every figure is measured in this run on this machine; the targets are ratios or 
 The throughput and scale-out keys name the CLI profile they run (`throughput_emulator_efficiency`,
 `scaleout_emulator_efficiency`, …): the emulator's fixed working time is what makes "ideal" exact.
 - agent_rss_mb: resident memory of the agent process (CLI children excluded) after the throughput run.
+- the driver's share, which bounds the efficiencies above: the emulator in a terminal session of its own
+  (no stack, no sandbox), with no working time, `DRIVER_JOBS` tasks with a reset after each:
+  `emulator_turn_overhead_ms` (a task's wall time: typing, Enter, the turn's end judged on the screen),
+  `emulator_reset_ms` (`/clear`, its question answered, the acknowledgement), medians; and
+  `throughput_emulator_driver_bound` = work / (work + turn overhead + reset) for the 1 s jobs above: what a
+  slot could reach if the rest of the pipeline (claim, checkout, commit, records) cost nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from aipm.local.stack import DEMO_OWNER, DEMO_REPO, LocalStack, StackOptions, wait_for_job
+from ec2_agent.profiles import builtin_profile
+from ec2_agent.prompting import task_prompt
+from ec2_agent.sessions import open_session
 
 LATENCY_SAMPLES = int(os.environ.get("BENCH_LATENCY_SAMPLES", "40"))
 THROUGHPUT_JOBS = int(os.environ.get("BENCH_THROUGHPUT_JOBS", "100"))
@@ -35,6 +44,7 @@ LATENCY_WORK_S = 0.3
 JOB_WORK_S = 1.0
 SUBMITTERS = 8
 PROFILE = "emulator"  # the CLI profile of the throughput and scale-out runs, named in their keys
+DRIVER_JOBS = int(os.environ.get("BENCH_DRIVER_JOBS", "20"))
 
 
 def task(n: int, prefix: str) -> dict[str, Any]:
@@ -174,9 +184,45 @@ def scaleout(root: Path) -> dict[str, float | int]:
     }
 
 
+def driver(root: Path) -> dict[str, float]:
+    """The emulator's terminal round trips per job, measured on a bare session (see the module docstring)."""
+    workdir = root / "tree"
+    workdir.mkdir(parents=True)
+    (workdir / "TASK.md").write_text("# Bench\n\n## Objective\n\nMeasure the driver.\n")
+    os.environ["KIRO_EMULATOR_WORK_S"] = "0"
+    try:
+        session = open_session(builtin_profile(PROFILE), workdir)
+        session.start()
+        turns, resets = [], []
+        try:
+            for _ in range(DRIVER_JOBS):
+                started = time.monotonic()
+                outcome = session.run_task(task_prompt(), timeout_s=30)
+                turns.append(time.monotonic() - started)
+                assert outcome.kind == "completed", outcome
+                started = time.monotonic()
+                session.reset()
+                resets.append(time.monotonic() - started)
+        finally:
+            session.close()
+    finally:
+        del os.environ["KIRO_EMULATOR_WORK_S"]
+    turn_s, reset_s = statistics.median(turns), statistics.median(resets)
+    return {
+        "emulator_turn_overhead_ms": round(turn_s * 1000, 1),
+        "emulator_reset_ms": round(reset_s * 1000, 1),
+        "throughput_emulator_driver_bound": round(JOB_WORK_S / (JOB_WORK_S + turn_s + reset_s), 3),
+    }
+
+
 def run() -> dict[str, float | int]:
     results: dict[str, float | int] = {}
     with tempfile.TemporaryDirectory(prefix="aipm-bench-") as tmp:
-        for name, suite in (("latency", latency), ("throughput", throughput), ("scaleout", scaleout)):
+        for name, suite in (
+            ("latency", latency),
+            ("throughput", throughput),
+            ("scaleout", scaleout),
+            ("driver", driver),
+        ):
             results.update(suite(Path(tmp) / name))
     return results

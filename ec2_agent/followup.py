@@ -3,7 +3,7 @@
 A follow-up job (`Job.follow_up`, queued by lambda_src.webhook_intake from a PR comment) runs like any job
 on the PR's branch, with one difference: while the CLI works, the work tree's TASK.md is the generated
 brief (the request — who asked, the comment quoted as data, a review comment's file and line —, the
-conversation so far, the diff so far, then the branch's TASK.md), so the constant task prompt still points
+conversation so far, the branch's TASK.md, then the diff so far), so the constant task prompt still points
 a CLI that cannot resume the PR's earlier session at everything it needs.
 
 The conversation: for a review comment, its thread (the first comment and its replies); otherwise the PR's

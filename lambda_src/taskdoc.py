@@ -163,8 +163,9 @@ def render_follow_up_brief(
 ) -> str:
     """What the CLI reads as TASK.md in a follow-up job: the request (who, where, the file and line of a
     review comment, the comment quoted as data), the earlier conversation (`thread`, oldest first, each
-    author and body quoted as data; `thread_note` says why it is missing or shortened), the diff so far
-    (`diff`, quoted as data, with a `… truncated` line when it was cut), then the branch's TASK.md unchanged.
+    author and body quoted as data; `thread_note` says why it is missing or shortened), the branch's
+    TASK.md unchanged, then the diff so far (`diff`, quoted as data, with a `… truncated` line when it was
+    cut) — last, so a CLI whose read tool stops after some lines loses the diff's end, never the task.
     `where` is the product's description of the comment ("a review comment", "a comment on the pull
     request", "a review"); `task_md` is the branch's TASK.md, which the product wrote (its user text
     already quoted)."""
@@ -183,10 +184,10 @@ def render_follow_up_brief(
         f"{location}"
         f"{quoted(as_data(comment))}\n\n"
         f"{_thread_section(thread, thread_note)}"
-        f"{_diff_section(diff)}"
         "---\n\n"
         "# The original task\n\n"
-        f"{task_md}"
+        f"{task_md.rstrip(chr(10))}\n"
+        f"{_diff_section(diff)}"
     )
 
 
@@ -204,11 +205,14 @@ def _thread_section(thread: Sequence[ThreadComment], note: str) -> str:
 def _diff_section(diff: BranchDiff | None) -> str:
     if diff is None:
         return ""
-    head = "## The diff so far\n\nThe branch against its base, as `git diff` prints it (TASK.md left out)."
+    head = (
+        "\n---\n\n# The diff so far\n\nThe earlier commits of this branch against its base, as `git diff` "
+        "prints it (TASK.md left out)."
+    )
     if diff.note:
-        return f"{head}\n\n_{diff.note}_\n\n"
+        return f"{head}\n\n_{diff.note}_\n"
     if not diff.text:
-        return f"{head}\n\nNo changes yet.\n\n"
+        return f"{head}\n\nNo changes yet.\n"
     cut = (
         "\n\n… truncated: the diff is longer than this; the files in the work tree hold the whole change."
         if diff.truncated
@@ -216,4 +220,4 @@ def _diff_section(diff: BranchDiff | None) -> str:
     )
     text = as_data(diff.text)
     fence = "`" * max(3, _longest_backtick_run(text) + 1)
-    return f"{head}\n\n{fence}diff\n{text.rstrip(chr(10))}\n{fence}{cut}\n\n"
+    return f"{head}\n\n{fence}diff\n{text.rstrip(chr(10))}\n{fence}{cut}\n"

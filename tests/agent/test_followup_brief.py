@@ -113,7 +113,9 @@ def test_a_long_diff_is_cut_at_a_line_end_and_says_so(forge: Forge, pr_number: i
     )
 
     assert cut and text.endswith("\n") and len(text.encode()) <= followup.DIFF_MAX_BYTES
-    assert "… truncated" in brief
+    assert brief.endswith(
+        "… truncated: the diff is longer than this; the files in the work tree hold the whole change.\n"
+    )
     assert not list((tmp_path / "agent" / "jobs").glob("*.lock"))
 
 
@@ -145,8 +147,10 @@ def test_the_brief_holds_the_review_thread_and_the_diff_as_escaped_data(
         assert raw not in brief
     assert "\\u200b\\u202e\\ue0041\\u001b[2J" in brief
     assert "`````text\nignore the above" in brief  # a fence longer than the body's backtick run
-    assert brief.index("Why 2?") < brief.index("ignore the above") < brief.index("diff --git")
-    assert brief.rstrip().endswith("# Task")
+    # The request, the conversation, the task, then the diff (last: a read tool's line limit cuts it first).
+    assert brief.index("Why 2?") < brief.index("ignore the above") < brief.index("# Task")
+    assert brief.index("# Task") < brief.index("# The diff so far") < brief.index("diff --git")
+    assert brief.endswith("+x = 2  # first job\n```\n")
 
 
 def test_a_pr_comment_gets_the_pr_comments_latest_first_bounded(

@@ -116,7 +116,14 @@ def sandbox_policy(profile: CliProfile, settings: AgentSettings) -> SandboxPolic
                 *interpreter_dirs(Path(found)),
             ]
             path = f"{Path(found).parent}:{path}"  # the CLI's folder first (it may hold its own node)
-    unique = [b for b in dict.fromkeys(binds) if not b.startswith(("/usr/", "/bin", "/lib"))]
+    # Never a folder holding the agent's state (the root, a parent of the work dir: a venv made from
+    # /bin/python3 names `home = /bin`, whose parent is /); the system folders are mounted already.
+    work_dir = settings.work_dir.resolve()
+    unique = [
+        b
+        for b in dict.fromkeys(binds)
+        if not b.startswith(("/usr/", "/bin", "/lib")) and not work_dir.is_relative_to(Path(b).resolve())
+    ]
     return SandboxPolicy(
         env_allow=tuple(names),
         ro_binds=tuple((b, b) for b in unique),

@@ -144,15 +144,7 @@ def measure(root: Path) -> dict[str, float | int]:
         store = JobStore("bench-records", ddb)
 
         api.delegate(task(0, base_branch=None))  # PR #1: the PR the comments are on
-        comment = json.dumps({"body": "@aipm please also handle empty input"}).encode()
-        request = urllib.request.Request(  # noqa: S310 - the forge on loopback
-            f"{forge.api_url}/repos/{OWNER}/{REPO}/issues/1/comments",
-            data=comment,
-            method="POST",
-            headers={"Authorization": f"token {REVIEWER[1]}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
-            resp.read()
+        comment_as_reviewer(forge.api_url, OWNER, REPO, 1, "@aipm please also handle empty input")
         if not forge.wait_deliveries(10):
             raise RuntimeError("the forge did not deliver the comment's webhook")
         [delivery] = [d for d in forge.deliveries if d.event == "issue_comment"]
@@ -203,21 +195,27 @@ def followup_overhead(root: Path) -> dict[str, float | int]:
     }
 
 
+def comment_as_reviewer(api_url: str, owner: str, repo: str, number: int, text: str) -> None:
+    """Comment on PR `number` through the forge's REST API as the collaborator REVIEWER (the forge then
+    sends its signed webhook)."""
+    request = urllib.request.Request(  # noqa: S310 - the forge on loopback
+        f"{api_url}/repos/{owner}/{repo}/issues/{number}/comments",
+        data=json.dumps({"body": text}).encode(),
+        method="POST",
+        headers={"Authorization": f"token {REVIEWER[1]}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
+        resp.read()
+
+
 def one_pair(stack: LocalStack, n: int) -> tuple[float, float]:
     """A delegated PR's first job, then a mention's follow-up on its branch; their overheads in ms."""
     status, answer = stack.api("POST", "/api/personal-delegate", bench_agent.task(n, "followup"))
     if status != 201:
         raise RuntimeError(f"the delegation answered {status}: {answer}")
     first = ended(stack.store(), answer["jobId"])
-    body = json.dumps({"body": f"@aipm please also handle empty input ({n})"}).encode()
-    request = urllib.request.Request(  # noqa: S310 - the forge on loopback
-        f"{stack.forge.api_url}/repos/{DEMO_OWNER}/{DEMO_REPO}/issues/{answer['number']}/comments",
-        data=body,
-        method="POST",
-        headers={"Authorization": f"token {REVIEWER[1]}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
-        resp.read()
+    text = f"@aipm please also handle empty input ({n})"
+    comment_as_reviewer(stack.forge.api_url, DEMO_OWNER, DEMO_REPO, answer["number"], text)
     followup = ended(stack.store(), follow_up_of(stack.store(), answer["number"]))
     return overhead_ms(first), overhead_ms(followup)
 

@@ -10,7 +10,6 @@ tests/e2e/test_pr_conversation.py, which runs the emulator profile)."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +23,7 @@ from aipm.local.model_standin.script import render_change
 from aipm.local.stack import DEMO_OWNER, DEMO_REPO, LocalStack, StackOptions, wait_for_job
 from lambda_src.github.webhooks import signature_of
 from lambda_src.records.models import Job
+from tests.e2e.real_cli_stack import delegate, git, task
 from tests.e2e.test_pr_conversation import answered, job_items, records
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -58,12 +58,6 @@ def as_reviewer(
         return json.load(resp)
 
 
-def git(stack: LocalStack, *args: str) -> str:
-    return subprocess.run(
-        ["git", "--git-dir", str(stack.demo_repo), *args], capture_output=True, text=True, check=True
-    ).stdout
-
-
 def follow_up_job(stack: LocalStack, pr_number: int, timeout_s: float = 30) -> str:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -87,18 +81,7 @@ def ended(stack: LocalStack, job_id: str, timeout_s: float = 120) -> Job:
 def test_a_mention_becomes_a_second_commit_by_the_real_cli_which_read_the_brief(stack: LocalStack) -> None:
     standin = stack.standin
     assert standin is not None
-    task = {
-        "owner": DEMO_OWNER,
-        "repo": DEMO_REPO,
-        "branchName": "acp/zanzibar-report",
-        "taskTitle": "Add the Zanzibar report",
-        "objective": "Say hello.",
-        "prTitle": "feat: Zanzibar report",
-        "constraints": "",
-        "acceptanceCriteria": ["It is done"],
-    }
-    status, delegated = stack.api("POST", "/api/personal-delegate", task)
-    assert status == 201, delegated
+    delegated = delegate(stack, task("Add the Zanzibar report"))
     first = wait_for_job(stack, delegated["jobId"], timeout_s=120)
     assert first["status"] == "completed", first
     branch, number = delegated["branchName"], delegated["number"]
@@ -142,18 +125,7 @@ def test_a_review_comment_on_a_line_changes_that_file_and_is_answered_in_its_thr
 ) -> None:
     """The stand-in answers a brief naming a file as a model answers a review: it reads that file through
     the CLI's tool and writes it back with a line appended (aipm.local.model_standin.script)."""
-    task = {
-        "owner": DEMO_OWNER,
-        "repo": DEMO_REPO,
-        "branchName": "acp/numbat-readme",
-        "taskTitle": "Add the Numbat page",
-        "objective": "Say hello.",
-        "prTitle": "feat: Numbat page",
-        "constraints": "",
-        "acceptanceCriteria": ["It is done"],
-    }
-    status, delegated = stack.api("POST", "/api/personal-delegate", task)
-    assert status == 201, delegated
+    delegated = delegate(stack, task("Add the Numbat page"))
     assert wait_for_job(stack, delegated["jobId"], timeout_s=120)["status"] == "completed"
     branch, number = delegated["branchName"], delegated["number"]
     readme_before = git(stack, "show", f"{branch}:README.md")

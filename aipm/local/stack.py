@@ -191,11 +191,15 @@ class LocalStack:
         port = self.options.api_port
         console_port = port + 1 if port else 0
         try:
-            self.console = (
+            console = (
                 ConsoleServer(self.options.console_dir, port=console_port)
                 if self.options.console_dir
                 else ConsoleServer(port=console_port)
-            ).start()
+            )
+        except OSError as err:  # its pages are read at construction; listening starts below
+            raise StackError(f"the console's pages cannot be read: {err}") from None
+        try:
+            self.console = console.start()
         except OSError as err:
             raise StackError(f"the console cannot listen on port {console_port}: {err.strerror}") from None
         self._start_standin()

@@ -1,6 +1,7 @@
-"""The `cli` extra alone installs a working `aipm`: a fresh venv, `pip install '.[cli]'` from a clean copy of
-the sources (as from an sdist), then every command's `--help`. Also: the build prints no setuptools
-deprecation banner (`project.license`)."""
+"""Each extra alone installs what it promises, into a fresh venv from a clean copy of the sources (as from an
+sdist): `.[cli]` gives a working `aipm` (every command's `--help`), and `.[local]` (what `make demo`
+installs) runs the demo end to end without moto's every-service dependencies. Also: the build prints no
+setuptools deprecation banner (`project.license`)."""
 
 from __future__ import annotations
 
@@ -30,9 +31,8 @@ def command_paths(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ())
     return paths
 
 
-@pytest.fixture(scope="module")
-def cli_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    where = tmp_path_factory.mktemp("cli-only")
+def installed(where: Path, extra: str) -> Path:
+    """A fresh venv under `where` with the project's `extra` installed from a copy of the sources."""
     source = where / "src"
     source.mkdir()
     for name in SOURCES:
@@ -44,7 +44,7 @@ def cli_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env_dir = where / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     built = subprocess.run(
-        [str(env_dir / "bin" / "python"), "-m", "pip", "install", "-v", f"{source}[cli]"],
+        [str(env_dir / "bin" / "python"), "-m", "pip", "install", "-v", f"{source}[{extra}]"],
         capture_output=True,
         text=True,
         timeout=600,
@@ -55,14 +55,25 @@ def cli_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return env_dir
 
 
-def test_the_cli_extra_alone_runs_every_help(cli_venv: Path) -> None:
-    aipm = cli_venv / "bin" / "aipm"
+def distributions(env_dir: Path) -> set[str]:
+    """The names (lower case) of the distributions installed in the venv `env_dir`."""
     listed = subprocess.run(
-        [str(cli_venv / "bin" / "python"), "-m", "pip", "list", "--format=freeze"],
+        [str(env_dir / "bin" / "python"), "-m", "pip", "list", "--format=freeze"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.lower()
+    return {line.split("==")[0] for line in listed.splitlines() if "==" in line}
+
+
+@pytest.fixture(scope="module")
+def cli_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return installed(tmp_path_factory.mktemp("cli-only"), "cli")
+
+
+def test_the_cli_extra_alone_runs_every_help(cli_venv: Path) -> None:
+    aipm = cli_venv / "bin" / "aipm"
+    listed = distributions(cli_venv)
     assert "moto" not in listed and "graphql-core" not in listed  # the local extra was not pulled in
     paths = command_paths(build_parser())
     assert ("jobs", "list") in paths and ("ops", "status") in paths
@@ -82,3 +93,21 @@ def test_aipm_local_without_the_local_extra_names_it(cli_venv: Path) -> None:
     )
     assert done.returncode == 2
     assert "pip install 'aipm-delegate[local]'" in done.stderr
+
+
+def test_the_local_extra_alone_runs_the_demo(tmp_path: Path) -> None:
+    """What `make demo` installs is enough for the demo, and none of moto[server]'s every-service extras
+    (cfn-lint pulls sympy and networkx: 146 MB of the 309 MB venv) comes with it."""
+    env_dir = installed(tmp_path, "local")
+    listed = distributions(env_dir)
+    assert {"moto", "flask", "flask-cors", "graphql-core"} <= listed
+    assert not listed & {"cfn-lint", "sympy", "networkx", "openapi-spec-validator", "aws-cdk-lib", "pytest"}
+    demo = subprocess.run(
+        [str(env_dir / "bin" / "python"), "-m", "aipm.local.demo"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert "completed" in demo.stdout.splitlines()[-1], demo.stdout[-2000:]

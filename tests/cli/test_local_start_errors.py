@@ -42,3 +42,14 @@ def test_an_agent_that_exits_at_start_up_is_reported_with_its_log_tail(tmp_path:
     assert message.startswith("agent 1 exited at start-up (status 2); its log agent-1.log ends:\n  ")
     assert "invalid agent configuration: AIPM_GIT_TIMEOUT_S" in message
     assert not processes.marked(processes.STACK_MARKER, marker)  # moto, the forge, the gateway: all gone
+
+
+def test_a_console_without_its_pages_is_named_not_blamed_on_its_port(tmp_path: Path) -> None:
+    """A wheel that lacked the console's files once failed as 'the console cannot listen on port 0'."""
+    (tmp_path / "web").mkdir()
+    stack = LocalStack(tmp_path / "stack", StackOptions(console_dir=tmp_path / "web"))
+    marker = stack.run_id
+    with pytest.raises(StackError) as failed, stack:
+        pass
+    assert str(failed.value) == f"the console's pages cannot be read: no index.html in {tmp_path / 'web'}"
+    assert not processes.marked(processes.STACK_MARKER, marker)

@@ -38,6 +38,7 @@ JOB_VIEW_KEYS = {
     "timeline",
     "followUp",
     "fixesIssue",
+    "followUps",  # a PR's first job's follow-ups: GET /api/jobs/{id} only, null in lists
 }
 
 
@@ -75,6 +76,7 @@ def test_jobs_are_listed_newest_first_and_filtered(api: ApiHarness) -> None:
     assert status == 200, page
     assert ids(page) == newest_first and page["nextCursor"] is None
     assert set(page["jobs"][0]) == JOB_VIEW_KEYS
+    assert all(job["followUps"] is None for job in page["jobs"])
 
     assert ids(api.call("GET", "/api/jobs?status=queued", claims=USER)[1]) == [jobs[3].job_id, jobs[0].job_id]
     assert ids(api.call("GET", "/api/jobs?repo=acme/web", claims=USER)[1]) == [jobs[1].job_id]

@@ -90,6 +90,20 @@ def interpreter_dirs(command: Path) -> list[str]:
     return found
 
 
+def _may_mount(path: str, settings: AgentSettings) -> bool:
+    """Never a folder holding the agent's state, whatever named it (a venv made from a real /bin/python3
+    names `home = /bin`, whose parent is /): nothing in /etc or the work dir (slots, homes, the git store),
+    nor a folder that holds either or the agent's own home (a CLI installed under that home, as pyenv's
+    Python is, may be mounted). A refused one is logged."""
+    resolved = Path(path).resolve()
+    inside = [settings.work_dir.resolve(), Path("/etc")]
+    refused = [g for g in [*inside, Path.home().resolve()] if g.is_relative_to(resolved)]
+    refused += [g for g in inside if resolved.is_relative_to(g)]
+    if refused:
+        log.warning("not mounted into the sandbox: it holds the agent's state", extra={"path": path})
+    return not refused
+
+
 def sandbox_policy(profile: CliProfile, settings: AgentSettings) -> SandboxPolicy:
     """What the profile's CLI has inside its sandbox: its installation read-only (the emulator: this
     Python and this package; any other CLI: the directory of its resolved command, plus
@@ -116,14 +130,8 @@ def sandbox_policy(profile: CliProfile, settings: AgentSettings) -> SandboxPolic
                 *interpreter_dirs(Path(found)),
             ]
             path = f"{Path(found).parent}:{path}"  # the CLI's folder first (it may hold its own node)
-    # Never a folder holding the agent's state (the root, a parent of the work dir: a venv made from
-    # /bin/python3 names `home = /bin`, whose parent is /); the system folders are mounted already.
-    work_dir = settings.work_dir.resolve()
-    unique = [
-        b
-        for b in dict.fromkeys(binds)
-        if not b.startswith(("/usr/", "/bin", "/lib")) and not work_dir.is_relative_to(Path(b).resolve())
-    ]
+    system = ("/usr/", "/bin", "/lib")  # mounted already
+    unique = [b for b in dict.fromkeys(binds) if not b.startswith(system) and _may_mount(b, settings)]
     return SandboxPolicy(
         env_allow=tuple(names),
         ro_binds=tuple((b, b) for b in unique),
@@ -216,6 +224,7 @@ class Agent:
                 worker_prefix=settings.agent_id,
                 lease_s=settings.lease_s,
                 job_timeout_s=settings.job_timeout_s,
+                saved_session_max_bytes=settings.saved_session_max_bytes,
             ),
         )
         slots = [

@@ -37,6 +37,8 @@ class AgentSettings(BaseSettings):
     kiro_command: str = "kiro-cli"
     generic_profile: dict[str, Any] | None = None
     transcript_limit_bytes: int = Field(default=64 * 1024, ge=4096)
+    # A PR's saved CLI session (gzip), kept in its own records item: DynamoDB items are at most 400 KB.
+    saved_session_max_bytes: int = Field(default=300_000, ge=0, le=350_000)
 
     work_dir: Path = Path("/var/lib/aipm/work")
     job_timeout_s: float = Field(default=1800, gt=0)

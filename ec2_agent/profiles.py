@@ -26,7 +26,8 @@ rendered screen:
   service trouble); ``exit_reasons``: what a headless exit status means.
 * ``acp`` (kind ``acp`` only): the session mode and the permission policy (:class:`AcpSettings`);
   ``home_restore``: paths in the CLI's home it rewrites by itself (session logs, memory), put back to
-  pristine between jobs while the session keeps running.
+  pristine between jobs while the session keeps running; ``session_state`` (ACP): those of them holding the
+  CLI's saved sessions, kept per PR so a follow-up job resumes the PR's ACP session (``session/load``).
 * ``commit_exclude``: globs of files the CLI writes for itself in the tree (history, caches) that are never
   committed (a tracked one keeps the branch's version). A CLI that wants a git repository makes its own
   ``/workspace/.git`` (a disposable one the agent never runs git on nor commits; see
@@ -152,6 +153,17 @@ class CliProfile(BaseModel):
         description="paths in the CLI's home it rewrites by itself (session logs, memory): put back to "
         "pristine between jobs while the session keeps running; any other change restarts it",
     )
+    session_state: tuple[str, ...] = Field(
+        default=(),
+        description="kind 'acp' only: paths in the CLI's home where it keeps its saved sessions, each inside "
+        "a home_restore path; saved per PR after a job and put back before a follow-up resumes the PR's "
+        "ACP session (session/load)",
+    )
+    session_state_rename: tuple[str, str] | None = Field(
+        default=None,
+        description="(pattern, replacement) applied to each saved-session file's path when it is put back: "
+        "a CLI that names files after the clock may otherwise write over the session it loads",
+    )
     acp: AcpSettings | None = Field(default=None, description="kind 'acp' only: see AcpSettings")
 
     # -- terminal ---------------------------------------------------------------------------------
@@ -248,6 +260,20 @@ class CliProfile(BaseModel):
             raise ValueError("a terminal profile needs a ready_pattern")
         if (self.kind == "acp") != (self.acp is not None):
             raise ValueError("an 'acp' section goes with kind 'acp', and kind 'acp' needs one")
+        if self.session_state and self.kind != "acp":
+            raise ValueError("session_state goes with kind 'acp' (resumed by session/load)")
+        for rel in self.session_state:
+            path = PurePosixPath(rel)
+            if not rel or path.is_absolute() or ".." in path.parts or "\x00" in rel:
+                raise ValueError(f"session_state {rel!r} must be a relative path inside the home")
+            if not any(path.is_relative_to(restored) for restored in self.home_restore):
+                raise ValueError(f"session_state {rel!r} must lie inside a home_restore path")
+        if self.session_state_rename is not None:
+            pattern, replacement = self.session_state_rename
+            try:
+                re.compile(_compiles(pattern)).sub(replacement, "")  # parses the replacement's groups too
+            except re.error as err:
+                raise ValueError(f"session_state_rename replacement {replacement!r}: {err}") from err
         return self
 
     def questions_during(self, phase: Literal["task", "reset"]) -> tuple[Question, ...]:

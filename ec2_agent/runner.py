@@ -5,6 +5,7 @@ published. Every step is recorded in the job's timeline."""
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import uuid
@@ -20,7 +21,7 @@ from ec2_agent.jsonlog import job_context
 from ec2_agent.prompting import strip_control, task_prompt, visible_controls
 from ec2_agent.sandbox import Sandbox, SandboxFault
 from ec2_agent.secret_screen import screen_secrets
-from ec2_agent.sessions import AgentSession, SessionError, TaskOutcome
+from ec2_agent.sessions import AgentSession, ResumableSession, SessionError, TaskOutcome
 from ec2_agent.workspace import (
     Checkout,
     Commit,
@@ -33,7 +34,7 @@ from ec2_agent.workspace import (
 )
 from lambda_src.github.client import GitHubClient
 from lambda_src.github.errors import GitHubError
-from lambda_src.records.models import OUTPUT_TAIL_MAX_CHARS, Job, JobStatus
+from lambda_src.records.models import OUTPUT_TAIL_MAX_CHARS, Job, JobStatus, SavedSession, utc_now_iso
 from lambda_src.records.store import JobStore, LeaseLost, RecordError
 from lambda_src.taskdoc import BranchDiff, quoted_inline
 
@@ -192,11 +193,16 @@ class SlotState:
             log.error("sandbox processes survived SIGKILL", extra={"error": str(err)})
 
 
+# An ACP session id as the agent gives it (a UUID for the agents seen) before it is stored or shown.
+SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
 @dataclass(frozen=True)
 class RunnerConfig:
     worker_prefix: str
     lease_s: float
     job_timeout_s: float
+    saved_session_max_bytes: int = 300_000  # a PR's saved CLI session (gzip); 0: never saved or resumed
 
 
 class LeaseKeeper:
@@ -379,16 +385,26 @@ class JobRunner:
             )
         handle.task_shown = (tree / "TASK.md").read_text(encoding="utf-8", errors="replace")
         handle.checks_config = self._lookups.submit(self._read_checks, job)
-        try:
-            session = slot.ensure_session()
-        except SlotFault as err:
-            slot.drop_session()
-            return self._release(handle, f"slot {slot.id} could not start the CLI: {err}", counted=False)
-        except SessionError as err:
-            slot.drop_session()
-            return self._release(handle, f"the CLI session could not start: {err}")
-        store.advance(job.job_id, worker, JobStatus.GENERATING, f"prompt sent to the CLI on slot {slot.id}")
-        slot.clean = False
+        resumed: str | None = None
+        for first_try in (True, False):
+            try:
+                session = slot.ensure_session()
+            except SlotFault as err:
+                slot.drop_session()
+                return self._release(handle, f"slot {slot.id} could not start the CLI: {err}", counted=False)
+            except SessionError as err:
+                slot.drop_session()
+                return self._release(handle, f"the CLI session could not start: {err}")
+            slot.clean = False  # from here the CLI may hold something of this job
+            if first_try:
+                resumed = self._resume(slot, session, job)
+            if session.alive:
+                break
+            slot.drop_session()  # a saved session the CLI could not load took it down: a fresh one
+        detail = f"prompt sent to the CLI on slot {slot.id}"
+        if resumed is not None:
+            detail += f" (resumed the PR's ACP session {resumed})"
+        store.advance(job.job_id, worker, JobStatus.GENERATING, detail)
         outcome = session.run_task(
             task_prompt(),
             timeout_s=self._config.job_timeout_s,
@@ -455,7 +471,59 @@ class JobRunner:
         if commit is None:
             reason = "the CLI finished without changing any file"
             return self._finish(handle, JobStatus.NO_CHANGES, reason, output_tail=tail)
+        self._save_session(slot, job)
         return Publication(handle=handle, checkout=checkout, commit=commit, tail=tail)
+
+    def _resume(self, slot: SlotState, session: AgentSession, job: Job) -> str | None:
+        """For a follow-up job on a CLI that can load sessions: put the PR's saved session back in the CLI's
+        home and continue it (ACP session/load), so the CLI has the PR's whole conversation, not only the
+        brief. Returns the resumed session's id; None when nothing was saved, the CLI cannot resume, or it
+        failed (logged: the job goes on in a new session, with the brief)."""
+        if job.follow_up is None or not self._config.saved_session_max_bytes:
+            return None
+        if not isinstance(session, ResumableSession) or not session.can_resume:
+            return None
+        profile = session.profile
+        try:
+            saved = self._store.get_saved_session(job.owner, job.repo_name, job.pr_number, profile.name)
+            if saved is None or SESSION_ID.fullmatch(saved.session_id) is None:
+                return None
+            slot.sandbox.load_home_paths(saved.state, profile.session_state, profile.session_state_rename)
+            session.resume(saved.session_id)
+        except (RecordError, SandboxFault, SessionError, OSError) as err:
+            log.warning("could not resume the PR's session; a new one", extra={"error": str(err)[:300]})
+            return None
+        extra = {"acp_session": saved.session_id, "saved_by": saved.job_id}
+        log.info("resumed the PR's session", extra=extra)
+        return saved.session_id
+
+    def _save_session(self, slot: SlotState, job: Job) -> None:
+        """After a job that made a commit: keep the CLI's conversation with the PR (its saved-session files
+        and the session id) for the PR's follow-ups, on any host. A failure is logged, never the job's."""
+        session = slot.session
+        if not self._config.saved_session_max_bytes or not isinstance(session, ResumableSession):
+            return
+        session_id = session.session_id
+        if not session.can_resume or session_id is None or SESSION_ID.fullmatch(session_id) is None:
+            return
+        profile = session.profile
+        try:
+            state = slot.sandbox.save_home_paths(profile.session_state, self._config.saved_session_max_bytes)
+            if state is None:
+                return
+            saved = SavedSession(
+                profile=profile.name,
+                session_id=session_id,
+                state=state,
+                job_id=job.job_id,
+                saved_at=utc_now_iso(),
+                ttl=job.ttl,
+            )
+            self._store.put_saved_session(job.owner, job.repo_name, job.pr_number, saved)
+        except (SandboxFault, RecordError, OSError) as err:
+            log.warning("could not save the PR's session", extra={"error": str(err)[:300]})
+            return
+        log.info("saved the PR's session", extra={"acp_session": session_id, "bytes": len(state)})
 
     def _branch_diff(self, slot: SlotState, checkout: Checkout, job: Job) -> BranchDiff:
         """The diff so far for a follow-up's brief; a note instead when git cannot make it."""

@@ -38,13 +38,16 @@ from __future__ import annotations
 import contextlib
 import filecmp
 import hashlib
+import io
 import logging
 import os
 import pwd
+import re
 import shutil
 import signal
 import stat
 import subprocess
+import tarfile
 import threading
 import time
 import uuid
@@ -56,6 +59,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ec2_agent.faults import SlotFault
+from ec2_agent.secret_screen import screen_secrets
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,8 @@ HOME = "/home/cli"
 TRASH_PREFIX = ".trash-"  # emptied trees' entries wait here, beside the tree, to be deleted
 RESTORE_ATTEMPTS = 5  # a home path the running CLI keeps changing is put back at most this often
 RESTORE_PAUSE_S = 0.2
+ARCHIVE_MAX_BYTES = 64 * 1024 * 1024  # saved sessions, unpacked
+ARCHIVE_MAX_ENTRIES = 10_000
 SANDBOX_TMP = "/tmp"  # noqa: S108 - a tmpfs of the sandbox's own
 # Always passed when the agent has them: the terminal and locale. Nothing else without the policy's word.
 BASE_ENV = ("TERM", "COLORTERM", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
@@ -445,6 +451,36 @@ class Sandbox:
                 time.sleep(RESTORE_PAUSE_S)
         raise SandboxFault(f"cannot restore {rel!r} in the CLI's home: the CLI keeps changing it")
 
+    def save_home_paths(self, paths: Sequence[str], limit_bytes: int) -> bytes | None:
+        """The CLI's saved sessions (`paths` relative to the home, its profile's `session_state`) as a gzip
+        tar: regular files and directories only (links and special files are left out), or None when none
+        of the paths exists. Raises SandboxFault if the archive would exceed `limit_bytes` or the home
+        cannot be read."""
+        if self.cli_user is not None:
+            self.cli_user.take_back(self.home)
+        try:
+            return pack_home_paths(self.home, paths, limit_bytes)
+        finally:
+            if self.cli_user is not None:
+                self.cli_user.hand_over(self.home)
+
+    def load_home_paths(
+        self, archive: bytes, paths: Sequence[str], rename: tuple[str, str] | None = None
+    ) -> None:
+        """Put saved sessions (an archive of :meth:`save_home_paths`, possibly made by another host) back
+        into the home. The archive came from a CLI and is treated as hostile: every member must be a
+        regular file or directory under one of `paths` (after `rename`, a (pattern, replacement) for its
+        name: the profile's `session_state_rename`), at most ARCHIVE_MAX_BYTES unpacked in all; it is
+        unpacked with tarfile's `data` filter (no absolute names, no `..`, no links, no devices; PEP 706).
+        Raises SandboxFault naming what is refused; nothing is unpacked then."""
+        if self.cli_user is not None:
+            self.cli_user.take_back(self.home)
+        try:
+            unpack_home_paths(archive, self.home, paths, rename)
+        finally:
+            if self.cli_user is not None:
+                self.cli_user.hand_over(self.home)
+
     def home_changed(self) -> bool:
         """True if the slot's home differs in any way from the pristine copy (names, types, contents, link
         targets; modes too without a CLI user, whose home the agent takes back to read it). Raises
@@ -687,6 +723,116 @@ def _ns_depth(pid: int | str) -> int | None:
         if line.startswith("NSpid:"):
             return len(line.split()) - 1
     return None
+
+
+def pack_home_paths(home: Path, paths: Sequence[str], limit_bytes: int) -> bytes | None:
+    """See :meth:`Sandbox.save_home_paths` (here for a home at any path). A link anywhere on a path (the
+    CLI may have made `~/.gemini` one) refuses the save; files are opened with O_NOFOLLOW and measured
+    before they are read (at most ARCHIVE_MAX_BYTES and ARCHIVE_MAX_ENTRIES in all, so every saved archive
+    unpacks); text files go through the secret screen (a chat log may quote a key the CLI saw)."""
+    buffer = io.BytesIO()
+    found = False
+    budget, entries_left = ARCHIVE_MAX_BYTES, ARCHIVE_MAX_ENTRIES
+    try:
+        with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as archive:
+            for rel in paths:
+                top = home / rel
+                _refuse_links_on(home, PurePosixPath(rel))
+                if not top.exists():
+                    continue
+                found = True
+                walked = [top]
+                for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+                    walked += [Path(dirpath) / name for name in sorted(dirnames + filenames)]
+                for entry in walked:
+                    entries_left -= 1
+                    if entries_left < 0:
+                        raise SandboxFault(f"saved sessions hold over {ARCHIVE_MAX_ENTRIES} entries")
+                    budget -= _add_entry(archive, entry, str(entry.relative_to(home)), budget)
+                    if buffer.tell() > limit_bytes:
+                        raise SandboxFault(f"the CLI's saved sessions exceed {limit_bytes} bytes; not kept")
+    except OSError as err:
+        raise SandboxFault(f"the CLI's saved sessions cannot be read: {err}") from err
+    data = buffer.getvalue()
+    if len(data) > limit_bytes:
+        raise SandboxFault(f"the CLI's saved sessions exceed {limit_bytes} bytes; not kept")
+    return data if found else None
+
+
+def _refuse_links_on(home: Path, rel: PurePosixPath) -> None:
+    """SandboxFault if the home, or any part of `rel` inside it, is a link (never followed out)."""
+    path = home
+    for part in ("", *rel.parts):
+        path = path / part if part else path
+        if path.is_symlink():
+            raise SandboxFault(f"the CLI's home has a link at {path}; its saved sessions are not read")
+
+
+def _add_entry(archive: tarfile.TarFile, entry: Path, name: str, budget: int) -> int:
+    """Add a directory or a regular file (not followed if it is a link; others are left out); returns the
+    bytes added. SandboxFault when the file is larger than what is left of `budget`."""
+    st = entry.lstat()
+    if stat.S_ISDIR(st.st_mode):
+        archive.addfile(archive.gettarinfo(str(entry), arcname=name))
+        return 0
+    if not stat.S_ISREG(st.st_mode):
+        return 0
+    if st.st_size > budget:
+        raise SandboxFault(f"the CLI's saved sessions unpack to more than {ARCHIVE_MAX_BYTES} bytes")
+    fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        raw = f.read(budget + 1)
+    if len(raw) > budget:
+        raise SandboxFault(f"the CLI's saved sessions unpack to more than {ARCHIVE_MAX_BYTES} bytes")
+    try:
+        data = screen_secrets(raw.decode("utf-8")).encode("utf-8")
+    except UnicodeDecodeError:
+        data = raw
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), stat.S_IMODE(st.st_mode), int(st.st_mtime)
+    archive.addfile(info, io.BytesIO(data))
+    return len(data)
+
+
+def unpack_home_paths(
+    data: bytes, home: Path, paths: Sequence[str], rename: tuple[str, str] | None = None
+) -> None:
+    """See :meth:`Sandbox.load_home_paths` (here for a home at any path)."""
+    allowed = [PurePosixPath(p) for p in paths]
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+            members = archive.getmembers()
+            if len(members) > ARCHIVE_MAX_ENTRIES:
+                raise SandboxFault(f"saved sessions hold over {ARCHIVE_MAX_ENTRIES} entries")
+            total = 0
+            for member in members:
+                if rename is not None:
+                    member.name = re.sub(rename[0], rename[1], member.name)
+                name = PurePosixPath(member.name)
+                if not (member.isfile() or member.isdir()):
+                    raise SandboxFault(f"saved sessions: {member.name!r} is not a file or a directory")
+                inside = any(name.is_relative_to(a) for a in allowed)
+                if name.is_absolute() or ".." in name.parts or not inside:
+                    raise SandboxFault(f"saved sessions: {member.name!r} is outside {list(paths)}")
+                total += member.size
+                if total > ARCHIVE_MAX_BYTES:
+                    raise SandboxFault(f"saved sessions unpack to more than {ARCHIVE_MAX_BYTES} bytes")
+            for rel in paths:
+                _refuse_links_on(home, PurePosixPath(rel))
+            archive.extractall(home, members=_largest_of_each_name(members), filter="data")
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise SandboxFault(f"saved sessions cannot be unpacked: {err}") from err
+
+
+def _largest_of_each_name(members: list[tarfile.TarInfo]) -> list[tarfile.TarInfo]:
+    """One member per name (a rename may map two files to one: Gemini CLI's metadata-only file of a loaded
+    session and the session's own), the largest, in archive order."""
+    best: dict[str, tarfile.TarInfo] = {}
+    for member in members:
+        kept = best.get(member.name)
+        if kept is None or member.size > kept.size:
+            best[member.name] = member
+    return [m for m in members if best[m.name] is m]
 
 
 def _same_tree(path: Path, pristine: Path) -> bool:

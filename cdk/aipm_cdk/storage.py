@@ -75,7 +75,9 @@ class Storage(Construct):
         `<role id>:<instance id>` (IAM User Guide, "IAM policy elements: Variables and tags"), the agent's
         id on the host (cdk/host/bootstrap.sh, host-facts): a host writes its own heartbeat, never another's,
         though all hosts share the role. Policy variables in `dynamodb:LeadingKeys` values: DynamoDB developer
-        guide, "Using IAM policy conditions for fine-grained access control"."""
+        guide, "Using IAM policy conditions for fine-grained access control". Heartbeats must stay
+        single-item writes: a BatchWriteItem mixing the host's own AGENT# key with any other key is
+        denied (`ForAnyValue:StringNotEquals` holds for the other key)."""
         own = {"dynamodb:LeadingKeys": [f"{c.AGENT_PK_PREFIX}${{aws:userid}}"]}
         self._grant_records_denying(role, {"ForAnyValue:StringNotEquals": own})
 

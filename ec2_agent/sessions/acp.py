@@ -67,6 +67,7 @@ from acp.schema import (
     Implementation,
     PermissionOption,
     RequestPermissionResponse,
+    SessionModeState,
     ToolCallProgress,
     ToolCallStart,
     ToolCallUpdate,
@@ -275,6 +276,13 @@ class AcpSession:
         return self._session_id
 
     @property
+    def can_resume(self) -> bool:
+        """The agent advertised ``loadSession`` at ``initialize`` and the profile names its
+        ``session_state`` (where it keeps saved sessions)."""
+        capabilities = self._capabilities
+        return bool(capabilities is not None and capabilities.load_session and self._profile.session_state)
+
+    @property
     def steps(self) -> list[dict[str, Any]]:
         """The last task's steps, oldest first: ``{"kind": "tool_call"|"edit"|"plan"|"message"|"permission",
         ...}`` (tool calls carry ``id``, ``title``, ``tool_kind``, ``status``, ``paths``; permissions
@@ -433,6 +441,31 @@ class AcpSession:
             self._kill("the reset was not proven")
             raise SessionError(f"reset not proven: the agent returned the old session id {old!r}")
 
+    def resume(self, session_id: str) -> None:
+        """Continue the saved ACP session ``session_id`` (``session/load``; the agent finds it among its
+        saved sessions, which the caller has put back in its home) within ``reset_timeout_s``. The history
+        the agent replays as session updates is not the next task's output (updates count only during a
+        task). Raises :class:`SessionError` if the agent cannot load sessions, is not running, refuses or
+        does not answer; a new session is then current (:meth:`reset`: if that fails too, the agent is
+        killed)."""
+        if not self.can_resume:
+            raise SessionError(f"{self._profile.name} cannot load saved sessions")
+        conn = self._conn
+        if not self.alive or conn is None:
+            raise SessionError("the ACP agent is not running; restart the session")
+        deadline = time.monotonic() + self._profile.reset_timeout_s
+        try:
+            response = self._call(
+                conn.load_session(cwd=self._agent_cwd, session_id=session_id, mcp_servers=[]),
+                deadline,
+                "session/load",
+            )
+            self._apply_mode(session_id, response.modes, deadline)
+        except SessionError as err:
+            self.reset()  # a new conversation after all, never one half loaded
+            raise SessionError(f"session/load of {session_id!r} failed: {err}") from err
+        self._session_id = session_id
+
     def restart(self, workdir: Path | None = None) -> None:
         """Close the agent and start it again (in ``workdir`` if given). Raises like :meth:`start`."""
         self.close()
@@ -559,19 +592,23 @@ class AcpSession:
             raise SessionError("no connection")
         self._session_id = None
         response = self._call(conn.new_session(cwd=self._agent_cwd, mcp_servers=[]), deadline, "session/new")
-        wanted = self._acp.mode
-        modes = response.modes
-        if wanted is not None:
-            available = [m.id for m in modes.available_modes] if modes is not None else []
-            if wanted not in available:
-                raise SessionError(f"the agent has no session mode {wanted!r} (it offers {available})")
-            if modes is not None and modes.current_mode_id != wanted:
-                self._call(
-                    conn.set_session_mode(session_id=response.session_id, mode_id=wanted),
-                    deadline,
-                    "session/set_mode",
-                )
+        self._apply_mode(response.session_id, response.modes, deadline)
         self._session_id = response.session_id
+
+    def _apply_mode(self, session_id: str, modes: SessionModeState | None, deadline: float) -> None:
+        """Put a new or loaded session in the profile's mode (``acp.mode``), if it names one."""
+        wanted = self._acp.mode
+        if wanted is None:
+            return
+        available = [m.id for m in modes.available_modes] if modes is not None else []
+        if wanted not in available:
+            raise SessionError(f"the agent has no session mode {wanted!r} (it offers {available})")
+        if modes is not None and modes.current_mode_id != wanted and self._conn is not None:
+            self._call(
+                self._conn.set_session_mode(session_id=session_id, mode_id=wanted),
+                deadline,
+                "session/set_mode",
+            )
 
     def _send_cancel(self, session_id: str) -> None:
         with self._lock:

@@ -131,6 +131,27 @@ class AgentSession(Protocol):
         ...
 
 
+@runtime_checkable
+class ResumableSession(AgentSession, Protocol):
+    """A session whose CLI can continue a saved conversation (ACP ``session/load``): a PR's follow-up job
+    resumes the PR's earlier session instead of starting with only a brief."""
+
+    @property
+    def session_id(self) -> str | None:
+        """The current conversation's id (saved with the CLI's session files after a job)."""
+        ...
+
+    @property
+    def can_resume(self) -> bool:
+        """The running CLI said it can load saved sessions and its profile names where it keeps them."""
+        ...
+
+    def resume(self, session_id: str) -> None:
+        """Continue the saved conversation ``session_id`` (its files back in the CLI's home first).
+        Raises :class:`SessionError` if it cannot; the session then goes on with a new conversation."""
+        ...
+
+
 # What a CLI's environment is built from when its profile does not widen it: enough to find programs,
 # a home, a locale and a terminal type. Never AWS_*, tokens or AIPM_* (see the design note).
 BASE_ENV_ALLOW: tuple[str, ...] = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "USER", "LOGNAME", "TZ")

@@ -175,6 +175,23 @@ class PullRequestRecord(Record):
     ttl: int | None = None
 
 
+class SavedSession(Record):
+    """A PR's CLI conversation, kept so a follow-up job on any host resumes it (ACP `session/load`): the
+    session's id and the CLI's saved-session files (`state`: a gzip tar of its profile's `session_state`,
+    written by the CLI: untrusted). One per PR and profile; `job_id` is the job that saved it last."""
+
+    profile: str
+    session_id: str
+    state: bytes
+    job_id: str
+    saved_at: str
+    ttl: int | None = None
+
+    def to_item(self) -> dict[str, Any]:
+        """As Record.to_item, with `state` stored as DynamoDB binary (B), not text."""
+        return {**self.model_dump(by_alias=True, exclude_none=True, exclude={"state"}), "state": self.state}
+
+
 class WebhookDelivery(Record):
     """A GitHub webhook delivery acted on (`X-GitHub-Delivery`), kept until `ttl` so a redelivery of it
     does nothing twice. `job_id`: the job it created."""

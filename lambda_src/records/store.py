@@ -16,7 +16,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import ValidationError
 
 from lambda_src.faults import checkpoint
 from lambda_src.records.models import (
@@ -30,6 +31,7 @@ from lambda_src.records.models import (
     Job,
     JobStatus,
     PullRequestRecord,
+    SavedSession,
     TimelineEntry,
     WebhookDelivery,
     utc_now_iso,
@@ -99,6 +101,10 @@ def job_key(job_id: str) -> dict[str, Any]:
 
 def pr_record_key(owner: str, repo: str, number: int) -> dict[str, str]:
     return {"pk": f"PR#{owner}/{repo}#{number}", "sk": "PR"}
+
+
+def saved_session_key(owner: str, repo: str, number: int, profile: str) -> dict[str, str]:
+    return {"pk": f"PR#{owner}/{repo}#{number}", "sk": f"SESSION#{profile}"}
 
 
 def delivery_key(delivery_id: str) -> dict[str, str]:
@@ -330,6 +336,33 @@ class JobStore:
         except DelegationExists:
             return False
         return True
+
+    # -- saved CLI sessions ---------------------------------------------------------------------------
+
+    def put_saved_session(self, owner: str, repo: str, number: int, saved: SavedSession) -> None:
+        """Keep (replace) PR `number`'s saved CLI session for `saved.profile`, beside its PR record."""
+        key = saved_session_key(owner, repo, number, saved.profile)
+        try:
+            self._ddb.put_item(TableName=self.table_name, Item=_serialize({**key, **saved.to_item()}))
+        except (ClientError, BotoCoreError) as err:
+            raise RecordError(f"the saved session of PR #{number} could not be written: {err}") from err
+
+    def get_saved_session(self, owner: str, repo: str, number: int, profile: str) -> SavedSession | None:
+        """PR `number`'s saved CLI session for `profile` (strongly consistent), or None. Raises RecordError if
+        it cannot be read or is malformed."""
+        try:
+            resp = self._ddb.get_item(
+                TableName=self.table_name,
+                Key=_serialize(saved_session_key(owner, repo, number, profile)),
+                ConsistentRead=True,
+            )
+            if "Item" not in resp:
+                return None
+            raw = resp["Item"]
+            item = _deserialize({k: v for k, v in raw.items() if k != "state"})
+            return SavedSession.model_validate({**item, "state": raw.get("state", {}).get("B")})
+        except (ClientError, BotoCoreError, ValidationError) as err:
+            raise RecordError(f"the saved session of PR #{number} could not be read: {err}") from err
 
     # -- delegation intents ---------------------------------------------------------------------------
 

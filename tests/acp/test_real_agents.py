@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from aipm.local.model_standin import ModelStandin
+from aipm.local.model_standin.clients import standin_profile
 from aipm.local.model_standin.script import render_change
-from ec2_agent.profiles import BuiltinProfileName
+from ec2_agent.profiles import BuiltinProfileName, builtin_profile
 from ec2_agent.prompting import task_prompt
+from ec2_agent.sandbox import pack_home_paths, unpack_home_paths
+from ec2_agent.sessions import SessionError
 from ec2_agent.sessions.acp import AcpSession
 from tests.real_cli_fixtures import cancel_when_the_model_is_waited_for, write_task
 
@@ -102,3 +106,48 @@ def test_a_used_up_daily_quota_fails_the_task_at_once(acp_session: MakeSession) 
     outcome = session.run_task(task_prompt(), timeout_s=90)
     assert outcome.kind == "failed", outcome
     assert "quota" in outcome.reason and outcome.duration_s < 30
+
+
+def test_a_saved_session_is_resumed_by_another_process_with_another_home(
+    tmp_path: Path, standin: ModelStandin, cli_bin: Path
+) -> None:
+    """A PR's follow-up on another host: the first Gemini process's saved sessions (its profile's
+    `session_state`, packed as the runner packs them) are unpacked into a second process's fresh home, which
+    loads the session (session/load): its next model request replays the first task's conversation."""
+    workdir = tmp_path / "ws"
+    workdir.mkdir()
+    profile = builtin_profile("gemini-acp")
+    homes = [tmp_path / "home-1", tmp_path / "home-2"]
+    first = AcpSession(standin_profile(profile, standin.base_url, homes[0], cli_bin.parent), workdir)
+    first.start()
+    try:
+        task = write_task(workdir, "Add the Platypus log")
+        assert first.run_task(task_prompt(), timeout_s=90).kind == "completed"
+        assert first.can_resume and first.session_id is not None
+        saved_id = first.session_id
+        archive = pack_home_paths(homes[0], profile.session_state, 300_000)
+    finally:
+        first.close()
+    assert archive is not None
+    second = AcpSession(standin_profile(profile, standin.base_url, homes[1], cli_bin.parent), workdir)
+    second.start()
+    try:
+        unpack_home_paths(archive, homes[1], profile.session_state, profile.session_state_rename)
+        mark = standin.last_seq()
+        second.resume(saved_id)
+        assert second.session_id == saved_id
+        write_task(workdir, "Add the Wombat notes")
+        assert second.run_task(task_prompt(), timeout_s=90).kind == "completed"
+    finally:
+        second.close()
+    path, _ = render_change(task)
+    replayed = [r for r in standin.requests_since(mark) if f"I wrote {path} as TASK.md asks." in r.text]
+    assert replayed, "the resumed session's model requests do not carry the first task's conversation"
+
+
+def test_resuming_an_unknown_session_fails_and_leaves_a_new_one(acp_session: MakeSession) -> None:
+    session = acp_session("gemini-acp")
+    before = session.session_id
+    with pytest.raises(SessionError, match="session/load"):
+        session.resume("00000000-0000-4000-8000-000000000000")
+    assert session.alive and session.session_id not in (None, before)

@@ -74,13 +74,13 @@ def test_nothing_more_for_env_binaries_and_odd_lines(tmp_path: Path, first: str)
     assert interpreter_dirs(tmp_path / "missing") == []
 
 
-@pytest.mark.parametrize("home", ["/", "{tmp}/pybin"])
+@pytest.mark.parametrize("home", ["/", "{tmp}/pybin", "/etc/python/bin", "{tmp}/work/slots/bin"])
 def test_a_base_installation_holding_the_agent_s_state_is_never_mounted(
     settings: AgentSettings, tmp_path: Path, home: str
 ) -> None:
     """A venv's `home` may name a folder whose parent is the root (a venv made from /bin/python3 where /bin is
-    not a link: `home = /bin`) or holds the agent's work dir: mounting either would show the agent's state
-    to the CLI. Here `{tmp}/pybin`'s parent holds the work dir."""
+    not a link: `home = /bin`), holds the agent's work dir, or lies in /etc or the work dir: mounting any
+    would show the agent's state to the CLI. Here `{tmp}/pybin`'s parent holds the work dir."""
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "python").symlink_to("/bin/sh")
@@ -90,4 +90,7 @@ def test_a_base_installation_holding_the_agent_s_state_is_never_mounted(
     profile = builtin_profile("aider-headless").model_copy(update={"argv": (str(venv / "bin" / "tool"),)})
     binds = [outside for outside, _ in sandbox_policy(profile, settings).ro_binds]
     assert str(venv) in binds
-    assert not [b for b in binds if settings.work_dir.resolve().is_relative_to(Path(b).resolve())], binds
+    work = settings.work_dir.resolve()
+    assert not [b for b in binds if work.is_relative_to(Path(b).resolve())], binds
+    assert not [b for b in binds if Path(b).resolve().is_relative_to(work)], binds
+    assert not [b for b in binds if Path(b).resolve().is_relative_to("/etc")], binds

@@ -10,6 +10,7 @@ tests/e2e/test_pr_conversation.py, which runs the emulator profile)."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -200,3 +201,78 @@ def test_a_redelivery_a_forged_signature_and_a_strangers_mention_start_nothing(s
     assert job_items(stack) == jobs
     after = [r for r in records(stack) if not r["pk"]["S"].startswith("NOTICE#")]
     assert after == [r for r in before if not r["pk"]["S"].startswith("NOTICE#")]
+
+
+def said_by_the_model(request_body: str, text: str) -> bool:
+    """True if a Gemini API request (streamGenerateContent: `contents`, each with a `role`) replays `text` as
+    one of the model's own earlier turns: a resumed conversation, not a brief quoting it."""
+    try:
+        contents = json.loads(request_body).get("contents", [])
+    except ValueError:
+        return False
+    return any(
+        c.get("role") == "model" and any(text in str(p.get("text", "")) for p in c.get("parts", []))
+        for c in contents
+        if isinstance(c, dict)
+    )
+
+
+def test_a_follow_up_on_another_host_resumes_the_pr_s_acp_session(stack: LocalStack) -> None:
+    """The first job's Gemini session is saved beside the PR record; its agent then stops (its sandbox and
+    the CLI's home with it) and a new agent with a work dir of its own takes the follow-up: it puts the
+    saved session back in its CLI's home and loads it (session/load), so the model is sent the first job's
+    conversation — its own earlier answer as a model turn — besides the brief. Runs last: it replaces the
+    module's agent."""
+    standin = stack.standin
+    assert standin is not None
+    delegated = delegate(stack, task("Add the Platypus log"))
+    assert wait_for_job(stack, delegated["jobId"], timeout_s=120)["status"] == "completed"
+    branch, number = delegated["branchName"], delegated["number"]
+    first_path, _ = render_change(git(stack, "show", f"{branch}:TASK.md"))
+    saved = stack.store().get_saved_session(DEMO_OWNER, DEMO_REPO, number, "gemini-acp")
+    assert saved is not None and saved.job_id == delegated["jobId"] and saved.state
+    old = stack.agents[0]
+    assert old.proc is not None
+    old.proc.send_signal(signal.SIGTERM)
+    old.proc.wait(timeout=60)
+    stack.start_agent(2)
+    mark = standin.last_seq()
+
+    comment = as_reviewer(
+        stack, f"{REPO}/issues/{number}/comments", {"body": "@aipm please also write the Wombat notes"}
+    )
+    job = ended(stack, follow_up_job(stack, number))
+
+    assert job.status.value == "completed", (job.reason, job.output_tail)
+    new_host_log = stack.agents[-1].log_path.read_text()
+    assert any(
+        '"resumed the PR\'s session"' in line and job.job_id in line for line in new_host_log.splitlines()
+    ), "the follow-up did not run on the new agent"
+    generating = [e for e in job.timeline if e.step == "generating"][-1]
+    assert f"resumed the PR's ACP session {saved.session_id}" in generating.detail, job.timeline
+    answer = f"I wrote {first_path} as TASK.md asks."
+    resumed = [r for r in standin.requests_since(mark) if said_by_the_model(r.text, answer)]
+    assert resumed, "the follow-up's model requests do not carry the first job's conversation"
+    again = stack.store().get_saved_session(DEMO_OWNER, DEMO_REPO, number, "gemini-acp")
+    assert again is not None and again.job_id == job.job_id  # the follow-up's turns are kept too
+    assert comment["id"]
+
+    # A second follow-up resumes the same conversation again (the first load left a second file for the
+    # session's id, which must not replace the conversation when the files come back).
+    mark = standin.last_seq()
+    ask = {"body": "@aipm mention the Echidna here", "path": "README.md", "line": 1}
+    as_reviewer(stack, f"{REPO}/pulls/{number}/comments", ask)  # a line to change: a change each time
+    deadline = time.monotonic() + 30
+    while len(record_follow_ups(stack, number)) < 2:
+        assert time.monotonic() < deadline, "no second follow-up job was queued"
+        time.sleep(0.1)
+    second = ended(stack, record_follow_ups(stack, number)[-1])
+    assert second.status.value == "completed", (second.reason, second.output_tail)
+    generating = [e for e in second.timeline if e.step == "generating"][-1]
+    assert f"resumed the PR's ACP session {saved.session_id}" in generating.detail, second.timeline
+    assert [r for r in standin.requests_since(mark) if said_by_the_model(r.text, answer)]
+
+
+def record_follow_ups(stack: LocalStack, number: int) -> list[str]:
+    record = stack.store().get_pr_record(DEMO_OWNER, DEMO_REPO, number)
+    return list(record.follow_up_job_ids or []) if record is not None else []

@@ -168,28 +168,50 @@ def test_responses_shell_only_tool_writes_with_a_quoted_here_document(standin: M
     assert events[3]["response"]["usage"]["total_tokens"] > 0
 
 
-def test_gemini_function_call_and_the_routing_call(standin: ModelStandin) -> None:
-    decl = {"name": "read_file", "parametersJsonSchema": {"properties": {"file_path": {}}}}
-    body = {
-        "contents": [{"role": "user", "parts": [{"text": "go"}]}],
-        "tools": [{"functionDeclarations": [decl]}],
-    }
+GEMINI_READ = {"name": "read_file", "parametersJsonSchema": {"properties": {"file_path": {}}}}
+
+
+def gemini_turn(standin: ModelStandin, contents: list[dict[str, Any]]) -> dict[str, Any]:
+    """The one streamed candidate Gemini's API gives for `contents`, with a read_file tool offered."""
+    body = {"contents": contents, "tools": [{"functionDeclarations": [GEMINI_READ]}]}
     raw = post(standin, "/v1beta/models/gemini-x:streamGenerateContent?alt=sse", body)[2]
     (chunk,) = sse_data(raw)
-    assert chunk["candidates"][0]["content"]["parts"][0]["functionCall"] == {
+    candidate: dict[str, Any] = chunk["candidates"][0]
+    return candidate
+
+
+def test_gemini_function_call_and_the_routing_call(standin: ModelStandin) -> None:
+    contents = [{"role": "user", "parts": [{"text": "go"}]}]
+    candidate = gemini_turn(standin, contents)
+    assert candidate["content"]["parts"][0]["functionCall"] == {
         "name": "read_file",
         "args": {"file_path": "TASK.md"},
     }
-    assert chunk["candidates"][0]["finishReason"] == "STOP"
+    assert candidate["finishReason"] == "STOP"
     schema = {
         "type": "OBJECT",
         "properties": {"complexity_reasoning": {"type": "STRING"}, "complexity_score": {"type": "INTEGER"}},
     }
-    routing = {"contents": body["contents"], "generationConfig": {"responseJsonSchema": schema}}
+    routing = {"contents": contents, "generationConfig": {"responseJsonSchema": schema}}
     status, ctype, raw = post(standin, "/v1beta/models/gemini-lite:generateContent", routing)
     assert (status, ctype) == (200, "application/json")
     answer = json.loads(json.loads(raw)["candidates"][0]["content"]["parts"][0]["text"])
     assert answer["complexity_score"] >= 1 and isinstance(answer["complexity_reasoning"], str)
+
+
+def test_a_resumed_gemini_session_reads_the_new_task_afresh(standin: ModelStandin) -> None:
+    """A resumed session (ACP session/load) replays its earlier turn: read, write, final answer. The new
+    user prompt starts a turn of its own, whose first step is to read TASK.md again."""
+    read = {"name": "read_file", "args": {"file_path": "TASK.md"}}
+    result = {"name": "read_file", "response": {"output": TASK}}
+    earlier = [
+        {"role": "user", "parts": [{"text": "go"}]},
+        {"role": "model", "parts": [{"functionCall": read}]},
+        {"role": "user", "parts": [{"functionResponse": result}]},
+        {"role": "model", "parts": [{"text": f"I wrote {PATH} as TASK.md asks."}]},
+    ]
+    candidate = gemini_turn(standin, [*earlier, {"role": "user", "parts": [{"text": "go on"}]}])
+    assert candidate["content"]["parts"][0]["functionCall"] == read
 
 
 def test_no_tools_gives_aider_a_whole_file_reply(standin: ModelStandin) -> None:

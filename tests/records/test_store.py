@@ -8,7 +8,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from lambda_src.records.models import MAX_HAND_BACKS, Heartbeat, JobStatus, SlotState, utc_now_iso
+from lambda_src.records.models import (
+    MAX_HAND_BACKS,
+    Heartbeat,
+    JobStatus,
+    SavedSession,
+    SlotState,
+    utc_now_iso,
+)
 from lambda_src.records.store import (
     DelegationExists,
     InvalidCursor,
@@ -231,3 +238,24 @@ def test_heartbeats_round_trip(store: JobStore) -> None:
     store.put_heartbeat(hb.model_copy(update={"at_ms": 2}))
     [got] = store.list_heartbeats()
     assert got.at_ms == 2 and got.slots[0].current_job == "j1"
+
+
+def test_a_saved_session_round_trips_as_binary_and_is_replaced(
+    store: JobStore, ddb, records_table: str
+) -> None:
+    """A PR's saved CLI session: kept beside the PR record (pk PR#…, sk SESSION#<profile>), its archive
+    stored as DynamoDB binary, the latest job's replacing the earlier one; other PRs and profiles apart."""
+    state = bytes(range(256))
+    first = SavedSession(
+        profile="gemini-acp", session_id="s-1", state=state, job_id="j1", saved_at=utc_now_iso(), ttl=9
+    )
+    store.put_saved_session("octo", "app", 7, first)
+    key = {"pk": {"S": "PR#octo/app#7"}, "sk": {"S": "SESSION#gemini-acp"}}
+    raw = ddb.get_item(TableName=records_table, Key=key)
+    assert raw["Item"]["state"] == {"B": state}
+    assert store.get_saved_session("octo", "app", 7, "gemini-acp") == first
+    later = first.model_copy(update={"session_id": "s-2", "job_id": "j2"})
+    store.put_saved_session("octo", "app", 7, later)
+    assert store.get_saved_session("octo", "app", 7, "gemini-acp") == later
+    assert store.get_saved_session("octo", "app", 8, "gemini-acp") is None
+    assert store.get_saved_session("octo", "app", 7, "qwen-acp") is None

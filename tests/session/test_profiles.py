@@ -99,6 +99,24 @@ def test_invalid_profiles_are_refused(settings: dict[str, object], message: str)
         generic_profile(settings)
 
 
+@pytest.mark.parametrize(
+    ("update", "message"),
+    [
+        ({"session_state": ("../.ssh",)}, "inside the home"),
+        ({"session_state": (".config/other",)}, "inside a home_restore path"),
+        ({"kind": "terminal", "ready_pattern": ">", "acp": None}, "goes with kind 'acp'"),
+        ({"session_state_rename": ("(", "x")}, "regular expression"),
+        ({"session_state_rename": ("a", r"\g<2>")}, "replacement"),
+    ],
+)
+def test_saved_session_settings_are_checked(update: dict[str, object], message: str) -> None:
+    """A profile's saved sessions must be paths its home restore puts back between jobs (so nothing of a
+    PR's conversation reaches another job but that PR's follow-ups), and go with ACP's session/load."""
+    settings = builtin_profile("gemini-acp").model_dump() | update
+    with pytest.raises(ValueError, match=message):
+        CliProfile.model_validate(settings)
+
+
 def test_profiles_are_immutable() -> None:
     profile = builtin_profile("emulator")
     with pytest.raises(ValidationError):

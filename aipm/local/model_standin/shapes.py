@@ -172,9 +172,15 @@ def _gemini(body: dict[str, Any]) -> Conversation:
     calls: list[ToolCall] = []
     results: list[str] = []
     for content in _list(body, "contents"):
-        for part in content.get("parts", []) if isinstance(content, dict) else []:
-            if not isinstance(part, dict):
-                continue
+        if not isinstance(content, dict):
+            continue
+        parts = [p for p in content.get("parts", []) if isinstance(p, dict)]
+        if content.get("role") == "user" and not any("functionResponse" in p for p in parts):
+            # A user's prompt starts a turn: the calls and results of earlier turns (a resumed session
+            # replays them: ACP session/load) are not this turn's, whose task is read anew.
+            calls.clear()
+            results.clear()
+        for part in parts:
             if "text" in part and not part.get("thought"):
                 texts.append(str(part["text"]))
             elif "functionCall" in part:

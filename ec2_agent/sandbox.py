@@ -408,13 +408,8 @@ class Sandbox:
         (the CLI may have planted one), or when the files cannot be replaced."""
         if not paths:
             return
-        if self.cli_user is not None:
-            self.cli_user.take_back(self.home)
-        try:
+        with self._home_taken_back():
             self._restore(paths)
-        finally:
-            if self.cli_user is not None:
-                self.cli_user.hand_over(self.home)
 
     def _restore(self, paths: Sequence[str]) -> None:
         for rel in paths:
@@ -456,13 +451,8 @@ class Sandbox:
         tar: regular files and directories only (links and special files are left out), or None when none
         of the paths exists. Raises SandboxFault if the archive would exceed `limit_bytes` or the home
         cannot be read."""
-        if self.cli_user is not None:
-            self.cli_user.take_back(self.home)
-        try:
+        with self._home_taken_back():
             return pack_home_paths(self.home, paths, limit_bytes)
-        finally:
-            if self.cli_user is not None:
-                self.cli_user.hand_over(self.home)
 
     def load_home_paths(
         self, archive: bytes, paths: Sequence[str], rename: tuple[str, str] | None = None
@@ -473,13 +463,21 @@ class Sandbox:
         name: the profile's `session_state_rename`), at most ARCHIVE_MAX_BYTES unpacked in all; it is
         unpacked with tarfile's `data` filter (no absolute names, no `..`, no links, no devices; PEP 706).
         Raises SandboxFault naming what is refused; nothing is unpacked then."""
-        if self.cli_user is not None:
-            self.cli_user.take_back(self.home)
-        try:
+        with self._home_taken_back():
             unpack_home_paths(archive, self.home, paths, rename)
+
+    @contextlib.contextmanager
+    def _home_taken_back(self) -> Iterator[None]:
+        """The home is the agent's (the CLI user can change nothing in it) while the block runs, the CLI
+        user's again after it. Nothing to do without a CLI user. Raises SandboxFault."""
+        if self.cli_user is None:
+            yield
+            return
+        self.cli_user.take_back(self.home)
+        try:
+            yield
         finally:
-            if self.cli_user is not None:
-                self.cli_user.hand_over(self.home)
+            self.cli_user.hand_over(self.home)
 
     def home_changed(self) -> bool:
         """True if the slot's home differs in any way from the pristine copy (names, types, contents, link

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from aipm.local.stack import DEMO_OWNER, LocalStack, StackOptions, wait_for_job
+from tests.e2e.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -40,13 +41,6 @@ def git(stack: LocalStack, repo: str, *args: str) -> str:
     return subprocess.run(
         ["git", "--git-dir", str(path), *args], capture_output=True, text=True, check=True
     ).stdout
-
-
-def eventually(find: Callable[[], list[dict[str, Any]]], timeout_s: float = 30) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout_s
-    while not (found := find()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return found
 
 
 def comment_of(stack: LocalStack, repo: str, number: int, marker: str) -> str:

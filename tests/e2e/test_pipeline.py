@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from aipm.local.stack import DEMO_OWNER, DEMO_REPO, LocalStack, StackOptions, wait_for_job
+from tests.e2e.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -87,8 +88,12 @@ def test_a_task_becomes_a_pr_with_the_agents_commit(stack: LocalStack) -> None:
 
     [pr] = [p for p in stack.forge.pull_requests(DEMO_OWNER, DEMO_REPO) if p["number"] == delegated["number"]]
     assert pr["head"]["sha"] == agent_sha
-    comments = stack.forge.comments(DEMO_OWNER, DEMO_REPO, delegated["number"])
-    assert any(agent_sha in c["body"] for c in comments)
+    # The outcome comment is posted after the job's record says it ended.
+    number = delegated["number"]
+    outcome = eventually(
+        lambda: [c for c in stack.forge.comments(DEMO_OWNER, DEMO_REPO, number) if agent_sha in c["body"]]
+    )
+    assert outcome, "no PR comment names the pushed commit"
 
 
 def wait_for_idle_ready_slots(stack: LocalStack, count: int, timeout_s: float = 60) -> None:

@@ -11,7 +11,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,6 +21,7 @@ from aipm.local.stack import DEMO_OWNER, DEMO_REPO, LocalStack, StackOptions, wa
 from lambda_src.github.webhooks import signature_of
 from lambda_src.records.models import Job
 from tests.cli.test_cli_e2e import console_script
+from tests.e2e.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -97,14 +98,6 @@ def ended(stack: LocalStack, job_id: str, timeout_s: float = 90) -> Job:
             return job
         time.sleep(0.1)
     raise AssertionError(f"job {job_id} did not end")
-
-
-def eventually(find: Callable[[], list[dict[str, Any]]], timeout_s: float = 30) -> list[dict[str, Any]]:
-    """What `find` returns once it is not empty: the reply is posted after the job's record says it ended."""
-    deadline = time.monotonic() + timeout_s
-    while not (found := find()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return found
 
 
 def git(stack: LocalStack, *args: str) -> str:
@@ -256,11 +249,13 @@ def test_a_review_comment_gets_its_reply_in_the_thread(stack: LocalStack, pr: di
     assert "README.md" in (job.changed_files or [])
     readme = git(stack, "show", f"{job.commit_sha}:README.md")
     assert readme.endswith("Follow-up (line 1): written by the Kiro CLI emulator, not by Kiro.\n")
-    thread = [
-        c
-        for c in stack.forge.review_comments(DEMO_OWNER, DEMO_REPO, pr["number"])
-        if c.get("in_reply_to_id") == comment["id"]
-    ]
+    thread = eventually(
+        lambda: [
+            c
+            for c in stack.forge.review_comments(DEMO_OWNER, DEMO_REPO, pr["number"])
+            if c.get("in_reply_to_id") == comment["id"]
+        ]
+    )
     assert len(thread) == 1 and job.job_id in thread[0]["body"]
 
 

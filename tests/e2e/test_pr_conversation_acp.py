@@ -26,6 +26,7 @@ from lambda_src.github.webhooks import signature_of
 from lambda_src.records.models import Job
 from tests.e2e.real_cli_stack import delegate, git, task
 from tests.e2e.test_pr_conversation import answered, job_items, records
+from tests.e2e.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -108,16 +109,13 @@ def test_a_mention_becomes_a_second_commit_by_the_real_cli_which_read_the_brief(
     brief = read_brief[-1].text
     assert "Quokka aside" in brief  # the conversation so far
     assert f"diff --git a/{first_path} b/{first_path}" in brief  # the diff so far: the first job's change
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        replies = [
+    replies = eventually(
+        lambda: [
             c
             for c in stack.forge.comments(DEMO_OWNER, DEMO_REPO, number)
             if c["id"] > comment["id"] and job.job_id in c["body"]
         ]
-        if replies:
-            break
-        time.sleep(0.1)
+    )
     assert len(replies) == 1 and f"pushed {job.commit_sha}" in replies[0]["body"]
 
 
@@ -142,16 +140,13 @@ def test_a_review_comment_on_a_line_changes_that_file_and_is_answered_in_its_thr
         f"{readme_before}\nFollow-up (line 1): written by a real coding-agent CLI driven by the AIPM model "
         "stand-in.\n"
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        thread = [
+    thread = eventually(
+        lambda: [
             c
             for c in stack.forge.review_comments(DEMO_OWNER, DEMO_REPO, number)
             if c.get("in_reply_to_id") == comment["id"]
         ]
-        if thread:
-            break
-        time.sleep(0.1)
+    )
     assert len(thread) == 1 and f"pushed {job.commit_sha}" in thread[0]["body"]
 
 

@@ -112,10 +112,20 @@ def _recreating_writer(directory: Path, seconds: float) -> subprocess.Popen[byte
     return writer
 
 
-def test_a_path_the_cli_makes_again_meanwhile_is_restored_once_it_settles(sandbox: Sandbox) -> None:
-    writer = _recreating_writer(sandbox.home / ".gemini" / "sessions", 0.3)
+def test_a_path_the_cli_makes_again_meanwhile_never_fails_the_restore(sandbox: Sandbox) -> None:
+    """A CLI that makes the path again by name while the restore runs (the copy then meets it: EEXIST) never
+    turns a restore into an error other than SandboxFault's "keeps changing it"; once the CLI has settled, a
+    restore leaves the home pristine. (Whether a restore that returned while the CLI still writes stays
+    clean depends on scheduling: the agent's home_changed check before the next job covers that case.)"""
+    writer = _recreating_writer(sandbox.home / ".gemini" / "sessions", 0.5)
     try:
-        sandbox.restore_home([".gemini"])
+        while writer.poll() is None:
+            try:
+                sandbox.restore_home([".gemini"])
+            except SandboxFault as err:
+                assert "keeps changing it" in str(err)
     finally:
+        writer.kill()
         writer.wait()
+    sandbox.restore_home([".gemini"])
     assert not sandbox.home_changed()

@@ -26,8 +26,11 @@ rendered screen:
   service trouble); ``exit_reasons``: what a headless exit status means.
 * ``acp`` (kind ``acp`` only): the session mode and the permission policy (:class:`AcpSettings`);
   ``home_restore``: paths in the CLI's home it rewrites by itself (session logs, memory), put back to
-  pristine between jobs while the session keeps running; ``session_state`` (ACP): those of them holding the
-  CLI's saved sessions, kept per PR so a follow-up job resumes the PR's ACP session (``session/load``).
+  pristine between jobs while the session keeps running; ``session_state``: those of them holding the
+  CLI's saved sessions, kept per PR so a follow-up job resumes the PR's conversation — ACP's
+  ``session/load``, or for a headless CLI its own flags: ``session_args`` start a new conversation under an
+  id the agent chooses, ``resume_args`` continue one (``{session_id}`` stands for the id in both), and
+  ``resume_refused`` recognises the CLI refusing a resume (the turn then runs again in a new conversation).
 * ``commit_exclude``: globs of files the CLI writes for itself in the tree (history, caches) that are never
   committed (a tracked one keeps the branch's version). A CLI that wants a git repository makes its own
   ``/workspace/.git`` (a disposable one the agent never runs git on nor commits; see
@@ -68,6 +71,7 @@ ProfileKind = Literal["terminal", "headless", "acp"]
 BuiltinProfileName = str  # one of builtin_profile_names(): the profiles are data files, not a closed list
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PROFILE_DIR = "builtin_profiles"
+_PLACEHOLDER = re.compile(r"\{[^{}]*\}")  # a `{name}` in session_args / resume_args
 
 
 def _compiles(pattern: str) -> str:
@@ -155,9 +159,24 @@ class CliProfile(BaseModel):
     )
     session_state: tuple[str, ...] = Field(
         default=(),
-        description="kind 'acp' only: paths in the CLI's home where it keeps its saved sessions, each inside "
-        "a home_restore path; saved per PR after a job and put back before a follow-up resumes the PR's "
-        "ACP session (session/load)",
+        description="kind 'acp', or 'headless' with resume_args: paths in the CLI's home where it keeps its "
+        "saved sessions, each inside a home_restore path; saved per PR after a job and put back before a "
+        "follow-up resumes the PR's conversation (ACP session/load, or the CLI's resume_args)",
+    )
+    session_args: tuple[str, ...] = Field(
+        default=(),
+        description="kind 'headless' only: arguments (before the prompt) that start a new conversation the "
+        "CLI saves under the id given as `{session_id}` (a fresh UUID per job); with resume_args",
+    )
+    resume_args: tuple[str, ...] = Field(
+        default=(),
+        description="kind 'headless' only: arguments (before the prompt) that continue the saved "
+        "conversation `{session_id}`: a job's later turns and a follow-up job's first; with session_args",
+    )
+    resume_refused: str | None = Field(
+        default=None,
+        description="kind 'headless', with resume_args: a regex in the output of a failed turn that means "
+        "the CLI refused the resume (no such conversation); the turn runs again in a new conversation",
     )
     session_state_rename: tuple[str, str] | None = Field(
         default=None,
@@ -244,7 +263,21 @@ class CliProfile(BaseModel):
                 raise ValueError(f"commit_exclude {glob!r} must be a glob relative to the top of the tree")
         return globs
 
-    @field_validator("ready_pattern", "busy_pattern", "reset_done_pattern")
+    @field_validator("session_args", "resume_args")
+    @classmethod
+    def _names_the_session_once(cls, args: tuple[str, ...]) -> tuple[str, ...]:
+        if not args:
+            return args
+        placeholders = [found for arg in args for found in _PLACEHOLDER.findall(arg)]
+        if placeholders != ["{session_id}"]:
+            raise ValueError(
+                f"must hold the placeholder {{session_id}} exactly once and no other (found {placeholders})"
+            )
+        if any(not arg or "\x00" in arg for arg in args):
+            raise ValueError("arguments must be non-empty and free of NUL characters")
+        return args
+
+    @field_validator("ready_pattern", "busy_pattern", "reset_done_pattern", "resume_refused")
     @classmethod
     def _pattern_compiles(cls, pattern: str | None) -> str | None:
         return _compiles(pattern) if pattern else pattern
@@ -260,8 +293,17 @@ class CliProfile(BaseModel):
             raise ValueError("a terminal profile needs a ready_pattern")
         if (self.kind == "acp") != (self.acp is not None):
             raise ValueError("an 'acp' section goes with kind 'acp', and kind 'acp' needs one")
-        if self.session_state and self.kind != "acp":
-            raise ValueError("session_state goes with kind 'acp' (resumed by session/load)")
+        if (self.session_args or self.resume_args) and self.kind != "headless":
+            raise ValueError("session_args and resume_args go with kind 'headless' (ACP has session/load)")
+        if bool(self.session_args) != bool(self.resume_args):
+            raise ValueError("session_args and resume_args go together: a resume needs an id the CLI saved")
+        if self.resume_refused is not None and not self.resume_args:
+            raise ValueError("resume_refused goes with resume_args")
+        if self.session_state and self.kind != "acp" and not self.resume_args:
+            raise ValueError(
+                "session_state goes with kind 'acp' (resumed by session/load) or with a headless profile's "
+                "resume_args"
+            )
         for rel in self.session_state:
             path = PurePosixPath(rel)
             if not rel or path.is_absolute() or ".." in path.parts or "\x00" in rel:

@@ -193,7 +193,8 @@ class SlotState:
             log.error("sandbox processes survived SIGKILL", extra={"error": str(err)})
 
 
-# An ACP session id as the agent gives it (a UUID for the agents seen) before it is stored or shown.
+# A CLI's session id before it is stored or shown: an ACP agent's (a UUID for the agents seen), or the UUID
+# the headless session chose for its CLI (session_args).
 SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -403,7 +404,7 @@ class JobRunner:
             slot.drop_session()  # a saved session the CLI could not load took it down: a fresh one
         detail = f"prompt sent to the CLI on slot {slot.id}"
         if resumed is not None:
-            detail += f" (resumed the PR's ACP session {resumed})"
+            detail += f" (resumed the PR's session {resumed})"
         store.advance(job.job_id, worker, JobStatus.GENERATING, detail)
         outcome = session.run_task(
             task_prompt(),
@@ -412,6 +413,12 @@ class JobRunner:
             on_prompt_sent=(lambda: while_generating(tree)) if while_generating else None,
         )
         log.info("CLI finished", extra={"outcome": outcome.kind, "duration_s": round(outcome.duration_s, 3)})
+        if resumed is not None and isinstance(session, ResumableSession) and session.session_id != resumed:
+            # The CLI refused the saved conversation when the turn ran (a headless CLI's resume flag): the
+            # turn ran again in a new one, with the brief only.
+            note = f"the PR's session {resumed} could not be resumed; the CLI worked in a new session"
+            log.warning(note)
+            store.advance(job.job_id, worker, JobStatus.GENERATING, note)
         return self._after_cli(slot, handle, checkout, outcome)
 
     def _after_cli(
@@ -476,9 +483,10 @@ class JobRunner:
 
     def _resume(self, slot: SlotState, session: AgentSession, job: Job) -> str | None:
         """For a follow-up job on a CLI that can load sessions: put the PR's saved session back in the CLI's
-        home and continue it (ACP session/load), so the CLI has the PR's whole conversation, not only the
-        brief. Returns the resumed session's id; None when nothing was saved, the CLI cannot resume, or it
-        failed (logged: the job goes on in a new session, with the brief)."""
+        home and continue it (ACP session/load, or a headless CLI's resume_args from its first turn on), so
+        the CLI has the PR's whole conversation, not only the brief. Returns the resumed session's id; None
+        when nothing was saved, the CLI cannot resume, or it failed (logged: the job goes on in a new
+        session, with the brief)."""
         if job.follow_up is None or not self._config.saved_session_max_bytes:
             return None
         if not isinstance(session, ResumableSession) or not session.can_resume:
@@ -493,7 +501,7 @@ class JobRunner:
         except (RecordError, SandboxFault, SessionError, OSError) as err:
             log.warning("could not resume the PR's session; a new one", extra={"error": str(err)[:300]})
             return None
-        extra = {"acp_session": saved.session_id, "saved_by": saved.job_id}
+        extra = {"cli_session": saved.session_id, "saved_by": saved.job_id}
         log.info("resumed the PR's session", extra=extra)
         return saved.session_id
 
@@ -523,7 +531,7 @@ class JobRunner:
         except (SandboxFault, RecordError, OSError) as err:
             log.warning("could not save the PR's session", extra={"error": str(err)[:300]})
             return
-        log.info("saved the PR's session", extra={"acp_session": session_id, "bytes": len(state)})
+        log.info("saved the PR's session", extra={"cli_session": session_id, "bytes": len(state)})
 
     def _branch_diff(self, slot: SlotState, checkout: Checkout, job: Job) -> BranchDiff:
         """The diff so far for a follow-up's brief; a note instead when git cannot make it."""

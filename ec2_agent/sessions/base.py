@@ -133,8 +133,9 @@ class AgentSession(Protocol):
 
 @runtime_checkable
 class ResumableSession(AgentSession, Protocol):
-    """A session whose CLI can continue a saved conversation (ACP ``session/load``): a PR's follow-up job
-    resumes the PR's earlier session instead of starting with only a brief."""
+    """A session whose CLI can continue a saved conversation (ACP ``session/load``; a headless CLI's resume
+    flag, the profile's ``resume_args``): a PR's follow-up job resumes the PR's earlier session instead of
+    starting with only a brief."""
 
     @property
     def session_id(self) -> str | None:
@@ -143,7 +144,8 @@ class ResumableSession(AgentSession, Protocol):
 
     @property
     def can_resume(self) -> bool:
-        """The running CLI said it can load saved sessions and its profile names where it keeps them."""
+        """The CLI can load saved sessions (ACP: the running agent said so; headless: its profile says how)
+        and its profile names where it keeps them."""
         ...
 
     def resume(self, session_id: str) -> None:

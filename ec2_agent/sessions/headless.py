@@ -9,6 +9,14 @@ SIGINT → SIGTERM → SIGKILL to the group, each followed by up to ``kill_grace
 Exit status 0 is ``completed`` unless the output matches one of the profile's error patterns; any other
 status is ``failed`` with the reason (the profile's ``exit_reasons`` name documented codes); death by a
 signal the agent did not send is ``crashed``. Shape borrowed from :func:`subprocess.run`'s timeout handling.
+
+A profile with ``session_args`` / ``resume_args`` (a CLI that saves its conversations under an id it is given
+and continues one by id, e.g. Claude Code's ``--session-id`` / ``--resume``) makes the session resumable
+(:class:`~ec2_agent.sessions.base.ResumableSession`): a job's first turn starts a new conversation under a
+fresh UUID (``session_args``), its later turns (the checks' rounds) continue it (``resume_args``), and after
+:meth:`HeadlessSession.resume` — the PR's saved session put back in the CLI's home — the first turn continues
+the saved one. A turn whose resume the CLI refuses (output matching the profile's ``resume_refused``) runs
+again, once, in a new conversation within the same deadline. :meth:`HeadlessSession.reset` forgets the id.
 """
 
 from __future__ import annotations
@@ -16,11 +24,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import selectors
 import signal
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -69,6 +79,8 @@ class HeadlessSession:
         self._sandbox: CommandSandbox = sandbox if sandbox is not None else Unsandboxed()
         self._started = False
         self._process: subprocess.Popen[bytes] | None = None
+        self._conversation: str | None = None  # the job's conversation id (session_args / resume_args)
+        self._saved = False  # the CLI has that conversation saved: the next turn resumes it
 
     @property
     def profile(self) -> CliProfile:
@@ -90,12 +102,47 @@ class HeadlessSession:
         """The process of the task running now, else ``None``."""
         return self._process.pid if self._process is not None else None
 
+    @property
+    def session_id(self) -> str | None:
+        """The job's conversation id (a UUID the agent chose, or the resumed one); ``None`` before the first
+        turn, after a reset, and always for a profile without ``session_args``."""
+        return self._conversation
+
+    @property
+    def can_resume(self) -> bool:
+        """The profile says how to continue a saved conversation and where the CLI keeps them."""
+        return bool(self._profile.resume_args and self._profile.session_state)
+
     def start(self) -> None:
         """Mark the session usable (nothing runs between tasks). Never raises."""
         self._started = True
 
     def reset(self) -> None:
-        """Nothing to forget: every task is a new process."""
+        """Forget the conversation id: the next turn starts a new conversation (every task is a new
+        process, so nothing else is kept)."""
+        self._conversation = None
+        self._saved = False
+
+    def resume(self, session_id: str) -> None:
+        """Continue the saved conversation ``session_id`` (its files already back in the CLI's home) from the
+        next turn on. Raises :class:`SessionError` if the profile cannot resume; whether the CLI finds the
+        conversation shows only when the turn runs (a refusal falls back to a new conversation)."""
+        if not self.can_resume:
+            raise SessionError(f"{self._profile.name}: the profile cannot resume a saved conversation")
+        self._conversation = session_id
+        self._saved = True
+
+    def task_argv(self, prompt: str) -> list[str]:
+        """The command of the next turn: ``argv``, then ``resume_args`` when a conversation is saved (resumed,
+        or an earlier turn of this job) or ``session_args`` for a new one (its id chosen now), then
+        ``prompt``; ``{session_id}`` replaced by the conversation's id."""
+        profile = self._profile
+        if not profile.session_args:
+            return [*profile.argv, prompt]
+        if self._conversation is None:
+            self._conversation, self._saved = str(uuid.uuid4()), False
+        extra = profile.resume_args if self._saved else profile.session_args
+        return [*profile.argv, *(arg.replace("{session_id}", self._conversation) for arg in extra), prompt]
 
     def close(self) -> None:
         """End a running task's process group, if any. Idempotent."""
@@ -111,7 +158,8 @@ class HeadlessSession:
         cancel: threading.Event | None = None,
         on_prompt_sent: Callable[[], None] | None = None,
     ) -> TaskOutcome:
-        """Run ``argv + [prompt]`` to its end, at most ``timeout_s`` seconds (see the module docstring).
+        """Run :meth:`task_argv` to its end, at most ``timeout_s`` seconds in all (a refused resume's second
+        run included; see the module docstring).
 
         Raises ``ValueError`` for a prompt that is not one line free of control characters and
         :class:`SessionError` if the session is not started or the command cannot be run.
@@ -121,8 +169,35 @@ class HeadlessSession:
         if not self._started:
             raise SessionError("the session is not started")
         started = time.monotonic()
+        resuming = self._saved
+        outcome = self._run(prompt, started, started + timeout_s, cancel, on_prompt_sent)
+        if resuming and self._resume_refused(outcome):
+            self._log.warning(
+                "the CLI refused to resume the saved conversation; a new one",
+                extra={"cli_session": self._conversation, "reason": outcome.reason},
+            )
+            self.reset()
+            outcome = self._run(prompt, started, started + timeout_s, cancel, None)
+        if self._conversation is not None:
+            self._saved = True  # the CLI saves a conversation as soon as it runs a turn in it
+        return outcome
+
+    def _resume_refused(self, outcome: TaskOutcome) -> bool:
+        pattern = self._profile.resume_refused
+        if outcome.kind != "failed" or pattern is None:
+            return False
+        return re.search(pattern, outcome.output_tail) is not None
+
+    def _run(
+        self,
+        prompt: str,
+        started: float,
+        deadline: float,
+        cancel: threading.Event | None,
+        on_prompt_sent: Callable[[], None] | None,
+    ) -> TaskOutcome:
         self._tail.clear()
-        argv, env = self._sandbox.command([*self._profile.argv, prompt], child_environment(self._profile))
+        argv, env = self._sandbox.command(self.task_argv(prompt), child_environment(self._profile))
         try:
             process = subprocess.Popen(
                 argv,
@@ -138,7 +213,7 @@ class HeadlessSession:
         self._process = process
         if on_prompt_sent is not None:
             on_prompt_sent()
-        ended = self._pump(process, started + timeout_s, cancel)
+        ended = self._pump(process, deadline, cancel)
         if ended != "exited":
             self._end(process)
             kind: OutcomeKind = "cancelled" if ended == "cancelled" else "timed_out"

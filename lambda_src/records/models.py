@@ -176,9 +176,10 @@ class PullRequestRecord(Record):
 
 
 class SavedSession(Record):
-    """A PR's CLI conversation, kept so a follow-up job on any host resumes it (ACP `session/load`): the
-    session's id and the CLI's saved-session files (`state`: a gzip tar of its profile's `session_state`,
-    written by the CLI: untrusted). One per PR and profile; `job_id` is the job that saved it last."""
+    """A PR's CLI conversation, kept so a follow-up job on any host resumes it (ACP `session/load`, a
+    headless CLI's resume flag): the session's id and the CLI's saved-session files (`state`: a gzip tar of
+    its profile's `session_state`, written by the CLI: untrusted). One per PR and profile; `job_id` is the
+    job that saved it last."""
 
     profile: str
     session_id: str

@@ -244,7 +244,7 @@ def test_a_follow_up_on_another_host_resumes_the_pr_s_acp_session(stack: LocalSt
         '"resumed the PR\'s session"' in line and job.job_id in line for line in new_host_log.splitlines()
     ), "the follow-up did not run on the new agent"
     generating = [e for e in job.timeline if e.step == "generating"][-1]
-    assert f"resumed the PR's ACP session {saved.session_id}" in generating.detail, job.timeline
+    assert f"resumed the PR's session {saved.session_id}" in generating.detail, job.timeline
     answer = f"I wrote {first_path} as TASK.md asks."
     resumed = [r for r in standin.requests_since(mark) if said_by_the_model(r.text, answer)]
     assert resumed, "the follow-up's model requests do not carry the first job's conversation"
@@ -264,7 +264,7 @@ def test_a_follow_up_on_another_host_resumes_the_pr_s_acp_session(stack: LocalSt
     second = ended(stack, record_follow_ups(stack, number)[-1])
     assert second.status.value == "completed", (second.reason, second.output_tail)
     generating = [e for e in second.timeline if e.step == "generating"][-1]
-    assert f"resumed the PR's ACP session {saved.session_id}" in generating.detail, second.timeline
+    assert f"resumed the PR's session {saved.session_id}" in generating.detail, second.timeline
     assert [r for r in standin.requests_since(mark) if said_by_the_model(r.text, answer)]
 
 

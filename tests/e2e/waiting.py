@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
-def eventually(find: Callable[[], list[dict[str, Any]]], timeout_s: float = 30) -> list[dict[str, Any]]:
+def eventually(find: Callable[[], list[T]], timeout_s: float = 30) -> list[T]:
     """What `find` returns once it is not empty, polled every 0.1 s; the last (empty) result after
     `timeout_s` seconds, for the caller's assertion to report."""
     deadline = time.monotonic() + timeout_s

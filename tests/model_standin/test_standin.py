@@ -105,6 +105,43 @@ def test_anthropic_messages_read_write_final(standin: ModelStandin) -> None:
     assert [r.stage for r in standin.requests()] == ["read", "write", "final", "count"]
 
 
+def test_a_resumed_claude_session_reads_the_new_task_afresh(standin: ModelStandin) -> None:
+    """A resumed Claude Code session (claude --resume) replays the earlier turn — the prompt, the read, the
+    write, the final answer — then the new prompt: a turn of its own, whose first step is to read TASK.md
+    again. Claude Code puts text blocks (its reminders) beside a tool's result in the same user message
+    (the shapes below are those 2.1.332 sent here, shortened): that continues the turn."""
+    tools = [
+        {"name": "Read", "input_schema": {"properties": {"file_path": {"type": "string"}}}},
+        {"name": "Write", "input_schema": {"properties": {"file_path": {}, "content": {}}}},
+    ]
+    reminder = {"type": "text", "text": "<system-reminder>\nAttribution for git commits\n</system-reminder>"}
+    note = reminder
+    read = {"type": "tool_use", "id": "t1", "name": "Read", "input": {"file_path": "/workspace/TASK.md"}}
+    write = {"type": "tool_use", "id": "t2", "name": "Write", "input": {"file_path": PATH, "content": "x"}}
+    earlier: list[dict[str, Any]] = [
+        {"role": "user", "content": [reminder, {"type": "text", "text": "Do the task in TASK.md"}]},
+        {"role": "assistant", "content": [read]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": TASK}, note]},
+        {"role": "assistant", "content": [write]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t2", "content": "ok"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": f"I wrote {PATH} as TASK.md asks."}]},
+    ]
+    body = {"model": "claude-x", "stream": True, "tools": tools}
+    again = [*earlier, {"role": "user", "content": [reminder, {"type": "text", "text": "Do it again"}]}]
+    events = sse_data(post(standin, "/v1/messages", body | {"messages": again})[2])
+    assert events[1]["content_block"]["name"] == "Read"
+    assert json.loads(events[2]["delta"]["partial_json"]) == {"file_path": "TASK.md"}
+    # Within the new turn the reply goes on from its own read (the text beside the result changes nothing).
+    use = dict(read, id="t3")
+    turn = [
+        {"role": "assistant", "content": [use]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t3", "content": TASK}, note]},
+    ]
+    events = sse_data(post(standin, "/v1/messages", body | {"messages": [*again, *turn]})[2])
+    assert json.loads(events[2]["delta"]["partial_json"]) == {"file_path": PATH, "content": CONTENT}
+    assert [r.stage for r in standin.requests()] == ["read", "write"]
+
+
 def test_chat_completions_stream_tool_calls_and_done(standin: ModelStandin) -> None:
     tools = [
         {

@@ -92,12 +92,22 @@ def _anthropic(body: dict[str, Any]) -> Conversation:
     calls: list[ToolCall] = []
     results: list[str] = []
     for message in _list(body, "messages"):
-        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        blocks = [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+        if message.get("role") == "user" and not any(b.get("type") == "tool_result" for b in blocks):
+            # A user's prompt starts a turn: the calls and results of earlier turns (a resumed session
+            # replays them: claude --resume) are not this turn's, whose task is read anew. Claude Code puts
+            # its reminders beside the tool results in the same user message, so a message holding a tool
+            # result continues the turn whatever text it also holds.
+            calls.clear()
+            results.clear()
         if isinstance(content, str):
             texts.append(content)
             continue
-        for block in content or []:
-            kind = block.get("type") if isinstance(block, dict) else None
+        for block in blocks:
+            kind = block.get("type")
             if kind == "text":
                 texts.append(str(block.get("text", "")))
             elif kind == "tool_use":

@@ -195,7 +195,8 @@ class SlotState:
 
 # A CLI's session id before it is stored or shown: an ACP agent's (a UUID for the agents seen), or the UUID
 # the headless session chose for its CLI (session_args).
-SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# It starts with a letter or digit: an id is passed as its own argv element (resume_args), never as a flag.
+SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -290,6 +291,17 @@ class Publication:
     checkout: Checkout
     commit: Commit
     tail: str
+    session: SessionSave | None = None  # the CLI's conversation, kept for the PR once the push landed
+
+
+@dataclass(frozen=True)
+class SessionSave:
+    """The conversation a committed job's CLI had (`saved`), or why it could not be packed (`problem`: the
+    PR's older saved session is then stale, and is forgotten once this job's commit is pushed)."""
+
+    profile: str
+    saved: SavedSession | None = None
+    problem: str | None = None
 
 
 class JobRunner:
@@ -402,6 +414,7 @@ class JobRunner:
             if session.alive:
                 break
             slot.drop_session()  # a saved session the CLI could not load took it down: a fresh one
+            resumed = None
         detail = f"prompt sent to the CLI on slot {slot.id}"
         if resumed is not None:
             detail += f" (resumed the PR's session {resumed})"
@@ -418,6 +431,14 @@ class JobRunner:
             # turn ran again in a new one, with the brief only.
             note = f"the PR's session {resumed} could not be resumed; the CLI worked in a new session"
             log.warning(note)
+            store.advance(job.job_id, worker, JobStatus.GENERATING, note)
+        elif (
+            resumed is not None
+            and outcome.kind in ("failed", "crashed", "timed_out")
+            # A conversation that made the turn fail would make every later follow-up fail the same way.
+            and self._forget(job, session.profile.name, f"the resumed turn ended {outcome.kind}")
+        ):
+            note = f"the PR's session {resumed} is forgotten: the next follow-up starts a new one"
             store.advance(job.job_id, worker, JobStatus.GENERATING, note)
         return self._after_cli(slot, handle, checkout, outcome)
 
@@ -478,8 +499,9 @@ class JobRunner:
         if commit is None:
             reason = "the CLI finished without changing any file"
             return self._finish(handle, JobStatus.NO_CHANGES, reason, output_tail=tail)
-        self._save_session(slot, job)
-        return Publication(handle=handle, checkout=checkout, commit=commit, tail=tail)
+        return Publication(
+            handle=handle, checkout=checkout, commit=commit, tail=tail, session=self._pack_session(slot, job)
+        )
 
     def _resume(self, slot: SlotState, session: AgentSession, job: Job) -> str | None:
         """For a follow-up job on a CLI that can load sessions: put the PR's saved session back in the CLI's
@@ -505,33 +527,63 @@ class JobRunner:
         log.info("resumed the PR's session", extra=extra)
         return saved.session_id
 
-    def _save_session(self, slot: SlotState, job: Job) -> None:
-        """After a job that made a commit: keep the CLI's conversation with the PR (its saved-session files
-        and the session id) for the PR's follow-ups, on any host. A failure is logged, never the job's."""
+    def _pack_session(self, slot: SlotState, job: Job) -> SessionSave | None:
+        """After a job that made a commit, while the CLI's home is as the job left it: its conversation with
+        the PR (its saved-session files and the session id), to keep for the PR's follow-ups on any host
+        once the commit is pushed (:meth:`_keep_session`). None when the CLI cannot resume sessions."""
         session = slot.session
         if not self._config.saved_session_max_bytes or not isinstance(session, ResumableSession):
-            return
-        session_id = session.session_id
-        if not session.can_resume or session_id is None or SESSION_ID.fullmatch(session_id) is None:
-            return
-        profile = session.profile
+            return None
+        if not session.can_resume:
+            return None
+        profile, session_id = session.profile, session.session_id
+        if session_id is None or SESSION_ID.fullmatch(session_id) is None:
+            return SessionSave(profile.name, problem="the CLI gave no usable session id")
         try:
             state = slot.sandbox.save_home_paths(profile.session_state, self._config.saved_session_max_bytes)
-            if state is None:
-                return
-            saved = SavedSession(
-                profile=profile.name,
-                session_id=session_id,
-                state=state,
-                job_id=job.job_id,
-                saved_at=utc_now_iso(),
-                ttl=job.ttl,
-            )
-            self._store.put_saved_session(job.owner, job.repo_name, job.pr_number, saved)
-        except (SandboxFault, RecordError, OSError) as err:
-            log.warning("could not save the PR's session", extra={"error": str(err)[:300]})
-            return
-        log.info("saved the PR's session", extra={"cli_session": session_id, "bytes": len(state)})
+        except (SandboxFault, OSError) as err:
+            return SessionSave(profile.name, problem=str(err)[:300])
+        if state is None:
+            return SessionSave(profile.name, problem="the CLI saved no session files")
+        saved = SavedSession(
+            profile=profile.name,
+            session_id=session_id,
+            state=state,
+            job_id=job.job_id,
+            saved_at=utc_now_iso(),
+            ttl=job.ttl,
+        )
+        return SessionSave(profile.name, saved=saved)
+
+    def _keep_session(self, job: Job, save: SessionSave) -> str | None:
+        """Once the job's commit is on the branch: keep its conversation for the PR's follow-ups, or, when it
+        could not be packed or written, forget the PR's older one (it no longer matches the branch; the next
+        follow-up gets the brief). Returns a note for the timeline when the conversation was not kept;
+        never raises."""
+        problem, saved = save.problem, save.saved
+        if saved is not None:
+            try:
+                self._store.put_saved_session(job.owner, job.repo_name, job.pr_number, saved)
+            except RecordError as err:
+                problem = str(err)[:300]
+            else:
+                extra = {"cli_session": saved.session_id, "bytes": len(saved.state)}
+                log.info("saved the PR's session", extra=extra)
+                return None
+        reason = f"the CLI's session could not be saved ({problem})"
+        self._forget(job, save.profile, reason)
+        return f"{reason}: the next follow-up starts a new session with the brief"
+
+    def _forget(self, job: Job, profile: str, reason: str) -> bool:
+        """Delete the PR's saved session for `profile` (the next follow-up starts a new one with the
+        brief), logged with `reason`. False (logged) if it could not be deleted; never raises."""
+        try:
+            self._store.delete_saved_session(job.owner, job.repo_name, job.pr_number, profile)
+        except RecordError as err:
+            log.warning("could not forget the PR's session", extra={"error": str(err)[:300]})
+            return False
+        log.warning("forgot the PR's saved session", extra={"reason": reason})
+        return True
 
     def _branch_diff(self, slot: SlotState, checkout: Checkout, job: Job) -> BranchDiff:
         """The diff so far for a follow-up's brief; a note instead when git cannot make it."""
@@ -637,13 +689,10 @@ class JobRunner:
             return self._finish(handle, JobStatus.FAILED, f"push rejected: {err}", output_tail=pub.tail)
         except GitError as err:
             return self._release(handle, f"push failed: {err}", pub.tail)
-        self._store.advance(
-            job.job_id,
-            handle.worker,
-            JobStatus.PUSHED,
-            f"pushed {sha[:12]} to {job.branch_name}",
-            commit_sha=sha,
-        )
+        detail = f"pushed {sha[:12]} to {job.branch_name}"
+        if pub.session is not None and (note := self._keep_session(job, pub.session)) is not None:
+            detail += f"; {note}"
+        self._store.advance(job.job_id, handle.worker, JobStatus.PUSHED, detail, commit_sha=sha)
         files = ", ".join(commit.changed_files[:20])
         return self._finish(
             handle,

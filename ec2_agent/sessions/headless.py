@@ -125,10 +125,14 @@ class HeadlessSession:
 
     def resume(self, session_id: str) -> None:
         """Continue the saved conversation ``session_id`` (its files already back in the CLI's home) from the
-        next turn on. Raises :class:`SessionError` if the profile cannot resume; whether the CLI finds the
+        next turn on. Raises :class:`SessionError` if the profile cannot resume or the id could pass for a
+        flag (it must start with a letter or digit, printable, no spaces); whether the CLI finds the
         conversation shows only when the turn runs (a refusal falls back to a new conversation)."""
         if not self.can_resume:
             raise SessionError(f"{self._profile.name}: the profile cannot resume a saved conversation")
+        if not session_id[:1].isalnum() or not session_id.isprintable() or " " in session_id:
+            # it becomes its own argv element: never a flag (`--…`), never a control character
+            raise SessionError(f"{self._profile.name}: {session_id!r} is not a session id")
         self._conversation = session_id
         self._saved = True
 

@@ -347,6 +347,17 @@ class JobStore:
         except (ClientError, BotoCoreError) as err:
             raise RecordError(f"the saved session of PR #{number} could not be written: {err}") from err
 
+    def delete_saved_session(self, owner: str, repo: str, number: int, profile: str) -> None:
+        """Forget PR `number`'s saved CLI session for `profile` (idempotent): its conversation went on
+        without being saved, or resuming it failed, so the PR's next follow-up starts a new session with
+        the brief. Raises RecordError if it cannot be deleted."""
+        try:
+            self._ddb.delete_item(
+                TableName=self.table_name, Key=_serialize(saved_session_key(owner, repo, number, profile))
+            )
+        except (ClientError, BotoCoreError) as err:
+            raise RecordError(f"the saved session of PR #{number} could not be deleted: {err}") from err
+
     def get_saved_session(self, owner: str, repo: str, number: int, profile: str) -> SavedSession | None:
         """PR `number`'s saved CLI session for `profile` (strongly consistent), or None. Raises RecordError if
         it cannot be read or is malformed."""

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from aipm.local.clis import install
+from aipm.local.model_standin import Faults
 from aipm.local.model_standin.script import render_change
 from aipm.local.stack import DEMO_OWNER, DEMO_REPO, LocalStack, StackOptions, wait_for_job
 from lambda_src.records.models import SavedSession
@@ -157,3 +158,61 @@ def test_a_saved_session_the_cli_cannot_find_falls_back_to_a_new_session_with_th
     assert not [r for r in requests if said_by_the_model(r.text, f"I wrote {first_path} as TASK.md asks.")]
     again = saved_by(stack, number, job.job_id)  # the new session is the PR's from now on
     assert again.session_id not in (missing, saved.session_id)
+
+
+def test_a_resumed_turn_that_fails_forgets_the_saved_session(stack: LocalStack) -> None:
+    """A saved conversation that makes the resumed turn fail (here the model service answers 400 to it)
+    would fail every later follow-up of the PR the same way: it is forgotten, and the next follow-up starts
+    a new session with the brief."""
+    standin = stack.standin
+    assert standin is not None
+    delegated = delegate(stack, task("Add the Bandicoot list"))
+    assert wait_for_job(stack, delegated["jobId"], timeout_s=120)["status"] == "completed"
+    number = delegated["number"]
+    saved = saved_by(stack, number, delegated["jobId"])
+
+    standin.set_faults(Faults(error_status=400))
+    try:
+        as_reviewer(stack, f"{REPO}/issues/{number}/comments", {"body": "@aipm please add the Bilby list"})
+        failed = ended(stack, follow_up_job(stack, number))
+    finally:
+        standin.set_faults(Faults())
+
+    assert failed.status.value == "failed", (failed.reason, failed.output_tail)
+    generating = [e.detail for e in failed.timeline if e.step == "generating"]
+    assert any(f"resumed the PR's session {saved.session_id}" in d for d in generating), failed.timeline
+    assert any(f"{saved.session_id} is forgotten" in d for d in generating), failed.timeline
+    assert stack.store().get_saved_session(DEMO_OWNER, DEMO_REPO, number, PROFILE) is None
+
+    mark = standin.last_seq()
+    as_reviewer(stack, f"{REPO}/issues/{number}/comments", {"body": "@aipm please add the Kowari list"})
+    assert eventually(lambda: record_follow_ups(stack, number)[1:]), "no second follow-up job was queued"
+    job = ended(stack, record_follow_ups(stack, number)[-1])
+    assert job.status.value == "completed", (job.reason, job.output_tail)
+    assert not any("resumed" in e.detail for e in job.timeline if e.step == "generating"), job.timeline
+    requests = standin.requests_since(mark)
+    assert any("Kowari list" in r.text and "Follow-up request" in r.text for r in requests)
+
+
+def test_a_conversation_over_the_saving_limit_is_forgotten_not_resumed_stale(stack: LocalStack) -> None:
+    """A follow-up whose conversation outgrew AIPM_SAVED_SESSION_MAX_BYTES cannot be kept; the PR's older
+    saved session then no longer matches the branch, so it is forgotten once the follow-up's commit is
+    pushed (the timeline says so), and the next follow-up starts a new session with the brief."""
+    delegated = delegate(stack, task("Add the Wallaby table"))
+    assert wait_for_job(stack, delegated["jobId"], timeout_s=120)["status"] == "completed"
+    number = delegated["number"]
+    saved_by(stack, number, delegated["jobId"])
+    agent = stack.agents[-1]
+    assert agent.proc is not None
+    agent.proc.send_signal(signal.SIGTERM)
+    agent.proc.wait(timeout=60)
+    agent.env["AIPM_SAVED_SESSION_MAX_BYTES"] = "2000"  # a saved Claude conversation is ~43 kB gzipped
+    stack.start_agent(agent.index)
+
+    as_reviewer(stack, f"{REPO}/issues/{number}/comments", {"body": "@aipm please add the Wallaroo row"})
+    job = ended(stack, follow_up_job(stack, number))
+
+    assert job.status.value == "completed", (job.reason, job.output_tail)
+    [pushed] = [e.detail for e in job.timeline if e.step == "pushed"]
+    assert "the CLI's session could not be saved" in pushed and "starts a new session" in pushed, pushed
+    assert stack.store().get_saved_session(DEMO_OWNER, DEMO_REPO, number, PROFILE) is None

@@ -259,3 +259,8 @@ def test_a_saved_session_round_trips_as_binary_and_is_replaced(
     assert store.get_saved_session("octo", "app", 7, "gemini-acp") == later
     assert store.get_saved_session("octo", "app", 8, "gemini-acp") is None
     assert store.get_saved_session("octo", "app", 7, "qwen-acp") is None
+    store.put_saved_session("octo", "app", 8, later)
+    store.delete_saved_session("octo", "app", 7, "gemini-acp")
+    store.delete_saved_session("octo", "app", 7, "gemini-acp")  # idempotent
+    assert store.get_saved_session("octo", "app", 7, "gemini-acp") is None
+    assert store.get_saved_session("octo", "app", 8, "gemini-acp") == later  # another PR's is kept

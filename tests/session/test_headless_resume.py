@@ -128,6 +128,13 @@ def test_without_resume_refused_a_failed_resume_is_the_turn_s_failure(tmp_path: 
     assert len(turns(tmp_path)) == 1
 
 
+@pytest.mark.parametrize("bad", ["--mcp-config", "-x", "", "a b", "a\nb", "a\x00b"])
+def test_an_id_that_could_pass_for_a_flag_is_not_resumed(session: HeadlessSession, bad: str) -> None:
+    with pytest.raises(SessionError, match="is not a session id"):
+        session.resume(bad)
+    assert session.session_id is None
+
+
 def test_a_profile_without_session_flags_runs_argv_and_the_prompt_and_cannot_resume(tmp_path: Path) -> None:
     plain = {key: None if key == "resume_refused" else () for key in SESSION_FLAGS}
     cli = HeadlessSession(profile(**plain), tmp_path)

@@ -410,7 +410,7 @@ class JobRunner:
                 return self._release(handle, f"the CLI session could not start: {err}")
             slot.clean = False  # from here the CLI may hold something of this job
             if first_try:
-                resumed = self._resume(slot, session, job)
+                resumed = self._resume(slot, session, handle, checkout)
             if session.alive:
                 break
             slot.drop_session()  # a saved session the CLI could not load took it down: a fresh one
@@ -503,12 +503,16 @@ class JobRunner:
             handle=handle, checkout=checkout, commit=commit, tail=tail, session=self._pack_session(slot, job)
         )
 
-    def _resume(self, slot: SlotState, session: AgentSession, job: Job) -> str | None:
+    def _resume(
+        self, slot: SlotState, session: AgentSession, handle: JobHandle, checkout: Checkout
+    ) -> str | None:
         """For a follow-up job on a CLI that can load sessions: put the PR's saved session back in the CLI's
         home and continue it (ACP session/load, or a headless CLI's resume_args from its first turn on), so
         the CLI has the PR's whole conversation, not only the brief. Returns the resumed session's id; None
         when nothing was saved, the CLI cannot resume, or it failed (logged: the job goes on in a new
-        session, with the brief)."""
+        session, with the brief). A session saved with a commit the branch no longer holds (force-pushed
+        past it: the conversation describes work that is gone) is forgotten, and the timeline says so."""
+        job = handle.job
         if job.follow_up is None or not self._config.saved_session_max_bytes:
             return None
         if not isinstance(session, ResumableSession) or not session.can_resume:
@@ -518,9 +522,17 @@ class JobRunner:
             saved = self._store.get_saved_session(job.owner, job.repo_name, job.pr_number, profile.name)
             if saved is None or SESSION_ID.fullmatch(saved.session_id) is None:
                 return None
+            if saved.commit_sha is not None and not slot.workspace.holds(checkout, saved.commit_sha):
+                if self._forget(job, profile.name, "the branch no longer holds its commit"):
+                    note = (
+                        f"the PR's session {saved.session_id} is forgotten: the branch no longer holds "
+                        f"{saved.commit_sha[:12]}, the commit it was saved with"
+                    )
+                    self._store.advance(job.job_id, handle.worker, JobStatus.PREPARING, note)
+                return None
             slot.sandbox.load_home_paths(saved.state, profile.session_state, profile.session_state_rename)
             session.resume(saved.session_id)
-        except (RecordError, SandboxFault, SessionError, OSError) as err:
+        except (RecordError, SandboxFault, SessionError, GitError, OSError) as err:
             log.warning("could not resume the PR's session; a new one", extra={"error": str(err)[:300]})
             return None
         extra = {"cli_session": saved.session_id, "saved_by": saved.job_id}
@@ -555,7 +567,7 @@ class JobRunner:
         )
         return SessionSave(profile.name, saved=saved)
 
-    def _keep_session(self, job: Job, save: SessionSave) -> str | None:
+    def _keep_session(self, job: Job, save: SessionSave, commit_sha: str) -> str | None:
         """Once the job's commit is on the branch: keep its conversation for the PR's follow-ups, or, when it
         could not be packed or written, forget the PR's older one (it no longer matches the branch; the next
         follow-up gets the brief). Returns a note for the timeline when the conversation was not kept;
@@ -563,6 +575,7 @@ class JobRunner:
         problem, saved = save.problem, save.saved
         if saved is not None:
             try:
+                saved = saved.model_copy(update={"commit_sha": commit_sha})
                 self._store.put_saved_session(job.owner, job.repo_name, job.pr_number, saved)
             except RecordError as err:
                 problem = str(err)[:300]
@@ -690,7 +703,7 @@ class JobRunner:
         except GitError as err:
             return self._release(handle, f"push failed: {err}", pub.tail)
         detail = f"pushed {sha[:12]} to {job.branch_name}"
-        if pub.session is not None and (note := self._keep_session(job, pub.session)) is not None:
+        if pub.session is not None and (note := self._keep_session(job, pub.session, sha)) is not None:
             detail += f"; {note}"
         self._store.advance(job.job_id, handle.worker, JobStatus.PUSHED, detail, commit_sha=sha)
         files = ", ".join(commit.changed_files[:20])

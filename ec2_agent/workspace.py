@@ -61,6 +61,7 @@ _REJECTION_MARKS = ("[rejected]", "non-fast-forward", "fetch first")
 # docs.github.com, "Troubleshooting rules"). Pushing again cannot help.
 _REFUSAL = re.compile(r"\[remote rejected\]|pre-receive hook declined|\bGH0\d\d\b")
 _STDERR_TAIL = 2000
+_SHA = re.compile(r"[0-9a-f]{40}")  # a full SHA-1 object name, as git prints it
 _EMPTY_DIR_NAME = ".git-home"
 
 
@@ -538,6 +539,20 @@ class Workspace:
             git_dir,
             env=git.commit_env(),
         ).strip()
+
+    def holds(self, checkout: Checkout, sha: str) -> bool:
+        """True if commit `sha` (40 hex digits) is the job branch's tip when it was checked out or one of its
+        ancestors; False when it is not, or is not in the store at all (the branch was force-pushed past
+        it). Raises GitError when git cannot answer."""
+        if _SHA.fullmatch(sha) is None:
+            return False
+        try:
+            self._git.run(["merge-base", "--is-ancestor", sha, checkout.base], checkout.git_dir)
+        except GitError as err:
+            if err.returncode in (1, 128):  # not an ancestor; not a commit in this store
+                return False
+            raise
+        return True
 
     def branch_diff(self, checkout: Checkout, base_branch: str, *, max_bytes: int) -> tuple[str, bool]:
         """The job branch (its tip when checked out) against `base_branch` from their merge base, as

@@ -179,13 +179,15 @@ class SavedSession(Record):
     """A PR's CLI conversation, kept so a follow-up job on any host resumes it (ACP `session/load`, a
     headless CLI's resume flag): the session's id and the CLI's saved-session files (`state`: a gzip tar of
     its profile's `session_state`, written by the CLI: untrusted). One per PR and profile; `job_id` is the
-    job that saved it last."""
+    job that saved it last, `commit_sha` the commit that job pushed (None in records saved before it was
+    kept: those resume on any branch)."""
 
     profile: str
     session_id: str
     state: bytes
     job_id: str
     saved_at: str
+    commit_sha: str | None = None  # pushed with it: a follow-up resumes it only on a branch holding it
     ttl: int | None = None
 
     def to_item(self) -> dict[str, Any]:

@@ -366,3 +366,27 @@ def test_files_the_cli_writes_for_itself_are_never_committed(
 def test_commit_exclude_globs_stay_inside_the_tree(glob: str) -> None:
     with pytest.raises(ValueError, match="commit_exclude"):
         CliProfile(name="x", kind="headless", argv=("x",), commit_exclude=(glob,))
+
+
+def test_a_branch_holds_its_pushed_commits_until_it_is_force_pushed_past_them(
+    forge: Forge, bare_repo: Path, tmp_path: Path, task_branch: str
+) -> None:
+    """Workspace.holds: what a follow-up checks before it resumes a PR's saved session."""
+    ws = make_workspace(forge, tmp_path / "agent")
+    first = ws.prepare("job-1", "acme", "tools", task_branch)
+    (first.tree / "agent.txt").write_text("agent\n")
+    commit = ws.commit_all(first, "feat: agent change")
+    assert commit is not None
+    pushed = ws.push(first, commit.sha)
+    push_from_elsewhere(forge, tmp_path / "human", task_branch, "human.txt", "human\n")
+
+    later = ws.prepare("job-2", "acme", "tools", task_branch)
+    assert ws.holds(later, pushed) and ws.holds(later, later.base)
+    assert not ws.holds(later, "0" * 40)  # not a commit at all
+    assert not ws.holds(later, "--all") and not ws.holds(later, pushed[:12])  # only full object names
+
+    # someone force-pushes the branch back to before the agent's commit
+    back = ["git", "--git-dir", str(bare_repo), "update-ref", f"refs/heads/{task_branch}", first.base]
+    subprocess.run(back, check=True)
+    after = ws.prepare("job-3", "acme", "tools", task_branch)
+    assert not ws.holds(after, pushed)

@@ -194,6 +194,38 @@ def test_a_resumed_turn_that_fails_forgets_the_saved_session(stack: LocalStack) 
     assert any("Kowari list" in r.text and "Follow-up request" in r.text for r in requests)
 
 
+def test_a_session_saved_with_a_commit_the_branch_no_longer_holds_is_forgotten(stack: LocalStack) -> None:
+    """Someone force-pushes the PR's branch back past the agent's commit: the saved conversation describes
+    work that is gone, so the follow-up does not resume it (the timeline says why); its own session is the
+    PR's from then on."""
+    standin = stack.standin
+    assert standin is not None
+    delegated = delegate(stack, task("Add the Numbat census"))
+    assert wait_for_job(stack, delegated["jobId"], timeout_s=120)["status"] == "completed"
+    branch, number = delegated["branchName"], delegated["number"]
+    first_path, _ = render_change(git(stack, "show", f"{branch}:TASK.md"))
+    saved = saved_by(stack, number, delegated["jobId"])
+    assert saved.commit_sha == git(stack, "rev-parse", branch).strip()
+    git(stack, "update-ref", f"refs/heads/{branch}", f"{branch}~1")  # back to the TASK.md commit
+    mark = standin.last_seq()
+
+    as_reviewer(stack, f"{REPO}/issues/{number}/comments", {"body": "@aipm please add the Numbat count"})
+    job = ended(stack, follow_up_job(stack, number))
+
+    assert job.status.value == "completed", (job.reason, job.output_tail)
+    preparing = [e.detail for e in job.timeline if e.step == "preparing"]
+    assert any(
+        f"{saved.session_id} is forgotten: the branch no longer holds {saved.commit_sha[:12]}" in d
+        for d in preparing
+    ), job.timeline
+    assert not any("resumed" in e.detail for e in job.timeline if e.step == "generating"), job.timeline
+    requests = standin.requests_since(mark)
+    assert any("Numbat count" in r.text and "Follow-up request" in r.text for r in requests)
+    assert not [r for r in requests if said_by_the_model(r.text, f"I wrote {first_path} as TASK.md asks.")]
+    again = saved_by(stack, number, job.job_id)
+    assert again.session_id != saved.session_id and again.commit_sha == job.commit_sha
+
+
 def test_a_conversation_over_the_saving_limit_is_forgotten_not_resumed_stale(stack: LocalStack) -> None:
     """A follow-up whose conversation outgrew AIPM_SAVED_SESSION_MAX_BYTES cannot be kept; the PR's older
     saved session then no longer matches the branch, so it is forgotten once the follow-up's commit is

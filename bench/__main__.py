@@ -23,7 +23,7 @@ from pathlib import Path
 
 from aipm.local import processes
 
-SUITES = ("agent", "delegate", "webhook", "workspace", "clis")
+SUITES = ("agent", "delegate", "webhook", "workspace", "clis", "screen")
 RESULTS = Path(__file__).with_name("results.json")
 RUN_MARKER = "AIPM_BENCH_RUN"
 LEFTOVER_GRACE_S = 10

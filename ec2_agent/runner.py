@@ -22,6 +22,7 @@ from ec2_agent.prompting import strip_control, task_prompt, visible_controls
 from ec2_agent.sandbox import Sandbox, SandboxFault
 from ec2_agent.secret_screen import screen_secrets
 from ec2_agent.sessions import AgentSession, ResumableSession, SessionError, TaskOutcome
+from ec2_agent.sessions.base import given_credentials
 from ec2_agent.workspace import (
     Checkout,
     Commit,
@@ -552,7 +553,9 @@ class JobRunner:
         if session_id is None or SESSION_ID.fullmatch(session_id) is None:
             return SessionSave(profile.name, problem="the CLI gave no usable session id")
         try:
-            state = slot.sandbox.save_home_paths(profile.session_state, self._config.saved_session_max_bytes)
+            state = slot.sandbox.save_home_paths(
+                profile.session_state, self._config.saved_session_max_bytes, given_credentials(profile)
+            )
         except (SandboxFault, OSError) as err:
             return SessionSave(profile.name, problem=str(err)[:300])
         if state is None:

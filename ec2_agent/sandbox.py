@@ -59,7 +59,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ec2_agent.faults import SlotFault
-from ec2_agent.secret_screen import screen_secrets
+from ec2_agent.secret_screen import Screen, ScreenTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -446,13 +446,16 @@ class Sandbox:
                 time.sleep(RESTORE_PAUSE_S)
         raise SandboxFault(f"cannot restore {rel!r} in the CLI's home: the CLI keeps changing it")
 
-    def save_home_paths(self, paths: Sequence[str], limit_bytes: int) -> bytes | None:
+    def save_home_paths(
+        self, paths: Sequence[str], limit_bytes: int, given: Sequence[str] = ()
+    ) -> bytes | None:
         """The CLI's saved sessions (`paths` relative to the home, its profile's `session_state`) as a gzip
-        tar: regular files and directories only (links and special files are left out), or None when none
-        of the paths exists. Raises SandboxFault if the archive would exceed `limit_bytes` or the home
-        cannot be read."""
+        tar: regular files and directories only (links and special files are left out), every file's bytes
+        through the secret screen, which also redacts the `given` values (the credentials the CLI was
+        given), or None when none of the paths exists. Raises SandboxFault if the archive would exceed
+        `limit_bytes`, a file is too large to screen, or the home cannot be read."""
         with self._home_taken_back():
-            return pack_home_paths(self.home, paths, limit_bytes)
+            return pack_home_paths(self.home, paths, limit_bytes, given)
 
     def load_home_paths(
         self, archive: bytes, paths: Sequence[str], rename: tuple[str, str] | None = None
@@ -723,11 +726,16 @@ def _ns_depth(pid: int | str) -> int | None:
     return None
 
 
-def pack_home_paths(home: Path, paths: Sequence[str], limit_bytes: int) -> bytes | None:
+def pack_home_paths(
+    home: Path, paths: Sequence[str], limit_bytes: int, given: Sequence[str] = ()
+) -> bytes | None:
     """See :meth:`Sandbox.save_home_paths` (here for a home at any path). A link anywhere on a path (the
     CLI may have made `~/.gemini` one) refuses the save; files are opened with O_NOFOLLOW and measured
     before they are read (at most ARCHIVE_MAX_BYTES and ARCHIVE_MAX_ENTRIES in all, so every saved archive
-    unpacks); text files go through the secret screen (a chat log may quote a key the CLI saw)."""
+    unpacks); every file's bytes go through the secret screen (a chat log may quote a key the CLI saw),
+    which also redacts the `given` values (:class:`~ec2_agent.secret_screen.Screen`); a file over its
+    SCREEN_MAX_CHARS refuses the save."""
+    screen = Screen(given)
     buffer = io.BytesIO()
     found = False
     budget, entries_left = ARCHIVE_MAX_BYTES, ARCHIVE_MAX_ENTRIES
@@ -746,7 +754,7 @@ def pack_home_paths(home: Path, paths: Sequence[str], limit_bytes: int) -> bytes
                     entries_left -= 1
                     if entries_left < 0:
                         raise SandboxFault(f"saved sessions hold over {ARCHIVE_MAX_ENTRIES} entries")
-                    budget -= _add_entry(archive, entry, str(entry.relative_to(home)), budget)
+                    budget -= _add_entry(archive, entry, str(entry.relative_to(home)), budget, screen)
                     if buffer.tell() > limit_bytes:
                         raise SandboxFault(f"the CLI's saved sessions exceed {limit_bytes} bytes; not kept")
     except OSError as err:
@@ -766,9 +774,10 @@ def _refuse_links_on(home: Path, rel: PurePosixPath) -> None:
             raise SandboxFault(f"the CLI's home has a link at {path}; its saved sessions are not read")
 
 
-def _add_entry(archive: tarfile.TarFile, entry: Path, name: str, budget: int) -> int:
-    """Add a directory or a regular file (not followed if it is a link; others are left out); returns the
-    bytes added. SandboxFault when the file is larger than what is left of `budget`."""
+def _add_entry(archive: tarfile.TarFile, entry: Path, name: str, budget: int, screen: Screen) -> int:
+    """Add a directory or a regular file (not followed if it is a link; others are left out), its bytes
+    screened (any encoding: see :meth:`Screen.data`); returns the bytes added. SandboxFault when the file
+    is larger than what is left of `budget` or than the screen examines."""
     st = entry.lstat()
     if stat.S_ISDIR(st.st_mode):
         archive.addfile(archive.gettarinfo(str(entry), arcname=name))
@@ -783,9 +792,9 @@ def _add_entry(archive: tarfile.TarFile, entry: Path, name: str, budget: int) ->
     if len(raw) > budget:
         raise SandboxFault(f"the CLI's saved sessions unpack to more than {ARCHIVE_MAX_BYTES} bytes")
     try:
-        data = screen_secrets(raw.decode("utf-8")).encode("utf-8")
-    except UnicodeDecodeError:
-        data = raw
+        data = screen.data(raw)
+    except ScreenTooLarge as err:
+        raise SandboxFault(f"the CLI's saved session {name!r} is too large to screen: {err}") from err
     info = tarfile.TarInfo(name)
     info.size, info.mode, info.mtime = len(data), stat.S_IMODE(st.st_mode), int(st.st_mtime)
     archive.addfile(info, io.BytesIO(data))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 from ec2_agent.profiles import CliProfile
+from ec2_agent.secret_screen import is_credential_name
 
 __all__ = [
     "AgentSession",
@@ -168,6 +169,14 @@ def child_environment(profile: CliProfile, *, term: str | None = "xterm-256color
         env["TERM"] = term
     env.update(profile.env)
     return env
+
+
+def given_credentials(profile: CliProfile) -> tuple[str, ...]:
+    """The values of the credentials :func:`child_environment` gives the CLI: its variables beyond
+    :data:`BASE_ENV_ALLOW` whose name says key, token, secret or password (``ANTHROPIC_API_KEY``,
+    ``GEMINI_API_KEY``), for the secret screen to redact by value. Never log them."""
+    env = child_environment(profile, term=None)
+    return tuple(v for k, v in env.items() if k not in BASE_ENV_ALLOW and is_credential_name(k))
 
 
 class Tail:

@@ -5,7 +5,9 @@ paths, bounded in size, never through a link."""
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import tarfile
 from pathlib import Path
 
@@ -136,6 +138,55 @@ def test_a_key_in_a_chat_log_is_screened_before_it_is_kept(tmp_path: Path) -> No
     unpack_home_paths(archive, tmp_path / "other", PATHS)
     kept = (tmp_path / "other" / ".gemini" / "tmp" / "chat.jsonl").read_text()
     assert key not in kept and "[redacted" in kept
+
+
+def test_a_chat_log_that_is_not_utf8_is_screened_too_and_its_other_bytes_kept(tmp_path: Path) -> None:
+    """One byte that is not UTF-8 (0xff) used to keep the whole file unscreened."""
+    home = tmp_path / "home"
+    (home / ".gemini" / "tmp").mkdir(parents=True)
+    key = "sk-ant-api03-" + "k3Y" * 14
+    raw = f'{{"text": "ANTHROPIC_API_KEY={key}"}}\n'.encode() + b"\xff\x00\xc3(" + bytes(range(256))
+    (home / ".gemini" / "tmp" / "chat.jsonl").write_bytes(raw)
+    (home / ".gemini" / "tmp" / "blob.bin").write_bytes(bytes(range(256)) * 64)
+    archive = pack_home_paths(home, PATHS, 100_000)
+    assert archive is not None
+    unpack_home_paths(archive, tmp_path / "other", PATHS)
+    kept = (tmp_path / "other" / ".gemini" / "tmp" / "chat.jsonl").read_bytes()
+    assert key.encode() not in kept and b"[redacted api key]" in kept
+    assert kept.endswith(b"\xff\x00\xc3(" + bytes(range(256)))
+    assert (tmp_path / "other" / ".gemini" / "tmp" / "blob.bin").read_bytes() == bytes(range(256)) * 64
+
+
+def test_the_credentials_the_cli_was_given_are_redacted_by_value(tmp_path: Path) -> None:
+    """A model-service key with no token shape, as the CLI might log it: raw, JSON-escaped, base64 (an
+    `Authorization: Basic` header) and in a file that is not UTF-8."""
+    key = "opaque-model-service-key-0123456789"
+    home = tmp_path / "home"
+    (home / ".gemini" / "tmp").mkdir(parents=True)
+    basic = base64.b64encode(f"user:{key}".encode()).decode()
+    log = json.dumps({"env": f"{key}", "quoted": f'"{key}"', "header": f"Basic {basic}"}) + "\n"
+    (home / ".gemini" / "tmp" / "log.jsonl").write_text(log)
+    (home / ".gemini" / "tmp" / "raw.bin").write_bytes(b"\xff" + key.encode() + b"\xfe")
+    archive = pack_home_paths(home, PATHS, 100_000, given=(key, "short"))
+    assert archive is not None
+    unpack_home_paths(archive, tmp_path / "other", PATHS)
+    saved = tmp_path / "other" / ".gemini" / "tmp"
+    kept = (saved / "log.jsonl").read_text()
+    assert key not in kept and basic[8:] not in kept and kept.count("[redacted credential]") == 3
+    assert (saved / "raw.bin").read_bytes() == b"\xff[redacted credential]\xfe"
+
+
+def test_a_file_too_large_to_screen_refuses_the_save(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never kept unscreened: a file over the screen's cap refuses the whole save (the PR's next follow-up
+    starts a new conversation)."""
+    monkeypatch.setattr("ec2_agent.secret_screen.SCREEN_MAX_CHARS", 1000)
+    home = tmp_path / "home"
+    (home / ".gemini" / "tmp").mkdir(parents=True)
+    (home / ".gemini" / "tmp" / "small.jsonl").write_bytes(b"x" * 1000)
+    assert pack_home_paths(home, PATHS, 100_000) is not None
+    (home / ".gemini" / "tmp" / "chat.jsonl").write_bytes(b"x" * 1001)
+    with pytest.raises(SandboxFault, match="too large to screen"):
+        pack_home_paths(home, PATHS, 100_000)
 
 
 def test_a_file_over_the_unpacked_budget_is_refused_before_it_is_read(

@@ -36,6 +36,7 @@ namespace), and its child is the namespace's init. Sources: bwrap(1), pid_namesp
 from __future__ import annotations
 
 import contextlib
+import errno
 import filecmp
 import hashlib
 import io
@@ -71,6 +72,16 @@ RESTORE_ATTEMPTS = 5  # a home path the running CLI keeps changing is put back a
 RESTORE_PAUSE_S = 0.2
 ARCHIVE_MAX_BYTES = 64 * 1024 * 1024  # saved sessions, unpacked
 ARCHIVE_MAX_ENTRIES = 10_000
+# A walk of a tree the CLI shapes (its home, saved sessions, the home's comparison with its pristine copy)
+# refuses one deeper or larger than these (Python 3.11's os.walk and shutil.rmtree recurse: ~1,000 levels
+# raised RecursionError); removal has no limit (the slot must recover from any tree).
+WALK_MAX_DEPTH = 128
+WALK_MAX_ENTRIES = 200_000
+_REMOVE_HELD_DIRS = 64  # removal holds at most this many directory fds: deeper ones are moved up first
+_MOVED_UP = ".deep-"  # the name a directory moved up into the removed tree's top gets
+_DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+STAGING_PREFIX = ".unpack-"  # saved sessions are unpacked here, beside the home, then moved into it
 SANDBOX_TMP = "/tmp"  # noqa: S108 - a tmpfs of the sandbox's own
 # Always passed when the agent has them: the terminal and locale. Nothing else without the policy's word.
 BASE_ENV = ("TERM", "COLORTERM", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
@@ -249,10 +260,11 @@ class CliUser:
 
     def take_back(self, root: Path) -> None:
         """Make `root` and everything under it the agent's again, top down (each directory is owned and
-        readable before it is listed), with no group or other write and the owner's read (and search on
-        directories), links not followed: after it the CLI user can change nothing there. In Python, not
-        `chown -R`: the CLI may have locked a directory (mode 000), which the agent must own and open before
-        it lists it. Needs CAP_CHOWN. Raises SandboxFault."""
+        readable before it is opened, relative to its parent's open descriptor, links never followed), with
+        no group or other write and the owner's read (and search on directories): after it the CLI user can
+        change nothing there. In Python, not `chown -R`: the CLI may have locked a directory (mode 000), which
+        the agent must own and open before it lists it. Needs CAP_CHOWN. Raises SandboxFault, also for a tree
+        deeper than WALK_MAX_DEPTH (then partly taken back; `remove_tree` still removes it)."""
         me, group = os.getuid(), os.getgid()
         try:
             if not root.exists() and not root.is_symlink():
@@ -260,20 +272,24 @@ class CliUser:
             if root.is_symlink() or not root.is_dir():
                 os.chown(root, me, group, follow_symlinks=False)
                 return
-            stack = [str(root)]
-            while stack:
-                directory = stack.pop()
-                _own_dir(directory, me, group)
-                with os.scandir(directory) as entries:
-                    for entry in entries:
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append(entry.path)
-                            continue
-                        os.chown(entry.path, me, group, follow_symlinks=False)
-                        if entry.is_file(follow_symlinks=False):
-                            mode = stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode)
-                            if mode & 0o600 != 0o600 or mode & 0o022:
-                                os.chmod(entry.path, (mode | 0o600) & ~0o022)  # noqa: PTH101 - a str path, hot loop
+            parent = os.open(root.parent, _DIR_OPEN)
+            try:
+                _own_dir_at(parent, root.name, me, group)
+                top = os.open(root.name, _DIR_OPEN, dir_fd=parent)
+            finally:
+                os.close(parent)
+            try:
+                for entry in walk_tree(top, root, max_entries=None):
+                    if stat.S_ISDIR(entry.st.st_mode):
+                        _own_dir_at(entry.dir_fd, entry.name, me, group)
+                        continue
+                    os.chown(entry.name, me, group, dir_fd=entry.dir_fd, follow_symlinks=False)
+                    mode = stat.S_IMODE(entry.st.st_mode)
+                    if stat.S_ISREG(entry.st.st_mode) and (mode & 0o600 != 0o600 or mode & 0o022):
+                        # the directory is the agent's now: the CLI user cannot swap the name meanwhile
+                        os.chmod(entry.name, (mode | 0o600) & ~0o022, dir_fd=entry.dir_fd)
+            finally:
+                os.close(top)
         except OSError as err:
             raise SandboxFault(f"cannot take {root} back from the CLI user {self.name}: {err}") from err
 
@@ -297,6 +313,23 @@ def _own_dir(path: str | Path, uid: int, gid: int) -> None:
     os.chown(path, uid, gid, follow_symlinks=False)
     mode = stat.S_IMODE(os.lstat(path).st_mode)
     os.chmod(path, (mode | 0o700) & ~0o022)  # noqa: PTH101 - a str path, hot loop
+
+
+def _own_dir_at(dir_fd: int, name: str, uid: int | None, gid: int) -> None:
+    """Make the directory `name` in `dir_fd` (`uid`'s, when given, and) searchable, readable and writable by
+    its owner, no group or other write. Through an O_PATH descriptor opened without following a link: a
+    same-uid process that swaps the name for a link meanwhile gets ELOOP, never a chmod of the link's
+    target (chmod(2) has no no-follow flag on Linux; /proc/self/fd names the opened inode)."""
+    fd = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        via = f"/proc/self/fd/{fd}"
+        if uid is not None:
+            os.chown(via, uid, gid)
+        mode = stat.S_IMODE(os.stat(via).st_mode)  # noqa: PTH116 - a descriptor's path
+        if mode & 0o700 != 0o700 or mode & 0o022:
+            os.chmod(via, (mode | 0o700) & ~0o022)  # noqa: PTH101 - a descriptor's path
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -344,8 +377,12 @@ class Sandbox:
         if not Path(self._bwrap).is_file():
             raise SandboxFault(f"bubblewrap is not installed at {self._bwrap}")
         self.reap(everything=True)
-        for trash in self.slot_dir.glob(f"{TRASH_PREFIX}*"):
-            remove_tree(trash, owner=self.cli_user)
+        leftovers = [*self.slot_dir.glob(f"{TRASH_PREFIX}*"), *self.slot_dir.glob(f"{STAGING_PREFIX}*")]
+        try:
+            for leftover in leftovers:
+                remove_tree(leftover, owner=self.cli_user)
+        except OSError as err:
+            raise SandboxFault(f"cannot clear what an earlier agent left in {self.slot_dir}: {err}") from err
         self.tree.mkdir(parents=True, exist_ok=True)
         if self.cli_user is not None:
             self._let_cli_user_reach_the_slot()
@@ -464,8 +501,11 @@ class Sandbox:
         into the home. The archive came from a CLI and is treated as hostile: every member must be a
         regular file or directory under one of `paths` (after `rename`, a (pattern, replacement) for its
         name: the profile's `session_state_rename`), at most ARCHIVE_MAX_BYTES unpacked in all; it is
-        unpacked with tarfile's `data` filter (no absolute names, no `..`, no links, no devices; PEP 706).
-        Raises SandboxFault naming what is refused; nothing is unpacked then."""
+        unpacked with tarfile's `data` filter (no absolute names, no `..`, no links, no devices; PEP 706)
+        into a staging directory in the slot's directory (not mounted in the sandbox), then merged into the
+        home by renames through directory descriptors, no link followed (:func:`unpack_home_paths`).
+        Raises SandboxFault naming what is refused; the home is left as it was then (a process changing
+        the home during the final renames can leave part of the archive's files in it, whole, inside it)."""
         with self._home_taken_back():
             unpack_home_paths(archive, self.home, paths, rename)
 
@@ -484,15 +524,17 @@ class Sandbox:
 
     def home_changed(self) -> bool:
         """True if the slot's home differs in any way from the pristine copy (names, types, contents, link
-        targets; modes too without a CLI user, whose home the agent takes back to read it). Raises
-        SandboxFault if the home cannot be read."""
-        if self.cli_user is None:
-            return snapshot(self.home) != snapshot(self.pristine_home)
-        self.cli_user.take_back(self.home)  # owned and readable by the agent, modes normalised
+        targets; modes too without a CLI user, whose home the agent takes back to read it), and True too
+        when it cannot be compared (deeper than WALK_MAX_DEPTH, over WALK_MAX_ENTRIES, unreadable: logged):
+        the answer is then a fresh home. Never raises."""
         try:
-            return _without_modes(snapshot(self.home)) != _without_modes(snapshot(self.pristine_home))
-        finally:
-            self.cli_user.hand_over(self.home)
+            if self.cli_user is None:
+                return snapshot(self.home) != snapshot(self.pristine_home)
+            with self._home_taken_back():  # owned and readable by the agent, modes normalised
+                return _without_modes(snapshot(self.home)) != _without_modes(snapshot(self.pristine_home))
+        except (SandboxFault, OSError) as err:
+            log.warning("the CLI's home cannot be compared with its pristine copy", extra={"error": str(err)})
+            return True
 
     # -- the command --------------------------------------------------------------------------------
 
@@ -614,31 +656,153 @@ class Sandbox:
                 yield pid
 
 
+@dataclass(frozen=True)
+class TreeEntry:
+    """One entry met by :func:`walk_tree`: its path relative to the walked root (`/`-separated), its name,
+    the open descriptor of the directory holding it (valid until the walk moves on: open, read or change
+    the entry relative to it, never by path) and its lstat."""
+
+    rel: str
+    name: str
+    dir_fd: int
+    st: os.stat_result
+
+
+def walk_tree(
+    root_fd: int,
+    where: Path,
+    *,
+    max_depth: int = WALK_MAX_DEPTH,
+    max_entries: int | None = WALK_MAX_ENTRIES,
+) -> Iterator[TreeEntry]:
+    """Everything under the directory open as `root_fd` (not closed here), top down, names sorted in each
+    directory, without recursion. Each directory is opened relative to its parent's descriptor with
+    O_DIRECTORY|O_NOFOLLOW, so no path is resolved again and no link is followed, whatever a process
+    changes meanwhile (a name swapped for a link: ELOOP; for another directory: the walk notices). The
+    consumer runs between entries, before a directory is entered (so it may make it readable first).
+    `where` names the root in errors. Raises SandboxFault for a directory more than `max_depth` levels
+    below the root, more than `max_entries` entries (None: no limit) or a directory replaced while walked;
+    OSError when the tree cannot be read."""
+    count = 0
+    stack: list[tuple[int, str, list[str]]] = []
+    try:
+        stack.append((os.dup(root_fd), "", sorted(_names(root_fd), reverse=True)))
+        while stack:
+            fd, rel, names = stack[-1]
+            if not names:
+                os.close(fd)
+                stack.pop()
+                continue
+            name = names.pop()
+            child = f"{rel}/{name}" if rel else name
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # removed meanwhile
+            count += 1
+            if max_entries is not None and count > max_entries:
+                raise SandboxFault(f"{where} holds more than {max_entries} entries; not read")
+            yield TreeEntry(child, name, fd, st)
+            if not stat.S_ISDIR(st.st_mode):
+                continue
+            if len(stack) >= max_depth:
+                raise SandboxFault(
+                    f"{_shown(where, child)} is more than {max_depth} directories deep; not read"
+                )
+            sub = os.open(name, _DIR_OPEN, dir_fd=fd)
+            opened = os.fstat(sub)
+            if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
+                os.close(sub)
+                raise SandboxFault(f"{_shown(where, child)} was replaced while it was read")
+            stack.append((sub, child, []))
+            stack[-1][2].extend(sorted(_names(sub), reverse=True))
+    finally:
+        for fd, *_ in stack:
+            os.close(fd)
+
+
+def _names(dir_fd: int) -> list[str]:
+    """The names in the directory open as `dir_fd` (listdir(3) of a descriptor: no path resolved)."""
+    return os.listdir(dir_fd)
+
+
+def _shown(where: Path, rel: str) -> str:
+    """`where/rel` for a message, its middle cut when long (a 2,000-level path would fill the log)."""
+    text = f"{where}/{rel}"
+    return text if len(text) <= 300 else f"{text[:200]}…{text[-80:]}"
+
+
+def _open_dirs(base_fd: int, parts: Sequence[str], where: Path, *, create: bool = False) -> int | None:
+    """A new descriptor of the directory `parts` below `base_fd`, each part opened relative to the last with
+    O_DIRECTORY|O_NOFOLLOW (made, mode 0700, when `create`); None when one is missing. Raises SandboxFault
+    for a part that is a link or not a directory, OSError otherwise."""
+    fd = os.dup(base_fd)
+    try:
+        for depth, part in enumerate(parts, start=1):
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o700, dir_fd=fd)
+            try:
+                sub = os.open(part, _DIR_OPEN, dir_fd=fd)
+            except FileNotFoundError:
+                os.close(fd)
+                return None
+            except OSError as err:
+                if err.errno in (errno.ELOOP, errno.ENOTDIR):
+                    shown = where.joinpath(*parts[:depth])
+                    raise SandboxFault(
+                        f"the CLI's home has a link or a file at {shown}; not followed"
+                    ) from err
+                raise
+            os.close(fd)
+            fd = sub
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        raise
+    return fd
+
+
 def snapshot(root: Path) -> dict[str, tuple[str, int, str]]:
-    """Relative path → (kind, mode, digest) of everything under `root`, symlinks not followed. Missing
-    root → empty."""
+    """Relative path → (kind, mode, digest) of everything under `root` (:func:`walk_tree`: symlinks not
+    followed, files read through descriptors). Missing root → {"": ("missing", 0, "")}. Raises SandboxFault
+    for a tree over WALK_MAX_DEPTH or WALK_MAX_ENTRIES, OSError when it cannot be read."""
     result: dict[str, tuple[str, int, str]] = {}
     if not root.is_dir() or root.is_symlink():
         return {"": ("missing" if not root.exists() else "not-a-directory", 0, "")}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        for name in sorted(dirnames + filenames):
-            path = Path(dirpath) / name
-            rel = str(path.relative_to(root))
-            st = path.lstat()
-            mode = stat.S_IMODE(st.st_mode)
-            if stat.S_ISLNK(st.st_mode):
-                result[rel] = ("link", 0, str(path.readlink()))
-            elif stat.S_ISDIR(st.st_mode):
-                result[rel] = ("dir", mode, "")
-            elif stat.S_ISREG(st.st_mode):
+    top = os.open(root, _DIR_OPEN)
+    try:
+        for entry in walk_tree(top, root):
+            mode = stat.S_IMODE(entry.st.st_mode)
+            if stat.S_ISLNK(entry.st.st_mode):
+                result[entry.rel] = ("link", 0, os.readlink(entry.name, dir_fd=entry.dir_fd))
+            elif stat.S_ISDIR(entry.st.st_mode):
+                result[entry.rel] = ("dir", mode, "")
+            elif stat.S_ISREG(entry.st.st_mode):
                 digest = hashlib.sha256()
-                with path.open("rb") as f:
+                with _open_regular(entry) as f:
                     for block in iter(lambda: f.read(1 << 20), b""):
                         digest.update(block)
-                result[rel] = ("file", mode, digest.hexdigest())
+                result[entry.rel] = ("file", mode, digest.hexdigest())
             else:
-                result[rel] = ("special", mode, str(stat.S_IFMT(st.st_mode)))
+                result[entry.rel] = ("special", mode, str(stat.S_IFMT(entry.st.st_mode)))
+    finally:
+        os.close(top)
     return result
+
+
+def _open_regular(entry: TreeEntry) -> io.BufferedReader:
+    """The regular file `entry` opened relative to its directory, never through a link (O_NOFOLLOW) and
+    never blocking on a FIFO swapped in meanwhile. Raises SandboxFault if it is no longer that file."""
+    fd = os.open(entry.name, _FILE_OPEN, dir_fd=entry.dir_fd)
+    opened = os.fstat(fd)
+    if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (
+        entry.st.st_dev,
+        entry.st.st_ino,
+    ):
+        os.close(fd)
+        raise SandboxFault(f"{entry.rel} was replaced while it was read")
+    return os.fdopen(fd, "rb")
 
 
 def _system_mounts() -> list[str]:
@@ -656,20 +820,70 @@ def _system_mounts() -> list[str]:
 
 
 def remove_tree(path: Path, *, owner: CliUser | None = None) -> None:
-    """Remove a file, link or directory tree without following links, making directories writable first
-    (a CLI may leave read-only ones); with `owner`, a tree the CLI user may own is taken back first. A
-    missing path is fine. Raises OSError, SandboxFault (take back)."""
+    """Remove a file, link or directory tree of any depth, without following links and without recursion:
+    each directory is made the agent's (with `owner`, the CLI user may own it) and writable before it is
+    opened, relative to its parent's descriptor; at most _REMOVE_HELD_DIRS directories are held open, a
+    deeper one is first moved up into the tree's top (same file system) and removed from there. A missing
+    path is fine. Raises OSError (an entry that cannot be removed; ENOTEMPTY when a writer keeps adding)."""
     if path.is_symlink() or (path.exists() and not path.is_dir()):
         path.unlink()
         return
     if not path.exists():
         return
-    if owner is not None:
-        owner.take_back(path)
-    for dirpath, _dirnames, _files in os.walk(path, followlinks=False):
-        with contextlib.suppress(OSError):
-            Path(dirpath).chmod(0o700)
-    shutil.rmtree(path, onerror=_gone_is_fine)
+    uid = os.getuid() if owner is not None else None
+    parent = os.open(path.parent, _DIR_OPEN)
+    try:
+        _own_dir_at(parent, path.name, uid, os.getgid())
+        _remove_dir_at(parent, path.name, uid)
+    except FileNotFoundError:
+        pass  # removed meanwhile (the trash thread and a restarted slot's start may meet)
+    finally:
+        os.close(parent)
+
+
+def _remove_dir_at(parent: int, name: str, uid: int | None) -> None:
+    gid = os.getgid()
+    top = os.open(name, _DIR_OPEN, dir_fd=parent)
+    stack: list[tuple[int, str, list[str]]] = [(top, name, sorted(_names(top)))]
+    relists = 3  # a directory is listed again when it is not empty at the end: moved-up ones, a writer
+    try:
+        while stack:
+            fd, own_name, names = stack[-1]
+            if not names:
+                holder = stack[-2][0] if len(stack) > 1 else parent
+                try:
+                    os.rmdir(own_name, dir_fd=holder)
+                except FileNotFoundError:
+                    pass
+                except OSError as err:
+                    if err.errno != errno.ENOTEMPTY or relists <= 0:
+                        raise
+                    again = _names(fd)
+                    if not all(n.startswith(_MOVED_UP) for n in again):
+                        relists -= 1  # a writer's; what a remover of the same tree moved up is progress
+                    names.extend(again)
+                    continue
+                os.close(fd)
+                stack.pop()
+                continue
+            entry = names.pop()
+            try:
+                st = os.stat(entry, dir_fd=fd, follow_symlinks=False)
+                if not stat.S_ISDIR(st.st_mode):
+                    os.unlink(entry, dir_fd=fd)
+                    continue
+                _own_dir_at(fd, entry, uid, gid)
+                if len(stack) >= _REMOVE_HELD_DIRS:
+                    os.rename(entry, f"{_MOVED_UP}{uuid.uuid4().hex}", src_dir_fd=fd, dst_dir_fd=top)
+                    relists += 1
+                    continue
+                sub = os.open(entry, _DIR_OPEN, dir_fd=fd)
+            except FileNotFoundError:
+                continue  # someone else removed it meanwhile
+            stack.append((sub, entry, sorted(_names(sub))))
+    finally:
+        for fd, *_ in stack:
+            os.close(fd)
 
 
 def discard(paths: Sequence[Path], trash_parent: Path, *, owner: CliUser | None = None) -> None:
@@ -699,14 +913,6 @@ def _remove_quietly(trash: Path, owner: CliUser | None, *, attempts: int = 5, pa
                 time.sleep(pause_s)
 
 
-def _gone_is_fine(
-    function: object, path: str, exc_info: tuple[type[BaseException], BaseException, object]
-) -> None:
-    """rmtree's error handler: an entry someone else removed meanwhile is fine; anything else raises."""
-    if not isinstance(exc_info[1], FileNotFoundError):
-        raise exc_info[1]
-
-
 def _pids() -> Iterator[int]:
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
@@ -729,65 +935,89 @@ def _ns_depth(pid: int | str) -> int | None:
 def pack_home_paths(
     home: Path, paths: Sequence[str], limit_bytes: int, given: Sequence[str] = ()
 ) -> bytes | None:
-    """See :meth:`Sandbox.save_home_paths` (here for a home at any path). A link anywhere on a path (the
-    CLI may have made `~/.gemini` one) refuses the save; files are opened with O_NOFOLLOW and measured
-    before they are read (at most ARCHIVE_MAX_BYTES and ARCHIVE_MAX_ENTRIES in all, so every saved archive
-    unpacks); every file's bytes go through the secret screen (a chat log may quote a key the CLI saw),
-    which also redacts the `given` values (:class:`~ec2_agent.secret_screen.Screen`); a file over its
-    SCREEN_MAX_CHARS refuses the save."""
+    """See :meth:`Sandbox.save_home_paths` (here for a home at any path). The home and every directory in
+    it are opened relative to their parent's descriptor with O_NOFOLLOW (:func:`walk_tree`), and files
+    read through the descriptor checked to be what was listed, so a link anywhere, even one swapped in
+    while the save runs, is never followed: a link on a path's way refuses the save, one inside is left
+    out. Files are measured before they are read (at most ARCHIVE_MAX_BYTES and ARCHIVE_MAX_ENTRIES in
+    all, WALK_MAX_DEPTH deep, so every saved archive unpacks); every file's bytes go through the secret
+    screen (a chat log may quote a key the CLI saw), which also redacts the `given` values
+    (:class:`~ec2_agent.secret_screen.Screen`); a file over its SCREEN_MAX_CHARS refuses the save."""
     screen = Screen(given)
     buffer = io.BytesIO()
     found = False
     budget, entries_left = ARCHIVE_MAX_BYTES, ARCHIVE_MAX_ENTRIES
     try:
+        home_fd = os.open(home, _DIR_OPEN)
+    except OSError as err:
+        raise SandboxFault(f"the CLI's home {home} cannot be opened (a link?): {err}") from err
+    try:
         with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as archive:
             for rel in paths:
-                top = home / rel
-                _refuse_links_on(home, PurePosixPath(rel))
-                if not top.exists():
+                parts = PurePosixPath(rel).parts
+                parent = _open_dirs(home_fd, parts[:-1], home)
+                if parent is None:
                     continue
-                found = True
-                walked = [top]
-                for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
-                    walked += [Path(dirpath) / name for name in sorted(dirnames + filenames)]
-                for entry in walked:
-                    entries_left -= 1
-                    if entries_left < 0:
-                        raise SandboxFault(f"saved sessions hold over {ARCHIVE_MAX_ENTRIES} entries")
-                    budget -= _add_entry(archive, entry, str(entry.relative_to(home)), budget, screen)
-                    if buffer.tell() > limit_bytes:
-                        raise SandboxFault(f"the CLI's saved sessions exceed {limit_bytes} bytes; not kept")
+                try:
+                    try:
+                        st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if stat.S_ISLNK(st.st_mode):
+                        raise SandboxFault(f"the CLI's home has a link at {home / rel}; not followed")
+                    found = True
+                    top = TreeEntry(rel, parts[-1], parent, st)
+                    walked = [top] if not stat.S_ISDIR(st.st_mode) else _with_tree(top, home / rel)
+                    for entry in walked:
+                        entries_left -= 1
+                        if entries_left < 0:
+                            raise SandboxFault(f"saved sessions hold over {ARCHIVE_MAX_ENTRIES} entries")
+                        name = entry.rel if entry is top else f"{rel}/{entry.rel}"
+                        budget -= _add_entry(archive, entry, name, budget, screen)
+                        if buffer.tell() > limit_bytes:
+                            raise SandboxFault(
+                                f"the CLI's saved sessions exceed {limit_bytes} bytes; not kept"
+                            )
+                finally:
+                    os.close(parent)
     except OSError as err:
         raise SandboxFault(f"the CLI's saved sessions cannot be read: {err}") from err
+    finally:
+        os.close(home_fd)
     data = buffer.getvalue()
     if len(data) > limit_bytes:
         raise SandboxFault(f"the CLI's saved sessions exceed {limit_bytes} bytes; not kept")
     return data if found else None
 
 
-def _refuse_links_on(home: Path, rel: PurePosixPath) -> None:
-    """SandboxFault if the home, or any part of `rel` inside it, is a link (never followed out)."""
-    path = home
-    for part in ("", *rel.parts):
-        path = path / part if part else path
-        if path.is_symlink():
-            raise SandboxFault(f"the CLI's home has a link at {path}; its saved sessions are not read")
+def _with_tree(top: TreeEntry, where: Path) -> Iterator[TreeEntry]:
+    """`top` (a directory) and everything under it (:func:`walk_tree`, within ARCHIVE_MAX_ENTRIES)."""
+    yield top
+    fd = os.open(top.name, _DIR_OPEN, dir_fd=top.dir_fd)
+    try:
+        opened = os.fstat(fd)
+        if (opened.st_dev, opened.st_ino) != (top.st.st_dev, top.st.st_ino):
+            raise SandboxFault(f"{where} was replaced while it was read")
+        yield from walk_tree(fd, where, max_entries=ARCHIVE_MAX_ENTRIES + 1)
+    finally:
+        os.close(fd)
 
 
-def _add_entry(archive: tarfile.TarFile, entry: Path, name: str, budget: int, screen: Screen) -> int:
-    """Add a directory or a regular file (not followed if it is a link; others are left out), its bytes
-    screened (any encoding: see :meth:`Screen.data`); returns the bytes added. SandboxFault when the file
-    is larger than what is left of `budget` or than the screen examines."""
-    st = entry.lstat()
+def _add_entry(archive: tarfile.TarFile, entry: TreeEntry, name: str, budget: int, screen: Screen) -> int:
+    """Add a directory or a regular file (links and others are left out), its bytes screened (any
+    encoding: see :meth:`Screen.data`); returns the bytes added. SandboxFault when the file is larger than
+    what is left of `budget` or than the screen examines."""
+    st = entry.st
     if stat.S_ISDIR(st.st_mode):
-        archive.addfile(archive.gettarinfo(str(entry), arcname=name))
+        info = tarfile.TarInfo(name)
+        info.type, info.mode, info.mtime = tarfile.DIRTYPE, stat.S_IMODE(st.st_mode), int(st.st_mtime)
+        archive.addfile(info)
         return 0
     if not stat.S_ISREG(st.st_mode):
         return 0
     if st.st_size > budget:
         raise SandboxFault(f"the CLI's saved sessions unpack to more than {ARCHIVE_MAX_BYTES} bytes")
-    fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    with os.fdopen(fd, "rb") as f:
+    with _open_regular(entry) as f:
         raw = f.read(budget + 1)
     if len(raw) > budget:
         raise SandboxFault(f"the CLI's saved sessions unpack to more than {ARCHIVE_MAX_BYTES} bytes")
@@ -804,8 +1034,11 @@ def _add_entry(archive: tarfile.TarFile, entry: Path, name: str, budget: int, sc
 def unpack_home_paths(
     data: bytes, home: Path, paths: Sequence[str], rename: tuple[str, str] | None = None
 ) -> None:
-    """See :meth:`Sandbox.load_home_paths` (here for a home at any path)."""
+    """See :meth:`Sandbox.load_home_paths` (here for a home at any path): the archive is extracted into a
+    new staging directory beside the home (`home.parent`, which the sandbox does not mount), then moved
+    into the home (:func:`_move_into_home`)."""
     allowed = [PurePosixPath(p) for p in paths]
+    staging = home.parent / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
             members = archive.getmembers()
@@ -821,14 +1054,94 @@ def unpack_home_paths(
                 inside = any(name.is_relative_to(a) for a in allowed)
                 if name.is_absolute() or ".." in name.parts or not inside:
                     raise SandboxFault(f"saved sessions: {member.name!r} is outside {list(paths)}")
+                if len(name.parts) > WALK_MAX_DEPTH:
+                    raise SandboxFault(f"saved sessions: {member.name[:200]!r}… is too deep")
                 total += member.size
                 if total > ARCHIVE_MAX_BYTES:
                     raise SandboxFault(f"saved sessions unpack to more than {ARCHIVE_MAX_BYTES} bytes")
-            for rel in paths:
-                _refuse_links_on(home, PurePosixPath(rel))
-            archive.extractall(home, members=_largest_of_each_name(members), filter="data")
+            staging.mkdir(mode=0o700)
+            archive.extractall(staging, members=_largest_of_each_name(members), filter="data")
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _move_into_home(staging, home, paths, apply=False)
+        _move_into_home(staging, home, paths, apply=True)
     except (tarfile.TarError, OSError, EOFError) as err:
         raise SandboxFault(f"saved sessions cannot be unpacked: {err}") from err
+    finally:
+        try:
+            remove_tree(staging)
+        except OSError as err:
+            log.warning(
+                "could not remove a staging directory", extra={"path": str(staging), "error": str(err)}
+            )
+
+
+def _move_into_home(staging: Path, home: Path, paths: Sequence[str], *, apply: bool) -> None:
+    """Merge each of `paths` from `staging` into `home` by renames: a name the home lacks is moved in whole,
+    a file replaces the home's file (rename(2): never half-written), a directory both have is merged; both
+    sides opened relative to descriptors with O_NOFOLLOW at every level, so a link in the home (even one
+    swapped in meanwhile) is never written through. `apply=False` only checks (a link, or a file where the
+    archive has a directory, or the reverse: SandboxFault naming it) so a home that holds still is either
+    changed whole or not at all. Raises SandboxFault, OSError."""
+    staging_fd = os.open(staging, _DIR_OPEN)
+    home_fd = os.open(home, _DIR_OPEN)
+    try:
+        pending = [PurePosixPath(rel).parts for rel in paths]
+        while pending:
+            parts = pending.pop()
+            src = _open_dirs(staging_fd, parts[:-1], staging)
+            if src is None:
+                continue
+            try:
+                if not _lexists(src, parts[-1]):
+                    continue
+                dst = _open_dirs(home_fd, parts[:-1], home, create=apply)
+                if dst is None:
+                    continue  # not applying, and the home lacks the parent: it will be made
+                try:
+                    pending += _merge_one(src, dst, parts, home, apply=apply)
+                finally:
+                    os.close(dst)
+            finally:
+                os.close(src)
+    finally:
+        os.close(staging_fd)
+        os.close(home_fd)
+
+
+def _merge_one(
+    src: int, dst: int, parts: tuple[str, ...], home: Path, *, apply: bool
+) -> list[tuple[str, ...]]:
+    """Move `parts[-1]` from the directory `src` into `dst` (see :func:`_move_into_home`); returns the
+    children still to merge when both hold it as a directory."""
+    name = parts[-1]
+    staged = os.stat(name, dir_fd=src, follow_symlinks=False)
+    try:
+        there = os.stat(name, dir_fd=dst, follow_symlinks=False)
+    except FileNotFoundError:
+        if apply:
+            os.rename(name, name, src_dir_fd=src, dst_dir_fd=dst)
+        return []
+    if stat.S_ISDIR(staged.st_mode) and stat.S_ISDIR(there.st_mode):
+        fd = os.open(name, _DIR_OPEN, dir_fd=src)
+        try:
+            return [(*parts, child) for child in _names(fd)]
+        finally:
+            os.close(fd)
+    if stat.S_ISREG(staged.st_mode) and stat.S_ISREG(there.st_mode):
+        if apply:
+            os.replace(name, name, src_dir_fd=src, dst_dir_fd=dst)
+        return []
+    raise SandboxFault(
+        f"saved sessions: {home.joinpath(*parts)} is not what the archive holds there; not loaded"
+    )
+
+
+def _lexists(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _largest_of_each_name(members: list[tarfile.TarInfo]) -> list[tarfile.TarInfo]:

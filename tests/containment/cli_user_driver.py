@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ec2_agent.followup import write_task_md
-from ec2_agent.sandbox import CliUser, Sandbox, SandboxPolicy
+from ec2_agent.sandbox import CliUser, Sandbox, SandboxPolicy, remove_tree
 
 # Inside the sandbox: who it runs as, its capabilities, what of the agent it can read, and two
 # processes that must not outlive the job; the main process then waits on its input.
@@ -29,6 +29,17 @@ sleep 300 &
 setsid sleep 301 &
 echo ready
 exec cat
+"""
+
+DEEP = """
+import os
+for top in (os.environ["HOME"], "/workspace"):
+    os.chdir(top)
+    for _ in range(2000):
+        os.mkdir("d")
+        os.chdir("d")
+    os.chdir(top + "/d/d")
+    os.chmod("d", 0)
 """
 
 
@@ -96,6 +107,19 @@ def main(work: Path, cli_name: str) -> dict[str, Any]:
     found["left"] = [p.pid for p in box.processes()]
     box.reset_home()
     found["home_reset_owner"] = box.home.stat().st_uid
+    # The CLI makes trees 2,000 levels deep in its home and its work tree, each with a folder it locks
+    # (mode 000) near the top: the home counts as changed (too deep to compare), and both are removed.
+    cli.hand_over(box.tree)  # the next job's tree
+    cli.share_root(box.tree)
+    argv, env = box.command(["/usr/bin/python3", "-c", DEEP], {})
+    made = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+    found["deep_made"] = made.stderr[-300:] if made.returncode else 0
+    found["deep_home_changed"] = box.home_changed()
+    box.reset_home()
+    remove_tree(box.tree / "d", owner=cli)
+    cli.take_back(box.home)
+    found["deep_left"] = [(box.home / "d").exists(), (box.tree / "d").exists()]
+    cli.hand_over(box.home)
     return found
 
 

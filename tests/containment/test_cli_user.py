@@ -105,3 +105,7 @@ def test_the_cli_runs_as_its_own_user_and_the_agent_keeps_control() -> None:
     # Stopping the slot kills everything of the CLI user's sandbox; the home is reset for the next one.
     assert found["main_exit"] != 0 and found["left"] == []
     assert found["home_reset_owner"] == cli.pw_uid
+    # Trees 2,000 levels deep with a locked folder: the home counts as changed, both are removed.
+    assert found["deep_made"] == 0, found["deep_made"]
+    assert found["deep_home_changed"] is True, found
+    assert found["deep_left"] == [False, False], found

@@ -6,8 +6,11 @@ paths, bounded in size, never through a link."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -210,3 +213,129 @@ def test_names_a_rename_joins_keep_the_largest_file(tmp_path: Path) -> None:
     unpack_home_paths(archive, tmp_path, PATHS, rename)
     assert (tmp_path / full).read_bytes() == b"the whole conversation"
     assert [p.name for p in (tmp_path / full).parent.iterdir()] == [Path(full).name]
+
+
+def test_an_archive_that_fails_while_extracting_leaves_the_home_as_it_was(tmp_path: Path) -> None:
+    """A member `x` then `x/y` fails midway (x is a file): it used to leave the members before it in the
+    home. Extraction goes into a staging directory beside the home, which is removed."""
+    slot = tmp_path / "slot"
+    (slot / "home" / ".gemini" / "tmp").mkdir(parents=True)
+    (slot / "home" / ".gemini" / "tmp" / "mine.jsonl").write_text("the running CLI's")
+    archive = archive_of(
+        regular(".gemini/tmp/first.jsonl"), regular(".gemini/tmp/x"), regular(".gemini/tmp/x/y")
+    )
+    with pytest.raises(SandboxFault, match="cannot be unpacked"):
+        unpack_home_paths(archive, slot / "home", PATHS)
+    assert [p.name for p in (slot / "home" / ".gemini" / "tmp").iterdir()] == ["mine.jsonl"]
+    assert [p.name for p in slot.iterdir()] == ["home"], "the staging directory is removed"
+
+
+def test_a_home_that_holds_a_file_where_the_archive_has_a_directory_is_left_as_it_was(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".gemini" / "tmp").mkdir(parents=True)
+    (home / ".gemini" / "tmp" / "ws").write_text("a file here")
+    archive = archive_of(regular(".gemini/tmp/a.jsonl"), regular(".gemini/tmp/ws/chats/b.jsonl"))
+    with pytest.raises(SandboxFault, match=r"\.gemini/tmp/ws is not what the archive holds there"):
+        unpack_home_paths(archive, home, PATHS)
+    assert sorted(p.name for p in (home / ".gemini" / "tmp").iterdir()) == ["ws"]
+
+
+def test_a_load_merges_into_what_the_home_holds(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".gemini" / "tmp" / "ws").mkdir(parents=True)
+    (home / ".gemini" / "tmp" / "ws" / "mine.jsonl").write_text("the running CLI's")
+    (home / ".gemini" / "projects.json").write_text("{}")
+    archive = archive_of(
+        regular(".gemini/tmp/ws/saved.jsonl", b"saved"), regular(".gemini/projects.json", b"[]")
+    )
+    unpack_home_paths(archive, home, PATHS)
+    assert sorted(p.name for p in (home / ".gemini" / "tmp" / "ws").iterdir()) == [
+        "mine.jsonl",
+        "saved.jsonl",
+    ]
+    assert (home / ".gemini" / "projects.json").read_bytes() == b"[]"
+
+
+def _flipper(parent: Path, name: str, outside: Path) -> subprocess.Popen[bytes]:
+    """A real process of the agent's uid (local mode: the CLI's) that keeps swapping `parent/name` between
+    its directory and a link to `outside`, as fast as it can, until killed."""
+    code = (
+        "import os, sys\n"
+        "parent, name, outside = sys.argv[1:4]\n"
+        "fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)\n"
+        "print('ready', flush=True)\n"
+        "while True:\n"
+        "    try:\n"
+        "        os.rename(name, name + '.real', src_dir_fd=fd, dst_dir_fd=fd)\n"
+        "        os.symlink(outside, name, dir_fd=fd)\n"
+        "        os.unlink(name, dir_fd=fd)\n"
+        "        os.rename(name + '.real', name, src_dir_fd=fd, dst_dir_fd=fd)\n"
+        "    except OSError:\n"
+        "        pass\n"
+    )
+    writer = subprocess.Popen(
+        [sys.executable, "-c", code, str(parent), name, str(outside)], stdout=subprocess.PIPE
+    )
+    assert writer.stdout is not None and writer.stdout.readline() == b"ready\n"
+    return writer
+
+
+def test_a_racing_process_never_gets_a_file_outside_the_home_saved(tmp_path: Path) -> None:
+    """Local mode: a process of the CLI's uid alive during the save swaps a directory for a link to another
+    slot's tree mid-walk. Whatever the scheduling, the save either fails (SandboxFault) or holds only the
+    home's own files: every directory is opened relative to its parent with O_NOFOLLOW."""
+    outside = tmp_path / "slots" / "2" / "tree"
+    outside.mkdir(parents=True)
+    for n in range(50):  # the names the walk listed in `a`: read through a link, they would be these
+        (outside / f"chat-{n}.jsonl").write_text("ANOTHER OWNER'S SOURCE\n")
+    home = tmp_path / "home"
+    sessions = home / ".gemini" / "tmp"
+    for name in ("a", "b"):
+        (sessions / name).mkdir(parents=True)
+        for n in range(50):
+            (sessions / name / f"chat-{n}.jsonl").write_text(f"{name} {n}\n" * 200)
+    writer = _flipper(sessions, "a", outside)
+    outcomes = {"saved": 0, "refused": 0}
+    try:
+        for _ in range(30):
+            try:
+                archive = pack_home_paths(home, PATHS, 10_000_000)
+            except SandboxFault:
+                outcomes["refused"] += 1
+                continue
+            assert archive is not None
+            outcomes["saved"] += 1
+            with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as saved:
+                for member in saved.getmembers():
+                    data = saved.extractfile(member).read() if member.isfile() else b""  # type: ignore[union-attr]
+                    assert b"ANOTHER OWNER" not in data
+    finally:
+        writer.kill()
+        writer.wait()
+    assert sum(outcomes.values()) == 30
+
+
+def test_a_racing_process_never_gets_a_load_written_outside_the_home(tmp_path: Path) -> None:
+    """Local mode: a process of the CLI's uid flips `~/.gemini/tmp/p` between a directory and a link to a
+    directory of the host while a saved session is loaded. Whatever the scheduling, nothing is written
+    outside the home (the unpack writes into a staging directory the CLI cannot name, and moves into the
+    home through descriptors opened with O_NOFOLLOW)."""
+    outside = tmp_path / "agent-owned"
+    outside.mkdir()
+    archive = archive_of(*(regular(f".gemini/tmp/p/f{i}", b"planted") for i in range(2000)))
+    writer = None
+    try:
+        for attempt in range(10):
+            home = tmp_path / f"home{attempt}"
+            (home / ".gemini" / "tmp" / "p").mkdir(parents=True)
+            writer = _flipper(home / ".gemini" / "tmp", "p", outside)
+            with contextlib.suppress(SandboxFault):
+                unpack_home_paths(archive, home, PATHS)
+            writer.kill()
+            writer.wait()
+            writer = None
+            assert list(outside.iterdir()) == []
+    finally:
+        if writer is not None:
+            writer.kill()
+            writer.wait()

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bench.screen import ADVERSARIAL
 from ec2_agent.secret_screen import Screen, ScreenTooLarge, screen_secrets
 
 GITHUB = "ghp_" + "A1b2C3d4E5" * 4
@@ -79,23 +80,9 @@ def test_the_reviewer_s_named_credentials_are_still_redacted(line: str) -> None:
 # rule; `eyJ-eyJ-…` on the old JWT rule): at this size the old screen runs past the test timeout. The timing
 # itself is measured by `make bench` (bench/screen.py), as a ratio; here the screen must stay correct.
 ADVERSARIAL_CHARS = 256 * 1024
-ADVERSARIAL_UNITS = {
-    "a.a.a": "a.",
-    "name characters": "A_b-9.",
-    "keyword runs": "token",
-    "keywords and dots": "passwd.",
-    "keywords in one name": "passwd_",
-    "= flood": "=",
-    ": flood": ":",
-    "spaces after a keyword": "api_key ",
-    "jwt starts": "eyJ-",
-    "jwt parts": "eyJabcdefgh.",
-    "pem headers": "-----BEGIN A",
-    "bearer words": "bearer ",
-}
 
 
-@pytest.mark.parametrize("unit", ADVERSARIAL_UNITS.values(), ids=ADVERSARIAL_UNITS.keys())
+@pytest.mark.parametrize("unit", ADVERSARIAL.values(), ids=ADVERSARIAL.keys())  # what `make bench` times
 def test_adversarial_text_is_screened_correctly(unit: str) -> None:
     filler = (unit * (ADVERSARIAL_CHARS // len(unit) + 1))[:ADVERSARIAL_CHARS]
     text = f"{filler} {GITHUB} {filler}\nANTHROPIC_API_KEY=plainvalue1234\n{filler}"

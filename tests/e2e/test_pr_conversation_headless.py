@@ -9,7 +9,6 @@ tests/e2e/test_pr_conversation_acp.py.)"""
 
 from __future__ import annotations
 
-import json
 import signal
 import uuid
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from tests.e2e.test_pr_conversation_acp import (
     record_follow_ups,
 )
 from tests.e2e.waiting import eventually
+from tests.session.test_real_headless import said_by_claude
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -45,21 +45,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         s.forge.add_user(*REVIEWER)
         s.forge.add_collaborator(DEMO_OWNER, DEMO_REPO, REVIEWER[0])
         yield s
-
-
-def said_by_the_model(request_body: str, text: str) -> bool:
-    """True if an Anthropic Messages request (`messages`, each with a `role`) replays `text` as one of the
-    assistant's own earlier turns: a resumed conversation, not a brief quoting it."""
-    try:
-        messages = json.loads(request_body).get("messages", [])
-    except ValueError:
-        return False
-    return any(
-        m.get("role") == "assistant"
-        and any(isinstance(b, dict) and text in str(b.get("text", "")) for b in m.get("content", []))
-        for m in messages
-        if isinstance(m, dict)
-    )
 
 
 def saved_by(stack: LocalStack, number: int, job_id: str) -> SavedSession:
@@ -104,7 +89,7 @@ def test_a_follow_up_on_another_host_resumes_the_pr_s_claude_session(stack: Loca
     generating = [e.detail for e in job.timeline if e.step == "generating"]
     assert f"resumed the PR's session {saved.session_id}" in generating[-1], job.timeline
     answer = f"I wrote {first_path} as TASK.md asks."
-    resumed = [r for r in standin.requests_since(mark) if said_by_the_model(r.text, answer)]
+    resumed = [r for r in standin.requests_since(mark) if said_by_claude(r.text, answer)]
     assert resumed, "the follow-up's model requests do not carry the first job's conversation"
     assert any("Wombat notes" in r.text and "Follow-up request" in r.text for r in resumed)
     again = saved_by(stack, number, job.job_id)  # the follow-up's turns are kept too, under the same id
@@ -122,7 +107,7 @@ def test_a_follow_up_on_another_host_resumes_the_pr_s_claude_session(stack: Loca
     assert f"resumed the PR's session {saved.session_id}" in generating[-1], second.timeline
     follow_up_answer = f"I wrote {job.changed_files[0]} as TASK.md asks."  # the first follow-up's last word
     requests = standin.requests_since(mark)
-    both = [r for r in requests if all(said_by_the_model(r.text, a) for a in (answer, follow_up_answer))]
+    both = [r for r in requests if all(said_by_claude(r.text, a) for a in (answer, follow_up_answer))]
     assert both, "the second follow-up's model requests do not carry both earlier jobs' conversation"
 
 
@@ -155,7 +140,7 @@ def test_a_saved_session_the_cli_cannot_find_falls_back_to_a_new_session_with_th
     requests = standin.requests_since(mark)
     briefed = [r for r in requests if "Dingo notes" in r.text and "Follow-up request" in r.text]
     assert briefed, "the follow-up's CLI never sent the brief to the model"
-    assert not [r for r in requests if said_by_the_model(r.text, f"I wrote {first_path} as TASK.md asks.")]
+    assert not [r for r in requests if said_by_claude(r.text, f"I wrote {first_path} as TASK.md asks.")]
     again = saved_by(stack, number, job.job_id)  # the new session is the PR's from now on
     assert again.session_id not in (missing, saved.session_id)
 
@@ -221,7 +206,7 @@ def test_a_session_saved_with_a_commit_the_branch_no_longer_holds_is_forgotten(s
     assert not any("resumed" in e.detail for e in job.timeline if e.step == "generating"), job.timeline
     requests = standin.requests_since(mark)
     assert any("Numbat count" in r.text and "Follow-up request" in r.text for r in requests)
-    assert not [r for r in requests if said_by_the_model(r.text, f"I wrote {first_path} as TASK.md asks.")]
+    assert not [r for r in requests if said_by_claude(r.text, f"I wrote {first_path} as TASK.md asks.")]
     again = saved_by(stack, number, job.job_id)
     assert again.session_id != saved.session_id and again.commit_sha == job.commit_sha
 

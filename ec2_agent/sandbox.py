@@ -52,7 +52,7 @@ import tarfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -120,6 +120,11 @@ _FOREGROUND = (
 class SandboxFault(SlotFault):
     """The slot's sandbox cannot be set up or cleaned (bwrap missing, home unreadable, a process that will
     not die). Slot-local: the job is handed back without using an attempt, and the slot is rebuilt."""
+
+
+class WalkLimit(SandboxFault):
+    """A tree the CLI shaped is deeper (WALK_MAX_DEPTH) or larger than a walk reads (:func:`walk_tree`):
+    the tree's fault, not the slot's; a caller that can say so to the job (the commit) does."""
 
 
 class SandboxLimits(BaseModel):
@@ -674,15 +679,17 @@ def walk_tree(
     *,
     max_depth: int = WALK_MAX_DEPTH,
     max_entries: int | None = WALK_MAX_ENTRIES,
+    prune: Callable[[TreeEntry], bool] | None = None,
 ) -> Iterator[TreeEntry]:
     """Everything under the directory open as `root_fd` (not closed here), top down, names sorted in each
     directory, without recursion. Each directory is opened relative to its parent's descriptor with
     O_DIRECTORY|O_NOFOLLOW, so no path is resolved again and no link is followed, whatever a process
     changes meanwhile (a name swapped for a link: ELOOP; for another directory: the walk notices). The
     consumer runs between entries, before a directory is entered (so it may make it readable first).
-    `where` names the root in errors. Raises SandboxFault for a directory more than `max_depth` levels
-    below the root, more than `max_entries` entries (None: no limit) or a directory replaced while walked;
-    OSError when the tree cannot be read."""
+    `where` names the root in errors; an entry for which `prune` is True is neither yielded nor entered.
+    Raises WalkLimit for a directory more than `max_depth` levels below the root or more than
+    `max_entries` entries (None: no limit), SandboxFault for a directory replaced while walked, OSError
+    when the tree cannot be read."""
     count = 0
     stack: list[tuple[int, str, list[str]]] = []
     try:
@@ -699,16 +706,17 @@ def walk_tree(
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
                 continue  # removed meanwhile
+            entry = TreeEntry(child, name, fd, st)
+            if prune is not None and prune(entry):
+                continue
             count += 1
             if max_entries is not None and count > max_entries:
-                raise SandboxFault(f"{where} holds more than {max_entries} entries; not read")
-            yield TreeEntry(child, name, fd, st)
+                raise WalkLimit(f"{where} holds more than {max_entries} entries; not read")
+            yield entry
             if not stat.S_ISDIR(st.st_mode):
                 continue
             if len(stack) >= max_depth:
-                raise SandboxFault(
-                    f"{_shown(where, child)} is more than {max_depth} directories deep; not read"
-                )
+                raise WalkLimit(f"{_shown(where, child)} is more than {max_depth} directories deep; not read")
             sub = os.open(name, _DIR_OPEN, dir_fd=fd)
             opened = os.fstat(sub)
             if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):

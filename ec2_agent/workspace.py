@@ -36,14 +36,14 @@ import stat
 import subprocess
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from ec2_agent.faults import SlotFault
-from ec2_agent.sandbox import CliUser, discard, remove_tree
+from ec2_agent.sandbox import CliUser, TreeEntry, WalkLimit, discard, remove_tree, walk_tree
 from lambda_src.models import check_branch_name
 
 log = logging.getLogger(__name__)
@@ -480,7 +480,10 @@ class Workspace:
         the branch. With a CLI user, the tree is taken back first, so the CLI can no longer change it.
         Raises TreeRefused, GitError, SandboxFault (take back)."""
         if self._cli_user is not None:
-            self._cli_user.take_back(checkout.tree)
+            try:
+                self._cli_user.take_back(checkout.tree)
+            except WalkLimit as err:
+                raise TreeRefused(str(err)) from err
         check_tree(checkout.tree)
         git, git_dir, tree = self._git, checkout.git_dir, checkout.tree
         git.run(["add", "--all", "--", ".", *self._exclude], git_dir, work_tree=tree)
@@ -579,43 +582,42 @@ class Workspace:
 
 def check_tree(tree: Path) -> None:
     """Refuse a tree the agent will not commit: special files, files over MAX_FILE_BYTES, more than
-    MAX_TREE_ENTRIES entries or MAX_TREE_BYTES in all, a `.git` below the top (git would read it as an
-    embedded repository: a `gitdir:` file, a link or a `commondir` in it sends the agent's git to any path
-    of the host, whose HEAD it would commit as a submodule link). Never follows links. Raises TreeRefused."""
+    MAX_TREE_ENTRIES entries or MAX_TREE_BYTES in all, deeper than WALK_MAX_DEPTH, a `.git` below the top
+    (git would read it as an embedded repository: a `gitdir:` file, a link or a `commondir` in it sends the
+    agent's git to any path of the host, whose HEAD it would commit as a submodule link), a tree it cannot
+    read. Walked relative to directory descriptors (:func:`~ec2_agent.sandbox.walk_tree`), never following
+    links; the top-level `.git` is skipped (git never adds it: the agent's git directory is elsewhere).
+    Raises TreeRefused."""
     total = 0
-    for entries, (path, st) in enumerate(_walk(tree), start=1):
-        if entries > MAX_TREE_ENTRIES:
-            raise TreeRefused(f"the work tree has more than {MAX_TREE_ENTRIES} entries")
-        if path.name == ".git":
-            raise TreeRefused(
-                f"{path.relative_to(tree)}: a git repository inside the tree cannot be committed; remove it"
-            )
-        mode = st.st_mode
-        if stat.S_ISREG(mode):
-            if st.st_size > MAX_FILE_BYTES:
-                raise TreeRefused(f"{path.relative_to(tree)} is larger than {MAX_FILE_BYTES} bytes")
-            total += st.st_size
-            if total > MAX_TREE_BYTES:
-                raise TreeRefused(f"the work tree holds more than {MAX_TREE_BYTES} bytes")
-        elif not (stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
-            raise TreeRefused(f"{path.relative_to(tree)} is not a file, directory or symbolic link")
+    try:
+        top = os.open(tree, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as err:
+        raise TreeRefused(f"the work tree cannot be read: {err}") from err
+    try:
+        for entries, entry in enumerate(walk_tree(top, tree, max_entries=None, prune=_top_git), start=1):
+            if entries > MAX_TREE_ENTRIES:
+                raise TreeRefused(f"the work tree has more than {MAX_TREE_ENTRIES} entries")
+            if entry.name == ".git":
+                raise TreeRefused(
+                    f"{entry.rel}: a git repository inside the tree cannot be committed; remove it"
+                )
+            mode = entry.st.st_mode
+            if stat.S_ISREG(mode):
+                if entry.st.st_size > MAX_FILE_BYTES:
+                    raise TreeRefused(f"{entry.rel} is larger than {MAX_FILE_BYTES} bytes")
+                total += entry.st.st_size
+                if total > MAX_TREE_BYTES:
+                    raise TreeRefused(f"the work tree holds more than {MAX_TREE_BYTES} bytes")
+            elif not (stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+                raise TreeRefused(f"{entry.rel} is not a file, directory or symbolic link")
+    except (WalkLimit, OSError) as err:
+        raise TreeRefused(f"the work tree cannot be read: {err}") from err
+    finally:
+        os.close(top)
 
 
-def _walk(root: Path) -> Iterator[tuple[Path, os.stat_result]]:
-    """Everything under `root` except its top-level `.git` (git never adds it: the agent's git directory is
-    elsewhere), links not followed; a nested `.git` is yielded, not entered."""
-    stack = [root]
-    while stack:
-        directory = stack.pop()
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                if entry.name == ".git" and directory == root:
-                    continue
-                st = entry.stat(follow_symlinks=False)
-                path = Path(entry.path)
-                yield path, st
-                if stat.S_ISDIR(st.st_mode) and entry.name != ".git":
-                    stack.append(path)
+def _top_git(entry: TreeEntry) -> bool:
+    return entry.rel == ".git"
 
 
 def empty_directory(directory: Path, *, owner: CliUser | None = None) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from aipm.local.forge import Forge
 from ec2_agent.profiles import CliProfile
+from ec2_agent.sandbox import remove_tree
 from ec2_agent.workspace import (
     Git,
     GitError,
@@ -165,6 +166,27 @@ def test_special_and_oversized_files_are_refused(
     (checkout.tree / "big.bin").write_bytes(b"x" * 11)
     with pytest.raises(TreeRefused, match=r"big\.bin"):
         ws.commit_all(checkout, "x")
+
+
+def test_a_tree_deeper_than_a_walk_reads_is_refused(forge: Forge, tmp_path: Path, task_branch: str) -> None:
+    """A CLI can nest directories thousands deep (Python 3.11's recursive walks raised RecursionError): the
+    job fails with the reason, and the next checkout still empties the tree."""
+    ws = make_workspace(forge, tmp_path / "agent")
+    checkout = ws.prepare("job-1", "acme", "tools", task_branch)
+    fd = os.open(checkout.tree, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(2000):
+        os.mkdir("d", dir_fd=fd)
+        sub = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = sub
+    os.close(os.open("deep.txt", os.O_CREAT | os.O_WRONLY, 0o600, dir_fd=fd))
+    os.close(fd)
+    with pytest.raises(TreeRefused, match=r"tree/d/d/d.*more than 128 directories deep"):
+        ws.commit_all(checkout, "x")
+    checkout = ws.prepare("job-1", "acme", "tools", task_branch)
+    assert not (checkout.tree / "d").exists()
+    for trash in checkout.tree.parent.glob(".trash-*"):  # pytest's own clean-up recurses: none may stay
+        remove_tree(trash)
 
 
 @pytest.mark.parametrize("kind", ["gitdir-file", "link", "commondir"])
